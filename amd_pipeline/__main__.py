@@ -1,0 +1,3 @@
+from amd_pipeline.cli import main
+
+main()

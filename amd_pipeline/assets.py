@@ -1,0 +1,79 @@
+"""The AMD assets: a thin shell of partition keys -> windows -> loader -> metadata."""
+
+import time
+
+import dagster as dg
+
+from amd_pipeline import progress
+from amd_pipeline.loader import LoadFailedError, LoadReport, Progress, RejectedValuesError, load
+from amd_pipeline.partitions import window_request
+from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
+from amd_pipeline.store import AMD_DAILY
+
+PROGRESS_LOG_SECONDS = 5.0
+
+
+def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | float | str]:
+    lines = ["| campaign | windows | empty windows | total_amd |", "|---|---:|---:|---:|"]
+    for campaign in sorted(report.windows_by_campaign):
+        lines.append(
+            f"| {campaign} | {report.windows_by_campaign[campaign]} | {report.empty_by_campaign[campaign]} "
+            f"| {report.totals[campaign]} |"
+        )
+    metadata: dict[str, dg.MetadataValue | int | float | str] = {
+        "rows_written": report.rows_written,
+        "windows": report.windows,
+        "calls": report.calls,
+        "retries": report.retries,
+        "batches": report.batches,
+        "per_campaign": dg.MetadataValue.md("\n".join(lines)),
+    }
+    if report.median_latency is not None:
+        metadata["median_latency_ms"] = round(report.median_latency * 1000, 1)
+    return metadata
+
+
+def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str) -> dg.AssetsDefinition:
+    """The ``amd_daily`` asset over ``partitions_def`` (campaign x local day in ``timezone``)."""
+
+    @dg.asset(
+        name="amd_daily",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=TOKEN_POOL,
+        group_name="wolkvox",
+        kinds={"duckdb", "pandas"},
+        description=AMD_DAILY.description,
+    )
+    def amd_daily(
+        context: dg.AssetExecutionContext, wolkvox: WolkvoxResource, amd_store: AmdStoreResource
+    ) -> dg.MaterializeResult:
+        keys = [
+            k if isinstance(k, dg.MultiPartitionKey) else partitions_def.get_partition_key_from_str(k)
+            for k in context.partition_keys
+        ]
+        requests = [window_request(key, timezone) for key in keys]
+        context.log.info(f"fetching {len(requests)} campaign-day windows ({timezone})")
+        last_log = [0.0]
+
+        def on_progress(p: Progress) -> None:
+            progress.publish(p)
+            if p.windows_done == p.windows_total or time.monotonic() - last_log[0] >= PROGRESS_LOG_SECONDS:
+                last_log[0] = time.monotonic()
+                context.log.info(f"{p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries")
+
+        with wolkvox.client() as client:
+            try:
+                report = load(client, amd_store.store(), AMD_DAILY, requests, on_progress=on_progress)
+            except LoadFailedError as failed:
+                # Record what did land before failing, so the UI shows those partitions as done.
+                key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
+                for written in failed.report.written:
+                    context.log_event(dg.AssetMaterialization(context.asset_key, partition=key_of[written]))
+                metadata = report_metadata(failed.report)
+                if isinstance(failed.cause, RejectedValuesError):
+                    metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
+                raise dg.Failure(description=str(failed.cause), metadata=metadata) from None
+        return dg.MaterializeResult(metadata=report_metadata(report))
+
+    return amd_daily

@@ -1,0 +1,47 @@
+"""The project's Dagster instance: one DAGSTER_HOME shared by the CLI, the UI and the daemon."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+DEFAULT_HOME = ".dagster_home"
+
+
+def shipped_instance_yaml() -> str:
+    return resources.files("amd_pipeline").joinpath("dagster.yaml").read_text()
+
+
+def pool_limit_configured(home: Path) -> bool:
+    """True when ``home/dagster.yaml`` sets a pool limit (so the token pool holds one step at a time)."""
+    path = home / "dagster.yaml"
+    if not path.exists():
+        return False
+    config = yaml.safe_load(path.read_text()) or {}
+    return bool(((config.get("concurrency") or {}).get("pools") or {}).get("default_limit"))
+
+
+def prepare_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """Use DAGSTER_HOME (or ./.dagster_home), writing the shipped dagster.yaml if it has none.
+
+    Sets ``DAGSTER_HOME`` for this process and its children and returns the absolute path.
+    """
+    path = Path(home or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        config.write_text(shipped_instance_yaml())
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+def get_instance(home: Path) -> dg.DagsterInstance:
+    """The instance in ``home``, with the token pool limited to 1 even if dagster.yaml forgot it."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    if not pool_limit_configured(home):
+        instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
+    return instance

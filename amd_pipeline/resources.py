@@ -1,0 +1,89 @@
+"""Dagster resources: configuration only. They build the client, the store and the campaign list."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from amd_pipeline.campaigns import discover_campaign_ids, parse_campaign_list
+from amd_pipeline.store import AmdStore
+from amd_pipeline.token_guard import TokenGuard, token_key
+from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient, base_url_for
+
+TOKEN_POOL = "wolkvox_token"
+
+
+class WolkvoxResource(dg.ConfigurableResource):
+    """The Wolkvox API for one operation. Give the token as ``dg.EnvVar``, never as a string."""
+
+    token: str = Field(description="wolkvox-token of the operation (WOLKVOX_TOKEN).")
+    server: str = Field(default="", description="Server nomenclature, e.g. 0010 (WOLKVOX_SERVER).")
+    base_url: str = Field(default="", description="Explicit base URL; wins over server (WOLKVOX_BASE_URL).")
+    connect_timeout_seconds: int = 10
+    read_timeout_seconds: int = Field(default=75, description="A little above the server's 60 s limit.")
+    max_attempts: int = Field(default=6, description="HTTP attempts per call before giving up.")
+    backoff_base_ms: int = Field(default=1000, description="First retry waits about this long; doubles after.")
+    backoff_max_seconds: int = 60
+    maintenance_delay_ms: int = Field(default=30000, description="Least wait after a maintenance 403.")
+    max_in_flight: int = Field(default=1, description="Requests in flight per token (WOLKVOX_MAX_IN_FLIGHT), 1 or 2.")
+    lock_dir: str = Field(default="", description="Folder of the cross-process token lock files.")
+
+    def guard(self) -> TokenGuard:
+        url = base_url_for(self.server, self.base_url)
+        if self.max_in_flight not in (1, 2):
+            raise ValueError(f"WOLKVOX_MAX_IN_FLIGHT must be 1 or 2 (the vendor allows 2), got {self.max_in_flight}")
+        return TokenGuard(
+            token_key(url, self.token),
+            max_in_flight=self.max_in_flight,
+            lock_dir=Path(self.lock_dir) if self.lock_dir else None,
+        )
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[WolkvoxClient]:
+        """A client whose every HTTP attempt holds the token lease."""
+        if not self.token:
+            raise ValueError("WOLKVOX_TOKEN is empty: set it to the operation's wolkvox-token")
+        client = WolkvoxClient(
+            base_url_for(self.server, self.base_url),
+            self.token,
+            timeouts=Timeouts(self.connect_timeout_seconds, self.read_timeout_seconds),
+            retry=RetryPolicy(
+                max_attempts=self.max_attempts,
+                base_delay=self.backoff_base_ms / 1000,
+                max_delay=self.backoff_max_seconds,
+                maintenance_delay=self.maintenance_delay_ms / 1000,
+            ),
+            lease=self.guard().lease,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class AmdStoreResource(dg.ConfigurableResource):
+    """The DuckDB file analysts read (AMD_DUCKDB_PATH)."""
+
+    path: str = "data/amd.duckdb"
+    lock_timeout_seconds: float = 120.0
+
+    def store(self) -> AmdStore:
+        return AmdStore(self.path, lock_timeout=self.lock_timeout_seconds)
+
+
+class CampaignSource(dg.ConfigurableResource):
+    """Which campaigns are partitions: AMD_CAMPAIGNS if set, else discovery of predictive campaigns."""
+
+    campaign_ids: str = Field(default="", description="Comma-separated campaign ids (AMD_CAMPAIGNS); empty = discover.")
+    discover_types: str = Field(default="predictive", description="type_campaign values that discovery keeps.")
+
+    def resolve(self, wolkvox: WolkvoxResource) -> list[str]:
+        configured = parse_campaign_list(self.campaign_ids)
+        if configured:
+            return configured
+        with wolkvox.client() as client:
+            return discover_campaign_ids(client.campaigns(), parse_campaign_list(self.discover_types))

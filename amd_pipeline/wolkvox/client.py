@@ -1,0 +1,300 @@
+"""HTTP client for Wolkvox's reports API (campaign_6) and campaign listing.
+
+One request at a time goes through ``lease`` (the token guard), retries happen outside it, and
+every answer is turned into data or an exception by :func:`map_response`, the only place where
+HTTP status and body decide what an answer means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import requests
+
+from amd_pipeline.windows import Window
+from amd_pipeline.wolkvox import errors
+from amd_pipeline.wolkvox.models import Answer, CallStats
+
+REPORTS_PATH = "/api/v2/reports_manager.php"
+INFORMATION_PATH = "/api/v2/information.php"
+USER_AGENT = "amd_pipeline"
+_SERVER_RE = re.compile(r"^\d{1,6}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a connection and for the answer (the server gives up after 60 s)."""
+
+    connect: float = 10.0
+    read: float = 75.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for :class:`~amd_pipeline.wolkvox.errors.RetryableError`.
+
+    The n-th retry waits ``d/2 + uniform(0, d/2)`` with ``d = min(max_delay, base_delay * 2**(n-1))``,
+    at least ``maintenance_delay`` when the API says it is in maintenance, and at least what a
+    ``Retry-After`` header asks for (capped by ``max_delay``).
+    """
+
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    maintenance_delay: float = 30.0
+
+    def delay(self, retry_number: int, error: errors.RetryableError, rng: random.Random) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry_number - 1))
+        wait = ceiling / 2 + rng.uniform(0, ceiling / 2)
+        if isinstance(error, errors.MaintenanceError):
+            wait = max(wait, self.maintenance_delay)
+        if error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, self.max_delay))
+        return wait
+
+
+def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
+    """The API host: an explicit ``base_url``, or ``https://wv{server}.wolkvox.com``."""
+    if base_url:
+        return base_url.rstrip("/")
+    if not server:
+        raise ValueError("set WOLKVOX_SERVER (e.g. 0010) or WOLKVOX_BASE_URL to say which Wolkvox host to call")
+    server = server.strip()
+    if not _SERVER_RE.match(server):
+        raise ValueError(f"WOLKVOX_SERVER must be the server nomenclature, digits like 0010; got {server!r}")
+    return f"https://wv{server}.wolkvox.com"
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _describe_body(body: bytes, content_type: str) -> str:
+    head = body[:200].decode("utf-8", "replace").strip()
+    if "html" in content_type.lower() or head.lower().startswith(("<!doctype", "<html")):
+        return f"an HTML page ({len(body)} bytes)"
+    if not head:
+        return "an empty body"
+    return f"a non-JSON body ({len(body)} bytes, starts {head[:40]!r})"
+
+
+def _retry_after(headers: dict[str, str] | None) -> float | None:
+    value = (headers or {}).get("Retry-After", "")
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def map_response(
+    status: int,
+    body: bytes,
+    *,
+    request: str,
+    content_type: str = "",
+    headers: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], ...] | None:
+    """Decide what one HTTP answer means: rows, "no rows", or an exception.
+
+    Args:
+        status: the HTTP status code.
+        body: the raw body.
+        request: a label naming the request (campaign and window) for error messages.
+        content_type: the Content-Type header, to name HTML pages in errors.
+        headers: response headers (``Retry-After`` is honoured).
+
+    Returns:
+        The ``data`` rows as a tuple of dicts (empty when ``data`` is ``[]`` or absent), or ``None``
+        for a Wolkvox "no rows" answer (HTTP 404 with a Wolkvox envelope).
+
+    Raises:
+        errors.WolkvoxError: a subclass chosen by the table in ``errors``' docstring.
+    """
+    payload = _parse_json(body)
+    envelope = payload if isinstance(payload, dict) and ("code" in payload or "msg" in payload) else None
+    msg = str(envelope.get("msg") or "").strip() if envelope else ""
+    code = str(envelope.get("code", "")).strip() if envelope else ""
+    # Some Wolkvox endpoints answer HTTP 200 and put the real status in `code` (as int or text).
+    effective = int(code) if code.isdigit() and int(code) >= 300 else status
+    what = f"HTTP {effective}" + (f" {msg!r}" if msg else "")
+    kw = {"request": request, "status": effective, "vendor_msg": msg}
+
+    if effective >= 500:
+        shown = what if envelope else f"HTTP {status} with {_describe_body(body, content_type)}"
+        raise errors.ServerError(shown, retry_after=_retry_after(headers), **kw)
+    if effective == 404:
+        if envelope is None:
+            raise errors.UnexpectedResponseError(
+                f"HTTP 404 with {_describe_body(body, content_type)}, not a Wolkvox answer: is the base URL right?",
+                **kw,
+            )
+        return None
+    if effective == 400:
+        raise errors.BadRequestError(f"{what}: the request is malformed (a bug, or a window over 31 days)", **kw)
+    if effective == 401:
+        raise errors.MissingTokenError(f"{what}: no token was sent; set WOLKVOX_TOKEN", **kw)
+    if effective == 403:
+        upper = msg.upper()
+        if "VALIDATE TOKEN" in upper:
+            raise errors.InvalidTokenError(f"{what}: the token is wrong or expired; check WOLKVOX_TOKEN", **kw)
+        if "TOKEN LIMIT EXCEEDED" in upper:
+            raise errors.QuotaExhaustedError(f"{what}: the daily quota is spent; no more calls today", **kw)
+        if "SIMULTANEOUS" in upper:
+            raise errors.TokenBusyError(f"{what}: the token is busy", retry_after=_retry_after(headers), **kw)
+        shown = what if envelope else f"HTTP 403 with {_describe_body(body, content_type)}"
+        raise errors.MaintenanceError(f"{shown}: treated as maintenance", retry_after=_retry_after(headers), **kw)
+    if effective == 429:
+        raise errors.TokenBusyError(f"{what}: too many requests", retry_after=_retry_after(headers), **kw)
+    if effective == 408:
+        raise errors.TransportError(f"{what}: request timeout", **kw)
+    if effective >= 300:
+        raise errors.UnexpectedResponseError(f"{what}: not an answer the Wolkvox API documents", **kw)
+    if envelope is None:
+        raise errors.BadBodyError(f"HTTP {status} with {_describe_body(body, content_type)}", **kw)
+    data = envelope.get("data")
+    if data is None:
+        return ()
+    if isinstance(data, dict):
+        return (data,)
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return tuple(data)
+    raise errors.BadBodyError(f"HTTP {status}: `data` is neither a list of objects nor an object", **kw)
+
+
+class WolkvoxClient:
+    """Calls the Wolkvox API with one token, one request at a time, retrying what is transient.
+
+    Args:
+        base_url: ``https://wv{server}.wolkvox.com`` or a simulator's URL (see :func:`base_url_for`).
+        token: the ``wolkvox-token``; kept out of every message and repr.
+        timeouts: connect and read timeouts.
+        retry: the backoff policy.
+        lease: a factory of context managers held around each HTTP attempt (the token guard).
+        session: a ``requests.Session`` (one is made otherwise).
+        sleep: waits between retries (tests pass a fake).
+        rng: randomness for jitter (tests pass a seeded one).
+        clock: monotonic clock for latencies.
+        now: wall clock (UTC) for ``received_at``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        lease: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeouts = timeouts
+        self.retry = retry
+        self._lease = lease
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._now = now
+        self.stats = CallStats()
+        self.quota_exhausted = False
+
+    def __repr__(self) -> str:
+        return f"WolkvoxClient(base_url={self.base_url!r}, token=<redacted>)"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def amd_accumulated(self, campaign_id: str, window: Window) -> Answer:
+        """AMD totals of ``campaign_id`` (or ``"all"``) over ``window``: one campaign_6 call."""
+        params = {
+            "api": "campaign_6",
+            "campaign_id": campaign_id,
+            "date_ini": window.date_ini,
+            "date_end": window.date_end,
+        }
+        rows, attempts, received_at = self._get(REPORTS_PATH, params, f"campaign {campaign_id}, window {window}")
+        return Answer(rows=rows or (), empty=not rows, received_at=received_at, attempts=attempts)
+
+    def campaigns(self) -> tuple[dict[str, Any], ...]:
+        """The operation's campaigns (``information.php?api=campaigns``); costs one call."""
+        rows, _, _ = self._get(INFORMATION_PATH, {"api": "campaigns"}, "campaign list")
+        return rows or ()
+
+    def _get(self, path: str, params: dict[str, str], request: str):
+        if self.quota_exhausted:
+            raise errors.QuotaExhaustedError(
+                "the daily quota was spent earlier in this run; not calling", request=request
+            )
+        url = self.base_url + path
+        headers = {"wolkvox-token": self._token, "User-Agent": USER_AGENT}
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._attempt(url, params, headers, request), attempt, self._now()
+            except errors.QuotaExhaustedError:
+                self.quota_exhausted = True
+                raise
+            except errors.RetryableError as exc:
+                if attempt == self.retry.max_attempts:
+                    exc.args = (f"{exc.args[0]} (gave up after {attempt} attempts)",)
+                    raise
+                self.stats.retries += 1
+                self._sleep(self.retry.delay(attempt, exc, self._rng))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, url: str, params: dict[str, str], headers: dict[str, str], request: str):
+        started = self._clock()
+        try:
+            with self._lease():
+                self.stats.calls += 1
+                response = self._session.get(
+                    url, params=params, headers=headers, timeout=(self.timeouts.connect, self.timeouts.read)
+                )
+                body = response.content
+        except requests.Timeout as exc:
+            raise errors.TransportError(f"timed out ({type(exc).__name__})", request=request) from None
+        except requests.RequestException as exc:
+            raise errors.TransportError(
+                f"no answer ({type(exc).__name__}: {self._redact(exc)})", request=request
+            ) from None
+        self.stats.latencies.append(self._clock() - started)
+        try:
+            return map_response(
+                response.status_code,
+                body,
+                request=request,
+                content_type=response.headers.get("Content-Type", ""),
+                headers=dict(response.headers),
+            )
+        except errors.WolkvoxError as exc:
+            exc.args = (self._redact(exc.args[0]),)
+            raise
+
+    def _redact(self, value: object) -> str:
+        text = str(value)
+        return text.replace(self._token, "<redacted>") if self._token else text
+
+
+@contextlib.contextmanager
+def closing_client(client: WolkvoxClient) -> Iterator[WolkvoxClient]:
+    try:
+        yield client
+    finally:
+        client.close()
