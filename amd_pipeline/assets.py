@@ -69,7 +69,11 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                 # Record what did land before failing, so the UI shows those partitions as done.
                 key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
                 for written in failed.report.written:
-                    context.log_event(dg.AssetMaterialization(context.asset_key, partition=key_of[written]))
+                    context.instance.report_runless_asset_event(
+                        dg.AssetMaterialization(
+                            context.asset_key, partition=key_of[written], tags={"amd_pipeline/run_id": context.run_id}
+                        )
+                    )
                 metadata = report_metadata(failed.report)
                 if isinstance(failed.cause, RejectedValuesError):
                     metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))

@@ -209,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             os.environ.pop(name, None)
         duckdb_path = os.environ.setdefault("AMD_DUCKDB_PATH", "data/amd.duckdb")
         print(
-            f"demo: Wolkvox simulator at {sim.url} ({args.latency_ms:g} ms per answer, faults on {args.fault_rate:.0%} of calls)"
+            f"demo: Wolkvox simulator at {sim.url} "
+            f"({args.latency_ms:g} ms per answer, faults on {args.fault_rate:.0%} of calls)"
         )
         code = run_backfill(start, end, home=args.home)
         stats = sim.stats()

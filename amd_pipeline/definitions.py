@@ -29,7 +29,7 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[amd_daily],
-        jobs=[dg.define_asset_job(AMD_DAILY_JOB, selection=[amd_daily], partitions_def=amd_daily.partitions_def)],
+        jobs=[dg.define_asset_job(AMD_DAILY_JOB, selection=[amd_daily])],
         sensors=[campaign_partitions_sensor],
         resources={
             "wolkvox": wolkvox,

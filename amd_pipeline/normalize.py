@@ -33,7 +33,7 @@ COLUMNS: dict[str, str] = {
     "fetched_at": "datetime64[us, UTC]",
 }
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "١٢" is not a count we accept
 
 
 class InvalidValueError(ValueError):

@@ -1,0 +1,118 @@
+"""amd_daily run through Dagster, in-process, against the simulator, into a tmp_path DuckDB."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.partitions import day_key
+from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline.simulator import truth_for_day
+from amd_pipeline.store import AmdStore
+
+CAMPAIGNS = ["20717", "20718", "20731"]
+START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
+
+
+@pytest.fixture
+def env(monkeypatch, sim, token, tmp_path):
+    monkeypatch.setenv("WOLKVOX_TOKEN", token)
+    monkeypatch.setenv("WOLKVOX_BASE_URL", sim.url)
+    monkeypatch.setenv("AMD_DUCKDB_PATH", str(tmp_path / "amd.duckdb"))
+    monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("WOLKVOX_BACKOFF_BASE_MS", "1")
+    monkeypatch.setenv("WOLKVOX_MAINTENANCE_DELAY_MS", "1")
+    for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "AMD_START_DATE"):
+        monkeypatch.delenv(name, raising=False)
+    return AmdStore(tmp_path / "amd.duckdb")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("campaign", CAMPAIGNS)
+        yield inst
+
+
+def run(instance, first=CAMPAIGNS[0], last=CAMPAIGNS[-1], start=START, end=END) -> dg.ExecuteInProcessResult:
+    job = build_definitions(DefinitionSettings()).resolve_job_def(AMD_DAILY_JOB)
+    tags = {
+        "dagster/asset_partition_range_start": str(day_key(first, start)),
+        "dagster/asset_partition_range_end": str(day_key(last, end)),
+    }
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def table(store: AmdStore):
+    return store.query(
+        "SELECT campaign_id, local_date, total_amd, fetch_status, fetched_at FROM amd_daily ORDER BY ALL"
+    )
+
+
+def test_a_ranged_run_writes_one_row_per_campaign_and_day_equal_to_the_ground_truth(env, instance, sim):
+    sim.state.config.faults, sim.state.config.fault_rate = ("500", "html502", "busy", "drop", "code_string"), 0.2
+    result = run(instance)
+    assert result.success
+    rows = table(env)
+    assert len(rows) == 3 * 10
+    for r in rows.itertuples():
+        assert r.total_amd == truth_for_day(r.campaign_id, r.local_date.date())
+        assert r.fetch_status == ("fetched" if r.total_amd else "fetched_empty")
+    assert sim.stats()["overlaps"] == 0
+
+
+def test_running_it_again_changes_no_value_and_adds_no_row(env, instance):
+    assert run(instance).success
+    first = table(env)
+    assert run(instance).success
+    second = table(env)
+    assert len(second) == len(first) == 30
+    cols = ["campaign_id", "local_date", "total_amd", "fetch_status"]
+    assert second[cols].equals(first[cols])
+    assert (second.fetched_at > first.fetched_at).all()
+
+
+def test_the_materialization_reports_per_campaign_totals_calls_and_retries(env, instance, sim):
+    sim.queue_faults("500")
+    result = run(instance, end=START + dt.timedelta(days=1))
+    materializations = result.asset_materializations_for_node("amd_daily")
+    assert len(materializations) == 6
+    metadata = materializations[0].metadata
+    assert metadata["rows_written"].value == 6
+    assert metadata["calls"].value == 7 and metadata["retries"].value == 1
+    expected = sum(truth_for_day("20717", START + dt.timedelta(days=i)) for i in range(2))
+    assert "| 20717 | 2 | " in metadata["per_campaign"].value and f"| {expected} |" in metadata["per_campaign"].value
+
+
+def test_a_single_partition_run_works(env, instance):
+    job = build_definitions(DefinitionSettings()).resolve_job_def(AMD_DAILY_JOB)
+    result = job.execute_in_process(instance=instance, partition_key=str(day_key("20718", START)))
+    assert result.success
+    assert table(env).campaign_id.tolist() == ["20718"]
+
+
+def test_a_bad_value_fails_the_run_naming_it_while_every_other_window_is_written(env, instance, sim):
+    sim.state.config.bad_values = {"20718": "1,234"}
+    result = run(instance, end=START + dt.timedelta(days=2))  # the simulator sends "1,234" for every 20718 window
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "campaign 20718" in message and "2026-11-02" in message and "'1,234'" in message
+    rows = table(env)
+    assert sorted(set(rows.campaign_id)) == ["20717", "20731"]
+    assert len(rows) == 9 - 3  # the three 20718 windows that held the bad value were not written
+    records = instance.fetch_materializations(dg.AssetKey("amd_daily"), limit=100).records
+    written = {r.partition_key for r in records}
+    assert str(day_key("20718", START + dt.timedelta(days=1))) not in written
+    assert str(day_key("20717", START + dt.timedelta(days=1))) in written
+
+
+def test_a_wrong_token_fails_without_retries_and_the_token_is_not_in_the_events(env, instance, sim, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_TOKEN", "SECRET-not-the-right-one")
+    result = run(instance, end=START)
+    assert not result.success
+    assert sim.stats()["requests"] == 1
+    text = "\n".join(str(e) for e in result.all_events)
+    assert "PLEASE VALIDATE TOKEN" in text
+    assert "SECRET-not-the-right-one" not in text

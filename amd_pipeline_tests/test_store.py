@@ -1,0 +1,111 @@
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+
+from amd_pipeline.normalize import Fetched, normalize
+from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.windows import day_window
+from amd_pipeline.wolkvox.models import Answer
+
+AT = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+
+
+def frame_for(totals: dict[tuple[str, int], str]):
+    items = [
+        Fetched(
+            (c,),
+            day_window(dt.date(2026, 11, d), "America/Bogota"),
+            Answer(({"campaign_id": c, "total_amd": t},), False, AT),
+        )
+        for (c, d), t in totals.items()
+    ]
+    return normalize(items)
+
+
+def rows(store: AmdStore):
+    return store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily ORDER BY ALL").values.tolist()
+
+
+def test_writing_the_same_batch_twice_leaves_one_row_per_campaign_and_day(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    batch = frame_for({("1", 1): "5", ("1", 2): "6", ("2", 1): "7"})
+    assert store.replace(AMD_DAILY, batch) == 3
+    assert store.replace(AMD_DAILY, batch) == 3
+    assert len(rows(store)) == 3
+
+
+def test_a_rewrite_replaces_values_and_keeps_other_keys(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    store.replace(AMD_DAILY, frame_for({("1", 1): "5", ("1", 2): "6"}))
+    store.replace(AMD_DAILY, frame_for({("1", 2): "60"}))
+    assert [r[2] for r in rows(store)] == [5, 60]
+
+
+def test_a_failing_batch_leaves_the_previous_state(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    store.replace(AMD_DAILY, frame_for({("1", 1): "5", ("1", 2): "6"}))
+    broken = frame_for({("1", 1): "50", ("1", 2): "60"})
+    broken.loc[1, "fetch_status"] = None  # violates NOT NULL after the delete has run
+    with pytest.raises(duckdb.ConstraintException):
+        store.replace(AMD_DAILY, broken)
+    assert [r[2] for r in rows(store)] == [5, 6]
+
+
+def test_the_table_has_the_declared_schema_and_primary_key(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    store.replace(AMD_DAILY, frame_for({("1", 1): "5"}))
+    schema = store.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'amd_daily'")
+    assert dict(schema.values.tolist()) == {
+        "campaign_id": "VARCHAR",
+        "window_start": "TIMESTAMP WITH TIME ZONE",
+        "window_end": "TIMESTAMP WITH TIME ZONE",
+        "local_date": "DATE",
+        "total_amd": "BIGINT",
+        "fetch_status": "VARCHAR",
+        "fetched_at": "TIMESTAMP WITH TIME ZONE",
+    }
+    conn = store.connect()
+    with pytest.raises(duckdb.ConstraintException):
+        conn.execute("INSERT INTO amd_daily SELECT * FROM amd_daily")
+    conn.close()
+
+
+def test_queries_are_read_only(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    store.replace(AMD_DAILY, frame_for({("1", 1): "5"}))
+    with pytest.raises(duckdb.Error, match="read-only"):
+        store.query("DELETE FROM amd_daily")
+
+
+def test_a_file_locked_by_another_process_is_waited_for_then_reported(tmp_path):
+    path = tmp_path / "amd.duckdb"
+    AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import duckdb, sys, time
+            conn = duckdb.connect({str(path)!r})
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waits = []
+        store = AmdStore(path, lock_timeout=1.0, sleep=waits.append)
+        with pytest.raises(StoreLockedError, match="locked by another process"):
+            store.replace(AMD_DAILY, frame_for({("1", 1): "9"}))
+        assert sum(waits) >= 1.0
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert [r[2] for r in rows(AmdStore(path))] == [5]

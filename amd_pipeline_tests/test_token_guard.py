@@ -1,0 +1,77 @@
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from amd_pipeline.token_guard import TokenGuard, token_key
+
+
+def overlapping_pairs(intervals):
+    intervals = sorted(intervals)
+    return sum(1 for (s1, e1), (s2, e2) in itertools.pairwise(intervals) if s2 < e1)
+
+
+def test_the_lock_key_does_not_contain_the_token():
+    key = token_key("https://wv0010.wolkvox.com", "SECRET-abcdef")
+    assert "SECRET" not in key and "abcdef" not in key
+    assert key != token_key("https://wv0010.wolkvox.com", "SECRET-other")
+    assert key != token_key("https://wv0020.wolkvox.com", "SECRET-abcdef")
+
+
+def test_leases_from_several_processes_never_overlap(tmp_path):
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        from amd_pipeline.token_guard import TokenGuard
+        guard = TokenGuard("k", lock_dir={str(tmp_path)!r})
+        out = []
+        for _ in range(15):
+            with guard.lease():
+                start = time.monotonic(); time.sleep(0.01); out.append((start, time.monotonic()))
+        print(json.dumps(out))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    intervals = [tuple(i) for p in procs for i in json.loads(p.communicate(timeout=60)[0])]
+    assert len(intervals) == 45
+    assert overlapping_pairs(intervals) == 0
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_at_most_max_in_flight_leases_are_held_at_once(tmp_path, slots):
+    guard = TokenGuard("k", max_in_flight=slots, lock_dir=tmp_path)
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def work():
+        for _ in range(10):
+            with guard.lease():
+                with lock:
+                    held[0] += 1
+                    peak[0] = max(peak[0], held[0])
+                time.sleep(0.005)
+                with lock:
+                    held[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == slots
+
+
+def test_a_dead_holder_does_not_block_the_next_lease(tmp_path):
+    script = textwrap.dedent(f"""
+        import os
+        from amd_pipeline.token_guard import TokenGuard
+        with TokenGuard("k", lock_dir={str(tmp_path)!r}).lease():
+            os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == 9
+    started = time.monotonic()
+    with TokenGuard("k", lock_dir=tmp_path).lease():
+        pass
+    assert time.monotonic() - started < 5
