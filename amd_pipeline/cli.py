@@ -289,7 +289,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     home = prepare_home(args.home)
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    command = ["dagster", "dev", "-w", args.workspace, "-p", str(args.port)]
+    beside = Path(sys.executable).parent / "dagster"  # the venv's, even when the venv is not activated
+    command = [str(beside) if beside.exists() else "dagster", "dev", "-w", args.workspace, "-p", str(args.port)]
     return subprocess.call(command, env=os.environ.copy())
 
 

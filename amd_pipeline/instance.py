@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from importlib import resources
 from pathlib import Path
@@ -40,8 +41,14 @@ def prepare_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 
 def get_instance(home: Path) -> dg.DagsterInstance:
-    """The instance in ``home``, with the token pool limited to 1 even if dagster.yaml forgot it."""
-    instance = dg.DagsterInstance.from_config(str(home))
-    if not pool_limit_configured(home):
-        instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
+    """The instance in ``home``, with the token pool limited to 1 even if dagster.yaml forgot it.
+
+    Creation is serialised with a file lock: several processes creating a fresh sqlite home at
+    once race in its migrations ("Version table 'alembic_version' has more than one head").
+    """
+    with open(home / ".amd_pipeline-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.from_config(str(home))
+        if not pool_limit_configured(home):
+            instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
     return instance

@@ -1,0 +1,185 @@
+"""The `amd-pipeline` command as a user runs it: subprocesses against the simulator on loopback."""
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline.store import AmdStore
+
+pytestmark = pytest.mark.slow
+CLI = str(Path(sys.executable).parent / "amd-pipeline")
+CAMPAIGNS = ["20717", "20718", "20731"]
+START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 30)
+
+
+def cli_env(sim: Simulator, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    env.update(
+        WOLKVOX_BASE_URL=sim.url,
+        WOLKVOX_TOKEN=sim.config.token,
+        AMD_DUCKDB_PATH=str(tmp_path / "data" / "amd.duckdb"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        AMD_START_DATE="2026-01-01",
+        WOLKVOX_BACKOFF_BASE_MS="5",
+        WOLKVOX_MAINTENANCE_DELAY_MS="5",
+    )
+    env.update(extra)
+    return env
+
+
+def amd(env, *args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def backfill(env, tmp_path, *extra):
+    return amd(env, "backfill", "--start", str(START), "--end", str(END), *extra, cwd=tmp_path)
+
+
+def secret_hits(root: Path, secret: str) -> list[str]:
+    """Files under ``root`` holding ``secret``: raw bytes, and every sqlite value (zlib blobs unpacked)."""
+    needle, hits = secret.encode(), []
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if needle in data:
+            hits.append(str(path))
+        if data.startswith(b"SQLite format 3"):
+            conn = sqlite3.connect(path)
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                for row in conn.execute(f'SELECT * FROM "{table}"'):
+                    for value in row:
+                        blob = value.encode() if isinstance(value, str) else value
+                        if isinstance(blob, bytes):
+                            try:
+                                blob = zlib.decompress(blob)
+                            except zlib.error:
+                                pass
+                            if needle in blob:
+                                hits.append(f"{path}:{table}")
+            conn.close()
+    return hits
+
+
+@pytest.fixture
+def faulty_sim():
+    config = SimConfig(
+        token="SECRET-cli-" + os.urandom(8).hex(),
+        latency_ms=2,
+        fault_rate=0.15,
+        faults=("500", "html502", "maintenance", "busy", "drop", "truncated", "code_string", "data_object"),
+        seed=11,
+    )
+    with Simulator(config) as sim:
+        yield sim
+
+
+def test_a_backfill_with_faults_equals_the_ground_truth_and_a_rerun_changes_nothing(faulty_sim, tmp_path):
+    env = cli_env(faulty_sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS))
+    first = backfill(env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "90 windows in 1 run(s)" in first.stderr
+    store = AmdStore(env["AMD_DUCKDB_PATH"])
+    rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily ORDER BY ALL")
+    assert len(rows) == 90
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+    stats = faulty_sim.stats()
+    assert sum(stats["faults_injected"].values()) > 5
+    assert stats["overlaps"] == 0
+
+    second = backfill(env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    again = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily ORDER BY ALL")
+    assert again.equals(rows)
+    assert faulty_sim.stats()["overlaps"] == 0
+
+    token = faulty_sim.config.token
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert token not in text
+    assert secret_hits(tmp_path, token) == []
+
+
+def test_the_secret_scan_would_find_a_leaked_token(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    conn = sqlite3.connect(home / "x.db")
+    conn.execute("CREATE TABLE t (b BLOB)")
+    conn.execute("INSERT INTO t VALUES (?)", [zlib.compress(b'{"token": "SECRET-leak"}')])
+    conn.commit()
+    conn.close()
+    assert secret_hits(home, "SECRET-leak") == [f"{home / 'x.db'}:t"]
+
+
+def concurrent_backfills(sim, envs):
+    results = []
+
+    def go(env, campaign):
+        results.append(
+            amd(env, "backfill", "--start", str(START), "--end", str(END), "--campaign", campaign, cwd=env["_cwd"])
+        )
+
+    threads = [threading.Thread(target=go, args=(env, c)) for env, c in zip(envs, ["20717", "20718"], strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert sim.stats()["requests"] >= 60
+    return sim.stats()["overlaps"]
+
+
+@pytest.mark.parametrize("homes", ["one DAGSTER_HOME (pool and lock)", "two DAGSTER_HOMEs (lock only)"])
+def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=15)) as sim:
+        a = cli_env(sim, tmp_path, _cwd=str(tmp_path))
+        b = cli_env(sim, tmp_path, _cwd=str(tmp_path))
+        if homes.startswith("two"):
+            b["DAGSTER_HOME"] = str(tmp_path / "other_home")
+        assert concurrent_backfills(sim, [a, b]) == 0
+
+
+def test_the_concurrency_check_does_see_overlaps_when_the_guards_are_bypassed(tmp_path):
+    # Control: separate instances AND separate lock folders share nothing, so the simulator must
+    # count overlaps. This proves the test above could fail.
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=15, max_in_flight=2)) as sim:
+        a = cli_env(sim, tmp_path, _cwd=str(tmp_path), AMD_LOCK_DIR=str(tmp_path / "locks_a"))
+        b = cli_env(sim, tmp_path, _cwd=str(tmp_path), AMD_LOCK_DIR=str(tmp_path / "locks_b"))
+        b["DAGSTER_HOME"] = str(tmp_path / "other_home")
+        assert concurrent_backfills(sim, [a, b]) > 0
+
+
+def test_a_wrong_token_exits_non_zero_with_a_clear_message(sim, tmp_path):
+    env = cli_env(sim, tmp_path, WOLKVOX_TOKEN="SECRET-wrong", AMD_CAMPAIGNS="20717")
+    out = backfill(env, tmp_path)
+    assert out.returncode == 1
+    assert "PLEASE VALIDATE TOKEN" in out.stderr and "campaign 20717" in out.stderr
+    assert "SECRET-wrong" not in out.stderr + out.stdout
+
+
+def test_campaigns_are_discovered_when_none_are_configured(sim, tmp_path):
+    out = backfill(cli_env(sim, tmp_path), tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "added campaign partitions: 20717, 20718, 20731" in out.stderr  # 20744 is a preview campaign
+
+
+def test_days_outside_the_partitions_are_refused(sim, tmp_path):
+    out = amd(cli_env(sim, tmp_path), "backfill", "--start", "2025-12-31", "--end", "2026-01-02", cwd=tmp_path)
+    assert out.returncode == 2 and "AMD_START_DATE" in out.stderr
+
+
+def test_the_demo_runs_end_to_end_and_query_reads_its_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    demo = amd(env, "demo", "--days", "14", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    assert "42 rows; 42 equal the simulator's ground truth, 0 differ" in demo.stdout
+    assert (tmp_path / "data" / "amd.duckdb").exists() and (tmp_path / ".dagster_home" / "dagster.yaml").exists()
+    query = amd(env, "query", "SELECT count(*) AS n FROM amd_daily", cwd=tmp_path)
+    assert query.returncode == 0 and query.stdout.split() == ["n", "42"]
+    refused = amd(env, "query", "DROP TABLE amd_daily", cwd=tmp_path)
+    assert refused.returncode == 1 and "read-only" in refused.stderr
