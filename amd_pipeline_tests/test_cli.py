@@ -1,5 +1,6 @@
 """The `amd-pipeline` command as a user runs it: subprocesses against the simulator on loopback."""
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -57,10 +58,8 @@ def secret_hits(root: Path, secret: str) -> list[str]:
                     for value in row:
                         blob = value.encode() if isinstance(value, str) else value
                         if isinstance(blob, bytes):
-                            try:
+                            with contextlib.suppress(zlib.error):
                                 blob = zlib.decompress(blob)
-                            except zlib.error:
-                                pass
                             if needle in blob:
                                 hits.append(f"{path}:{table}")
             conn.close()
