@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import os
 import secrets
-import subprocess
 import sys
 import time
 import warnings
@@ -291,7 +290,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
     beside = Path(sys.executable).parent / "dagster"  # the venv's, even when the venv is not activated
     command = [str(beside) if beside.exists() else "dagster", "dev", "-w", args.workspace, "-p", str(args.port)]
-    return subprocess.call(command, env=os.environ.copy())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
+    os.execv(command[0], command) if Path(command[0]).is_absolute() else os.execvp(command[0], command)
+    return 0  # pragma: no cover - exec does not return
 
 
 def build_parser() -> argparse.ArgumentParser:
