@@ -5,12 +5,39 @@ import time
 import dagster as dg
 
 from amd_pipeline import progress
-from amd_pipeline.loader import LoadFailedError, LoadReport, Progress, RejectedValuesError, load
+from amd_pipeline.loader import (
+    CampaignAll,
+    LoadFailedError,
+    LoadReport,
+    Plan,
+    Progress,
+    RejectedValuesError,
+    load,
+    plan_calls,
+)
 from amd_pipeline.partitions import window_request
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.store import AMD_DAILY
 
 PROGRESS_LOG_SECONDS = 5.0
+
+
+def observed_latency(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
+    """Median seconds per call seen by the latest materialization of ``asset_key``, if any."""
+    records = instance.fetch_materializations(asset_key, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("median_latency_ms")
+    return value.value / 1000 if value is not None else None
+
+
+def plan_metadata(plan: Plan) -> dict[str, dg.MetadataValue | int | float | str]:
+    metadata: dict[str, dg.MetadataValue | int | float | str] = {"planned_calls": plan.calls}
+    if plan.quota_share is not None:
+        metadata["daily_quota_share"] = round(plan.quota_share, 4)
+    if plan.eta_seconds is not None:
+        metadata["planned_eta_seconds"] = round(plan.eta_seconds, 1)
+    return metadata
 
 
 def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | float | str]:
@@ -26,6 +53,7 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
         "calls": report.calls,
         "retries": report.retries,
         "batches": report.batches,
+        "campaign_all_calls": report.all_calls,
         "per_campaign": dg.MetadataValue.md("\n".join(lines)),
     }
     if report.median_latency is not None:
@@ -53,7 +81,14 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
             for k in context.partition_keys
         ]
         requests = [window_request(key, timezone) for key in keys]
-        context.log.info(f"fetching {len(requests)} campaign-day windows ({timezone})")
+        mode = wolkvox.campaign_all_mode()
+        plan = Plan(
+            windows=len(requests),
+            calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+            daily_quota=wolkvox.daily_quota or None,
+            median_latency=observed_latency(context.instance, context.asset_key),
+        )
+        context.log.info(f"plan ({timezone}, campaign_id=all {mode}): {plan.describe()}")
         last_log = [0.0]
 
         def on_progress(p: Progress) -> None:
@@ -64,7 +99,15 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
 
         with wolkvox.client() as client:
             try:
-                report = load(client, amd_store.store(), AMD_DAILY, requests, on_progress=on_progress)
+                report = load(
+                    client,
+                    amd_store.store(),
+                    AMD_DAILY,
+                    requests,
+                    campaign_all=mode,
+                    on_all_refused=wolkvox.remember_all_refused,
+                    on_progress=on_progress,
+                )
             except LoadFailedError as failed:
                 # Record what did land before failing, so the UI shows those partitions as done.
                 key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
@@ -74,10 +117,10 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                             context.asset_key, partition=key_of[written], tags={"amd_pipeline/run_id": context.run_id}
                         )
                     )
-                metadata = report_metadata(failed.report)
+                metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
                 if isinstance(failed.cause, RejectedValuesError):
                     metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
                 raise dg.Failure(description=str(failed.cause), metadata=metadata) from None
-        return dg.MaterializeResult(metadata=report_metadata(report))
+        return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})
 
     return amd_daily

@@ -76,16 +76,24 @@ def run_backfill(
     *,
     home: str | None = None,
     show_progress: bool = True,
+    dry_run: bool = False,
+    force: bool = False,
 ) -> int:
-    """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit code."""
+    """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit code.
+
+    Before launching, it plans the calls, asks the server how much of the daily quota is left
+    (``token_info``, one call) and refuses a backfill that needs more unless ``force``.
+    """
     import dagster as dg
 
     from amd_pipeline import progress
+    from amd_pipeline.assets import observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
     from amd_pipeline.instance import get_instance, prepare_home
-    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions, day_key
-    from amd_pipeline.resources import CampaignSource, WolkvoxResource
+    from amd_pipeline.loader import CampaignAll, Plan, plan_calls
+    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions, day_key, window_request
     from amd_pipeline.settings import DefinitionSettings
+    from amd_pipeline.wolkvox.errors import WolkvoxError
 
     settings = DefinitionSettings.from_env()
     today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
@@ -103,30 +111,56 @@ def run_backfill(
     instance = get_instance(home_path)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(AMD_DAILY_JOB)
+    top_level = defs.get_repository_def().get_top_level_resources()
 
-    if campaigns:
-        selected = list(dict.fromkeys(campaigns))
-    else:
-        resources = defs.get_repository_def().get_top_level_resources()
-        wolkvox: WolkvoxResource = resources["wolkvox"]
-        source: CampaignSource = resources["campaign_source"]
-        selected = _resolve_with_env(source, wolkvox)
+    with dg.build_resources(
+        {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}
+    ) as built:
+        wolkvox = built.wolkvox
+        selected = list(dict.fromkeys(campaigns)) or built.campaign_source.resolve(wolkvox)
         if not selected:
             print("error: no campaigns: set AMD_CAMPAIGNS or pass --campaign ID", file=sys.stderr)
             return 2
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        requests = [window_request(day_key(c, d), settings.timezone) for d in days for c in selected]
+        mode = wolkvox.campaign_all_mode()
+        quota = None
+        try:
+            with wolkvox.client() as client:
+                quota = client.token_info()
+        except WolkvoxError as exc:
+            print(f"warning: daily quota unknown ({exc})", file=sys.stderr)
+        daily = wolkvox.daily_quota or (quota["token_limit"] if quota else 0)
+        plan = Plan(
+            windows=len(requests),
+            calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+            daily_quota=daily or None,
+            quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
+            median_latency=observed_latency(instance, dg.AssetKey("amd_daily")),
+        )
+
     existing = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
     missing = [c for c in selected if c not in existing]
+    groups = _campaign_groups([*existing, *missing], selected)
+    print(
+        f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(groups)} run(s), "
+        f"campaign_id=all {mode}: {plan.describe()}",
+        file=sys.stderr,
+    )
+    if dry_run:
+        return 0
+    if plan.exceeds_remaining and not force:
+        print(
+            f"error: this backfill needs {plan.calls} calls but only {plan.quota_remaining} of today's "
+            f"{plan.daily_quota} remain; it needs {plan.quota_days} day(s) of quota. Backfill fewer days at a "
+            "time, or pass --force to spend what is left (the run stops when the quota runs out).",
+            file=sys.stderr,
+        )
+        return 3
     if missing:
         instance.add_dynamic_partitions(campaigns_partitions.name, missing)
         print(f"added campaign partitions: {', '.join(missing)}", file=sys.stderr)
-    ordered = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
-    groups = _campaign_groups(ordered, selected)
-    windows = len(selected) * ((end - start).days + 1)
-    print(
-        f"backfilling amd_daily: {len(selected)} campaign(s) x {(end - start).days + 1} day(s) = {windows} windows "
-        f"in {len(groups)} run(s), DAGSTER_HOME={home_path}",
-        file=sys.stderr,
-    )
+
     failed = 0
     listener = ProgressPrinter() if show_progress else (lambda p: None)
     with progress.listening(listener):
@@ -151,16 +185,7 @@ def run_backfill(
                     print(
                         f"run {result.run_id} failed: {event.step_failure_data.error.message.strip()}", file=sys.stderr
                     )
-    _ = dg
     return 1 if failed else 0
-
-
-def _resolve_with_env(source, wolkvox) -> list[str]:
-    """Resolve EnvVar-configured resources outside a run (the CLI's own campaign sync)."""
-    import dagster as dg
-
-    with dg.build_resources({"wolkvox": wolkvox, "campaign_source": source}) as built:
-        return built.campaign_source.resolve(built.wolkvox)
 
 
 def _summary(duckdb_path: str, start: dt.date, end: dt.date):
@@ -236,7 +261,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    return run_backfill(args.start, args.end, args.campaign or (), home=args.home, show_progress=not args.quiet)
+    return run_backfill(
+        args.start,
+        args.end,
+        args.campaign or (),
+        home=args.home,
+        show_progress=not args.quiet,
+        dry_run=args.dry_run,
+        force=args.force,
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -328,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--campaign", action="append", help="campaign id (repeatable); default: all campaigns")
     backfill.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
     backfill.add_argument("--quiet", action="store_true", help="no progress output")
+    backfill.add_argument("--dry-run", action="store_true", help="print calls, quota share and ETA; launch nothing")
+    backfill.add_argument("--force", action="store_true", help="launch even if it needs more than today's quota left")
     backfill.set_defaults(func=cmd_backfill)
 
     query = sub.add_parser("query", help="run read-only SQL on the DuckDB file")

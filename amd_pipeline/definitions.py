@@ -26,6 +26,8 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         backoff_base_ms=env_int_or("WOLKVOX_BACKOFF_BASE_MS", 1000),
         maintenance_delay_ms=env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS", 30000),
         lock_dir=env_or("AMD_LOCK_DIR", ""),
+        campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
+        daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA", 0),
     )
     return dg.Definitions(
         assets=[amd_daily],

@@ -3,22 +3,36 @@
 The asset is a thin shell around :func:`load`. Batches bound both memory and what a crash can cost:
 each batch's API calls are made first, then its rows are written in one transaction, so a failure
 loses at most the calls of one unwritten batch and never leaves a half-written batch.
+
+When several campaigns share a window, one ``campaign_id=all`` call can answer for all of them
+(``CampaignAll``): ``on`` always uses it, ``off`` never, ``auto`` uses it until the server refuses
+it, then falls back to one call per campaign and remembers the refusal (``on_all_refused``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
+import math
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 
 from amd_pipeline.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
 from amd_pipeline.store import AmdStore, TableSpec
 from amd_pipeline.windows import Window
+from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import WolkvoxClient
 
 DEFAULT_BATCH_SIZE = 250
+ALL = "all"
+
+
+class CampaignAll(enum.StrEnum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +66,13 @@ class LoadReport:
     """What a load did, for metadata and the CLI."""
 
     windows: int = 0
+    planned_calls: int = 0
     rows_written: int = 0
     batches: int = 0
     calls: int = 0
     retries: int = 0
+    all_calls: int = 0
+    all_refused: bool = False
     totals: Counter[str] = dataclasses.field(default_factory=Counter)
     windows_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
     empty_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -83,15 +100,68 @@ class RejectedValuesError(ValueError):
         super().__init__(f"{len(self.rejects)} window(s) rejected, not written:\n{lines}{more}")
 
 
-def plan_calls(requests: Iterable[WindowRequest]) -> list[Call]:
-    """One call per campaign and window, in window order (campaigns in the order given)."""
-    ordered = sorted(requests, key=lambda r: r.window.start)
-    return [Call(r.campaign_id, r.window, (r.campaign_id,)) for r in ordered]
+def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False) -> list[Call]:
+    """The calls that answer ``requests``, in window order.
+
+    With ``use_all``, a window wanted for several campaigns is one ``campaign_id=all`` call.
+    """
+    by_window: dict[dt.datetime, tuple[Window, list[str]]] = {}
+    for request in requests:
+        window, campaigns = by_window.setdefault(request.window.start, (request.window, []))
+        if request.campaign_id not in campaigns:
+            campaigns.append(request.campaign_id)
+    calls: list[Call] = []
+    for start in sorted(by_window):
+        window, campaigns = by_window[start]
+        if use_all and len(campaigns) > 1:
+            calls.append(Call(ALL, window, tuple(campaigns)))
+        else:
+            calls.extend(Call(c, window, (c,)) for c in campaigns)
+    return calls
 
 
-def _batches(calls: Sequence[Call], size: int) -> Iterator[Sequence[Call]]:
-    for i in range(0, len(calls), size):
-        yield calls[i : i + size]
+def _per_campaign(calls: Iterable[Call]) -> list[Call]:
+    return [Call(c, call.window, (c,)) for call in calls for c in call.covers]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a load will cost, before it starts (``--dry-run`` and run metadata)."""
+
+    windows: int
+    calls: int
+    daily_quota: int | None = None
+    quota_remaining: int | None = None
+    median_latency: float | None = None
+
+    @property
+    def quota_share(self) -> float | None:
+        return self.calls / self.daily_quota if self.daily_quota else None
+
+    @property
+    def quota_days(self) -> int | None:
+        """Whole days of quota the calls need."""
+        return math.ceil(self.calls / self.daily_quota) if self.daily_quota else None
+
+    @property
+    def exceeds_remaining(self) -> bool:
+        return self.quota_remaining is not None and self.calls > self.quota_remaining
+
+    @property
+    def eta_seconds(self) -> float | None:
+        return self.calls * self.median_latency if self.median_latency is not None else None
+
+    def describe(self) -> str:
+        parts = [f"{self.windows} windows, {self.calls} calls"]
+        if self.daily_quota:
+            parts.append(f"{self.quota_share:.1%} of the daily quota of {self.daily_quota}")
+        if self.quota_remaining is not None:
+            parts.append(f"{self.quota_remaining} calls left today")
+        if self.eta_seconds is not None:
+            parts.append(f"ETA {self.eta_seconds:.0f} s at {self.median_latency * 1000:.0f} ms per call (median seen)")
+        else:
+            parts.append("ETA unknown (no latency observed yet)")
+        return ", ".join(parts)
 
 
 def load(
@@ -100,57 +170,77 @@ def load(
     table: TableSpec,
     requests: Sequence[WindowRequest],
     *,
+    campaign_all: CampaignAll = CampaignAll.OFF,
+    on_all_refused: Callable[[], None] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> LoadReport:
-    """Fetch every requested window, write them batch by batch, and report.
+    """Fetch every requested window, write them batch by batch (``batch_size`` rows), and report.
 
     Raises:
-        LoadFailedError: carrying the report of what was written, caused by a ``RejectedValuesError``
-            (raised after every other window was written), or by a ``WolkvoxError`` (fatal, quota
-            spent, retries given up: the windows fetched so far in the batch are written first).
+        LoadFailedError: carrying the report of what was written, caused by a
+            ``RejectedValuesError`` (raised after every other window was written), or by a
+            ``WolkvoxError`` (fatal, quota spent, retries given up: the rows fetched so far are
+            written first).
     """
     report = LoadReport(windows=len(requests))
     try:
-        _load(client, store, table, requests, report, batch_size, on_progress, clock)
+        _load(client, store, table, requests, report, campaign_all, on_all_refused, batch_size, on_progress, clock)
     except Exception as exc:
         raise LoadFailedError(report, exc) from exc
     return report
 
 
-def _load(client, store, table, requests, report, batch_size, on_progress, clock) -> None:
-    calls = plan_calls(requests)
+def _load(client, store, table, requests, report, campaign_all, on_all_refused, batch_size, on_progress, clock):
+    pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
+    report.planned_calls = len(pending)
     started = clock()
     done = 0
-    for batch in _batches(calls, batch_size):
-        records: list[dict] = []
-        try:
-            for call in batch:
+    records: list[dict] = []
+
+    def flush() -> None:
+        if records:
+            report.rows_written += store.replace(table, to_frame(records))
+            report.batches += 1
+            for record in records:
+                campaign = record["campaign_id"]
+                report.totals[campaign] += record["total_amd"]
+                report.windows_by_campaign[campaign] += 1
+                report.written.append((campaign, record["window_start"]))
+                if record["fetch_status"] == FETCHED_EMPTY:
+                    report.empty_by_campaign[campaign] += 1
+            records.clear()
+
+    try:
+        while pending:
+            call = pending.popleft()
+            try:
                 answer = client.amd_accumulated(call.campaign, call.window)
-                try:
-                    records.extend(records_for(Fetched(call.covers, call.window, answer)))
-                except InvalidValueError as exc:
-                    report.rejects.append(exc)
-                done += len(call.covers)
-                if on_progress:
-                    on_progress(
-                        Progress(done, report.windows, client.stats.calls, client.stats.retries, clock() - started)
-                    )
-        finally:
-            # Write what this batch fetched even when a call failed: nothing fetched is lost.
-            if records:
-                frame = to_frame(records)
-                report.rows_written += store.replace(table, frame)
-                report.batches += 1
-                for record in records:
-                    report.totals[record["campaign_id"]] += record["total_amd"]
-                    report.windows_by_campaign[record["campaign_id"]] += 1
-                    report.written.append((record["campaign_id"], record["window_start"]))
-                    if record["fetch_status"] == FETCHED_EMPTY:
-                        report.empty_by_campaign[record["campaign_id"]] += 1
-            report.calls = client.stats.calls
-            report.retries = client.stats.retries
-            report.median_latency = client.stats.median_latency()
+            except (errors.BadRequestError, errors.UnexpectedResponseError):
+                if call.campaign != ALL or campaign_all != CampaignAll.AUTO:
+                    raise
+                # The server refuses campaign_id=all: one call per campaign from here on.
+                report.all_refused = True
+                if on_all_refused:
+                    on_all_refused()
+                pending = deque(_per_campaign([call, *pending]))
+                continue
+            if call.campaign == ALL:
+                report.all_calls += 1
+            good, rejects = records_for(Fetched(call.covers, call.window, answer))
+            records.extend(good)
+            report.rejects.extend(rejects)
+            done += len(call.covers)
+            if on_progress:
+                on_progress(Progress(done, report.windows, client.stats.calls, client.stats.retries, clock() - started))
+            if len(records) >= batch_size:
+                flush()
+    finally:
+        # Write what was fetched even when a call failed: nothing fetched is lost.
+        flush()
+        report.calls = client.stats.calls
+        report.retries = client.stats.retries
+        report.median_latency = client.stats.median_latency()
     if report.rejects:
         raise RejectedValuesError(report.rejects)

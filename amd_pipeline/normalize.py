@@ -71,31 +71,35 @@ def parse_total(raw: Any, *, campaign_id: str, window: Window) -> int:
     return value
 
 
-def records_for(fetched: Fetched) -> list[dict[str, Any]]:
-    """The typed records of one answer: one per requested campaign.
+def records_for(fetched: Fetched) -> tuple[list[dict[str, Any]], list[InvalidValueError]]:
+    """The typed records of one answer (one per requested campaign), and what was rejected.
 
-    Rows for campaigns that were not asked for (``campaign_id=all`` answers) are ignored.
-
-    Raises:
-        InvalidValueError: a bad ``total_amd``, a row without ``campaign_id``, or a campaign twice.
+    Rows for campaigns that were not asked for (``campaign_id=all`` answers) are ignored. A bad
+    ``total_amd`` or a campaign sent twice rejects that campaign only; a row without
+    ``campaign_id`` cannot be attributed, so it rejects every campaign of the answer.
     """
     window, answer = fetched.window, fetched.answer
     wanted = set(fetched.campaign_ids)
-    single = fetched.campaign_ids[0] if len(fetched.campaign_ids) == 1 else None
     totals: dict[str, int] = {}
+    rejected: dict[str, InvalidValueError] = {}
     for row in answer.rows:
         raw_id = row.get("campaign_id")
         campaign_id = str(raw_id).strip() if raw_id is not None else ""
         if not campaign_id:
-            raise InvalidValueError(single or "?", window, "campaign_id", raw_id, "missing in a data row")
-        if campaign_id not in wanted:
+            reason = "missing in a data row"
+            return [], [InvalidValueError(c, window, "campaign_id", raw_id, reason) for c in fetched.campaign_ids]
+        if campaign_id not in wanted or campaign_id in rejected:
             continue
-        if campaign_id in totals:
-            raise InvalidValueError(campaign_id, window, "campaign_id", raw_id, "appears twice in one answer")
-        if "total_amd" not in row:
-            raise InvalidValueError(campaign_id, window, "total_amd", None, "missing in the data row")
-        totals[campaign_id] = parse_total(row["total_amd"], campaign_id=campaign_id, window=window)
-    return [
+        try:
+            if campaign_id in totals:
+                raise InvalidValueError(campaign_id, window, "campaign_id", raw_id, "appears twice in one answer")
+            if "total_amd" not in row:
+                raise InvalidValueError(campaign_id, window, "total_amd", None, "missing in the data row")
+            totals[campaign_id] = parse_total(row["total_amd"], campaign_id=campaign_id, window=window)
+        except InvalidValueError as exc:
+            totals.pop(campaign_id, None)
+            rejected[campaign_id] = exc
+    records = [
         {
             "campaign_id": campaign_id,
             "window_start": window.start,
@@ -106,7 +110,9 @@ def records_for(fetched: Fetched) -> list[dict[str, Any]]:
             "fetched_at": answer.received_at,
         }
         for campaign_id in fetched.campaign_ids
+        if campaign_id not in rejected
     ]
+    return records, list(rejected.values())
 
 
 def to_frame(records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -118,5 +124,15 @@ def to_frame(records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> pd
 
 
 def normalize(items: Iterable[Fetched]) -> pd.DataFrame:
-    """All answers -> one typed frame (raises on the first invalid value)."""
-    return to_frame(record for item in items for record in records_for(item))
+    """All answers -> one typed frame.
+
+    Raises:
+        InvalidValueError: the first rejected value (the loader collects them all instead).
+    """
+    records: list[dict[str, Any]] = []
+    for item in items:
+        good, rejects = records_for(item)
+        if rejects:
+            raise rejects[0]
+        records.extend(good)
+    return to_frame(records)

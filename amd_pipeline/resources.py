@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import dagster as dg
 from pydantic import Field
 
 from amd_pipeline.campaigns import discover_campaign_ids, parse_campaign_list
+from amd_pipeline.loader import CampaignAll
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient, base_url_for
 
 TOKEN_POOL = "wolkvox_token"
+ALL_REFUSED = "campaign_all_refused_at"
 
 
 class WolkvoxResource(dg.ConfigurableResource):
@@ -31,6 +34,25 @@ class WolkvoxResource(dg.ConfigurableResource):
     maintenance_delay_ms: int = Field(default=30000, description="Least wait after a maintenance 403.")
     max_in_flight: int = Field(default=1, description="Requests in flight per token (WOLKVOX_MAX_IN_FLIGHT), 1 or 2.")
     lock_dir: str = Field(default="", description="Folder of the cross-process token lock files.")
+    campaign_all: str = Field(
+        default="auto", description="auto | on | off: one campaign_id=all call per window (WOLKVOX_CAMPAIGN_ALL)."
+    )
+    daily_quota: int = Field(
+        default=0, description="Calls per day (licenses x 1000); 0 = unknown (WOLKVOX_DAILY_QUOTA)."
+    )
+
+    def campaign_all_mode(self) -> CampaignAll:
+        """The configured mode, or ``off`` when ``auto`` already learned that the server refuses ``all``."""
+        try:
+            mode = CampaignAll(self.campaign_all.strip().lower())
+        except ValueError:
+            raise ValueError(f"WOLKVOX_CAMPAIGN_ALL must be auto, on or off; got {self.campaign_all!r}") from None
+        if mode == CampaignAll.AUTO and self.guard().state().get(ALL_REFUSED):
+            return CampaignAll.OFF
+        return mode
+
+    def remember_all_refused(self) -> None:
+        self.guard().state().set(ALL_REFUSED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def guard(self) -> TokenGuard:
         url = base_url_for(self.server, self.base_url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -56,6 +57,10 @@ class TokenGuard:
         self.lock_dir = Path(lock_dir) if lock_dir else default_lock_dir()
         self._sleep = sleep
 
+    def state(self) -> TokenState:
+        """What was learned about this token's server (shared by every process using the token)."""
+        return TokenState(self.lock_dir / f"{self.key}.state.json")
+
     def _slot_path(self, slot: int) -> Path:
         return self.lock_dir / f"{self.key}.{slot}.lock"
 
@@ -85,3 +90,30 @@ class TokenGuard:
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+class TokenState:
+    """Facts learned about a token's server (e.g. "refuses campaign_id=all"), kept beside its lock files.
+
+    A small JSON file named by the token's key (never the token). Writes are atomic (temp file + rename).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def get(self, name: str, default: object = None) -> object:
+        try:
+            return json.loads(self.path.read_text()).get(name, default)
+        except (FileNotFoundError, ValueError):
+            return default
+
+    def set(self, name: str, value: object) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            data = {}
+        data[name] = value
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)

@@ -23,6 +23,7 @@ def env(monkeypatch, sim, token, tmp_path):
     monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv("WOLKVOX_BACKOFF_BASE_MS", "1")
     monkeypatch.setenv("WOLKVOX_MAINTENANCE_DELAY_MS", "1")
+    monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "off")
     for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "AMD_START_DATE"):
         monkeypatch.delenv(name, raising=False)
     return AmdStore(tmp_path / "amd.duckdb")
@@ -116,3 +117,36 @@ def test_a_wrong_token_fails_without_retries_and_the_token_is_not_in_the_events(
     text = "\n".join(str(e) for e in result.all_events)
     assert "PLEASE VALIDATE TOKEN" in text
     assert "SECRET-not-the-right-one" not in text
+
+
+def test_campaign_all_makes_one_call_per_window_for_every_campaign(env, instance, sim, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "on")
+    result = run(instance)
+    assert result.success
+    assert sim.stats()["calls"] == {"campaign_6:all": 10}
+    rows = table(env)
+    assert len(rows) == 30
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+    metadata = result.asset_materializations_for_node("amd_daily")[0].metadata
+    assert metadata["planned_calls"].value == 10 and metadata["campaign_all_calls"].value == 10
+
+
+def test_auto_falls_back_when_the_server_refuses_all_and_remembers_it(env, instance, sim, monkeypatch, tmp_path):
+    monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "auto")
+    sim.state.config.supports_all = False
+    assert run(instance).success
+    assert sim.stats()["calls"] == {"campaign_6:all": 1, "campaign_6:one": 30}
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in table(env).itertuples())
+    assert any(p.name.endswith(".state.json") for p in (tmp_path / "locks").iterdir())
+    sim.reset()
+    assert run(instance).success
+    assert sim.stats()["calls"] == {"campaign_6:one": 30}  # no second try of `all`
+
+
+def test_on_with_a_server_that_refuses_all_fails_clearly(env, instance, sim, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "on")
+    sim.state.config.supports_all = False
+    result = run(instance, end=START)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "campaign all" in failure.step_failure_data.error.message

@@ -79,17 +79,23 @@ def faulty_sim():
         yield sim
 
 
-def test_a_backfill_with_faults_equals_the_ground_truth_and_a_rerun_changes_nothing(faulty_sim, tmp_path):
-    env = cli_env(faulty_sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS))
+@pytest.mark.parametrize(("campaign_all", "calls"), [("off", 90), ("auto", 30)])
+def test_a_backfill_with_faults_equals_the_ground_truth_and_a_rerun_changes_nothing(
+    faulty_sim, tmp_path, campaign_all, calls
+):
+    env = cli_env(faulty_sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), WOLKVOX_CAMPAIGN_ALL=campaign_all)
     first = backfill(env, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "90 windows in 1 run(s)" in first.stderr
+    assert (
+        f"3 campaign(s) x 30 day(s) in 1 run(s), campaign_id=all {campaign_all}: 90 windows, {calls} calls"
+        in first.stderr
+    )
     store = AmdStore(env["AMD_DUCKDB_PATH"])
     rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily ORDER BY ALL")
     assert len(rows) == 90
     assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
     stats = faulty_sim.stats()
-    assert sum(stats["faults_injected"].values()) > 5
+    assert sum(stats["faults_injected"].values()) >= 3
     assert stats["overlaps"] == 0
 
     second = backfill(env, tmp_path)
@@ -182,3 +188,29 @@ def test_the_demo_runs_end_to_end_and_query_reads_its_table(tmp_path):
     assert query.returncode == 0 and query.stdout.split() == ["n", "42"]
     refused = amd(env, "query", "DROP TABLE amd_daily", cwd=tmp_path)
     assert refused.returncode == 1 and "read-only" in refused.stderr
+
+
+def test_a_dry_run_prints_calls_quota_share_and_eta_and_launches_nothing(sim, tmp_path):
+    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717,20718", WOLKVOX_CAMPAIGN_ALL="off", WOLKVOX_DAILY_QUOTA="2000")
+    out = backfill(env, tmp_path, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "60 windows, 60 calls, 3.0% of the daily quota of 2000, 1999 calls left today" in out.stderr
+    assert "ETA unknown" in out.stderr
+    assert sim.stats()["calls"] == {"information:token_info": 1}  # no campaign_6 call, no run
+    assert not (tmp_path / "data" / "amd.duckdb").exists()
+    # After a real run the ETA comes from the median latency the pipeline observed.
+    assert backfill(env, tmp_path, "--quiet").returncode == 0
+    again = backfill(env, tmp_path, "--dry-run")
+    assert "ETA " in again.stderr and "ETA unknown" not in again.stderr
+
+
+def test_a_backfill_beyond_the_remaining_quota_is_refused_unless_forced(sim, tmp_path):
+    sim.state.config.daily_quota = 20
+    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717", WOLKVOX_CAMPAIGN_ALL="off")
+    refused = backfill(env, tmp_path)
+    assert refused.returncode == 3
+    assert "needs 30 calls but only 19 of today's 20 remain; it needs 2 day(s) of quota" in refused.stderr
+    assert sim.stats()["calls"] == {"information:token_info": 1}
+    forced = backfill(env, tmp_path, "--force", "--quiet")
+    assert forced.returncode == 1 and "TOKEN LIMIT EXCEEDED" in forced.stderr
+    assert len(AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT * FROM amd_daily")) == 18

@@ -238,6 +238,21 @@ class WolkvoxClient:
         rows, _, _ = self._get(INFORMATION_PATH, {"api": "campaigns"}, "campaign list")
         return rows or ()
 
+    def token_info(self) -> dict[str, int]:
+        """``token_limit`` and ``token_use_today`` (``information.php?api=token_info``); costs one call.
+
+        Raises:
+            errors.BadBodyError: the answer has no such numbers.
+        """
+        rows, _, _ = self._get(INFORMATION_PATH, {"api": "token_info"}, "token info")
+        row = rows[0] if rows else {}
+        try:
+            return {name: int(str(row[name]).strip()) for name in ("token_limit", "token_use_today")}
+        except (KeyError, ValueError):
+            raise errors.BadBodyError(
+                f"token_info answer without numeric token_limit/token_use_today: {sorted(row)}", request="token info"
+            ) from None
+
     def _get(self, path: str, params: dict[str, str], request: str):
         if self.quota_exhausted:
             raise errors.QuotaExhaustedError(
