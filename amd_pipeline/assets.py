@@ -54,6 +54,7 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
         "retries": report.retries,
         "batches": report.batches,
         "campaign_all_calls": report.all_calls,
+        "load_seconds": round(report.elapsed, 3),
         "per_campaign": dg.MetadataValue.md("\n".join(lines)),
     }
     if report.median_latency is not None:
@@ -106,6 +107,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                     requests,
                     campaign_all=mode,
                     on_all_refused=wolkvox.remember_all_refused,
+                    batch_size=amd_store.batch_size,
                     on_progress=on_progress,
                 )
             except LoadFailedError as failed:

@@ -89,7 +89,7 @@ def run_backfill(
     from amd_pipeline import progress
     from amd_pipeline.assets import observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-    from amd_pipeline.instance import get_instance, prepare_home
+    from amd_pipeline.instance import cli_run_tags, get_instance, prepare_home, release_dead_cli_runs
     from amd_pipeline.loader import CampaignAll, Plan, plan_calls
     from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions, day_key, window_request
     from amd_pipeline.settings import DefinitionSettings
@@ -160,6 +160,8 @@ def run_backfill(
     if missing:
         instance.add_dynamic_partitions(campaigns_partitions.name, missing)
         print(f"added campaign partitions: {', '.join(missing)}", file=sys.stderr)
+    for run_id in release_dead_cli_runs(instance):
+        print(f"run {run_id} of a dead amd-pipeline process: marked failed, its token slot freed", file=sys.stderr)
 
     failed = 0
     listener = ProgressPrinter() if show_progress else (lambda p: None)
@@ -169,6 +171,7 @@ def run_backfill(
                 "dagster/asset_partition_range_start": str(day_key(group[0], start)),
                 "dagster/asset_partition_range_end": str(day_key(group[-1], end)),
                 "amd_pipeline/launched_by": "cli",
+                **cli_run_tags(),
             }
             result = job.execute_in_process(
                 instance=instance,

@@ -35,7 +35,9 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         sensors=[campaign_partitions_sensor],
         resources={
             "wolkvox": wolkvox,
-            "amd_store": AmdStoreResource(path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)),
+            "amd_store": AmdStoreResource(
+                path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH), batch_size=env_int_or("AMD_BATCH_SIZE", 250)
+            ),
             "campaign_source": CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", "")),
         },
         # Token-bound steps run in the run's own process: the multiprocess executor would hold the

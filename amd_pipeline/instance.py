@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from importlib import resources
 from pathlib import Path
 
@@ -52,3 +53,43 @@ def get_instance(home: Path) -> dg.DagsterInstance:
         if not pool_limit_configured(home):
             instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
     return instance
+
+
+CLI_HOST_TAG = "amd_pipeline/host"
+CLI_PID_TAG = "amd_pipeline/pid"
+
+
+def cli_run_tags() -> dict[str, str]:
+    """Tags that let a later CLI call recognise this process's runs if it dies."""
+    return {CLI_HOST_TAG: socket.gethostname(), CLI_PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_cli_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark runs of CLI processes on this host that died (kill -9, OOM) as failed, and free their pool slots.
+
+    Without this, a killed CLI run keeps its ``wolkvox_token`` slot and every later run waits for
+    it forever: run monitoring only watches runs the daemon launched.
+    """
+    released = []
+    running = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=running, tags={CLI_HOST_TAG: socket.gethostname()})
+    )
+    for record in records:
+        run = record.dagster_run
+        pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, f"the amd-pipeline process (pid {pid}) that ran it is gone")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(run.run_id)
+    return released

@@ -79,6 +79,7 @@ class LoadReport:
     rejects: list[InvalidValueError] = dataclasses.field(default_factory=list)
     written: list[tuple[str, dt.datetime]] = dataclasses.field(default_factory=list)
     median_latency: float | None = None
+    elapsed: float = 0.0
 
 
 class LoadFailedError(Exception):
@@ -242,5 +243,6 @@ def _load(client, store, table, requests, report, campaign_all, on_all_refused, 
         report.calls = client.stats.calls
         report.retries = client.stats.retries
         report.median_latency = client.stats.median_latency()
+        report.elapsed = clock() - started
     if report.rejects:
         raise RejectedValuesError(report.rejects)

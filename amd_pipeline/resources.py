@@ -92,6 +92,7 @@ class AmdStoreResource(dg.ConfigurableResource):
 
     path: str = "data/amd.duckdb"
     lock_timeout_seconds: float = 120.0
+    batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
 
     def store(self) -> AmdStore:
         return AmdStore(self.path, lock_timeout=self.lock_timeout_seconds)

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -214,3 +215,39 @@ def test_a_backfill_beyond_the_remaining_quota_is_refused_unless_forced(sim, tmp
     forced = backfill(env, tmp_path, "--force", "--quiet")
     assert forced.returncode == 1 and "TOKEN LIMIT EXCEEDED" in forced.stderr
     assert len(AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT * FROM amd_daily")) == 18
+
+
+def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(tmp_path):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=25)) as sim:
+        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), WOLKVOX_CAMPAIGN_ALL="off", AMD_BATCH_SIZE="10")
+        proc = subprocess.Popen(
+            [CLI, "backfill", "--start", str(START), "--end", str(END)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # Kill -9 once a few batches have landed, in the middle of fetching the next one.
+        deadline = time.monotonic() + 60
+        while sim.stats()["requests"] < 36 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(10)
+        store = AmdStore(env["AMD_DUCKDB_PATH"])
+        partial = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        assert 20 <= len(partial) < 90 and len(partial) % 10 == 0  # whole batches only
+        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in partial.itertuples())
+
+        rerun = subprocess.run(
+            [CLI, "backfill", "--start", str(START), "--end", str(END), "--quiet"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert rerun.returncode == 0, rerun.stderr
+        assert "of a dead amd-pipeline process: marked failed, its token slot freed" in rerun.stderr
+        rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        assert len(rows) == 90
+        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())

@@ -1,0 +1,335 @@
+"""Backfill benchmark: the CLI path and the UI path against the simulator, with the token's floor.
+
+    python bench/backfill.py --latency-ms 200                       # CLI 3 x 60 days, off and auto
+    python bench/backfill.py --latency-ms 0 --paths cli,memory      # per-window overhead, memory at 3 x 365
+    python bench/backfill.py --latency-ms 200 --paths ui --ui-days 120
+
+Floor = windows x L: what one-request-at-a-time per campaign and window cannot beat. With
+``campaign_id=all`` the pipeline makes fewer calls than windows, so it can beat that floor.
+Every run starts on a warmed-up DAGSTER_HOME and an empty DuckDB file, checks the DuckDB
+contents against the simulator's ground truth, and reads the simulator's overlap count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+
+from amd_pipeline.simulator import truth_for_day
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "amd-pipeline")
+CAMPAIGNS = ["20717", "20718", "20731"]
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(url: str, payload: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return json.load(response)
+
+
+class Sim:
+    def __init__(self, latency_ms: float, workdir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                CLI,
+                "simulator",
+                "--port",
+                str(self.port),
+                "--latency-ms",
+                str(latency_ms),
+                "--token",
+                TOKEN,
+                "--daily-quota",
+                "100000000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                self.stats()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("simulator did not start")
+
+    def stats(self) -> dict:
+        return http(self.url + "/_sim/stats")
+
+    def reset(self) -> None:
+        http(self.url + "/_sim/reset", {})
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def env_for(sim: Sim, workdir: Path, home: Path, duckdb_path: Path, campaign_all: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    env.update(
+        WOLKVOX_BASE_URL=sim.url,
+        WOLKVOX_TOKEN=TOKEN,
+        AMD_CAMPAIGNS=",".join(CAMPAIGNS),
+        AMD_DUCKDB_PATH=str(duckdb_path),
+        AMD_START_DATE="2024-01-01",
+        AMD_LOCK_DIR=str(workdir / "locks"),
+        DAGSTER_HOME=str(home),
+        WOLKVOX_CAMPAIGN_ALL=campaign_all,
+    )
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, str]:
+    """Wall seconds, peak RSS (MB) of the process, exit code, stderr tail."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, proc.returncode, stderr[-800:]
+
+
+def verify(duckdb_path: Path, windows: int) -> str:
+    conn = duckdb.connect(str(duckdb_path), read_only=True)
+    rows = conn.execute("SELECT campaign_id, local_date, total_amd FROM amd_daily").fetchall()
+    conn.close()
+    bad = sum(1 for c, d, n in rows if n != truth_for_day(c, d))
+    if len(rows) != windows or bad:
+        return f"MISMATCH ({len(rows)} rows for {windows} windows, {bad} differ from the ground truth)"
+    return f"{len(rows)} rows = ground truth"
+
+
+def days_span(days: int) -> tuple[dt.date, dt.date]:
+    end = dt.date(2026, 10, 31)
+    return end - dt.timedelta(days=days - 1), end
+
+
+def cli_run(sim: Sim, workdir: Path, days: int, campaign_all: str, label: str, latency_ms: float) -> dict:
+    home = workdir / f"home-{label}"
+    duckdb_path = workdir / f"{label}.duckdb"
+    env = env_for(sim, workdir, home, duckdb_path, campaign_all)
+    # Warm-up: create the instance and its sqlite files, as on any machine after the first run.
+    warm = days_span(1)
+    timed([CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, workdir)
+    duckdb_path.unlink()
+    # Fixed start-up: a 1-day backfill (3 windows) on the warm home.
+    sim.reset()
+    fixed_wall, _, _, _ = timed(
+        [CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, workdir
+    )
+    fixed_calls = sim.stats()["requests"]
+    duckdb_path.unlink()
+    start, end = days_span(days)
+    sim.reset()
+    wall, rss, code, err = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, workdir)
+    stats = sim.stats()
+    windows = len(CAMPAIGNS) * days
+    floor = windows * latency_ms / 1000
+    fixed = fixed_wall - fixed_calls * latency_ms / 1000
+    load_seconds = last_metadata(home).get("load_seconds")
+    per_window_ms = (wall - fixed - stats["requests"] * latency_ms / 1000) / windows * 1000
+    return {
+        "path": f"CLI backfill, campaign_id=all {campaign_all}",
+        "windows": windows,
+        "calls": stats["requests"],
+        "wall_s": round(wall, 2),
+        "floor_s": round(floor, 2),
+        "ratio": round(wall / floor, 3) if floor else None,
+        "fixed_startup_s": round(fixed, 2),
+        "overhead_per_window_ms": round(per_window_ms, 2),
+        # Inside the step: HTTP beyond L, token lock, parsing, DuckDB batches. The rest of the
+        # per-window overhead is Dagster's per-partition events (planned + materialization).
+        "pipeline_per_window_ms": round((load_seconds - stats["requests"] * latency_ms / 1000) / windows * 1000, 2)
+        if load_seconds is not None
+        else None,
+        "peak_rss_mb": round(rss, 1),
+        "overlaps": stats["overlaps"],
+        "check": verify(duckdb_path, windows) if code == 0 else f"FAILED rc={code}: {err}",
+    }
+
+
+def last_metadata(home: Path) -> dict:
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    records = instance.fetch_materializations(dg.AssetKey("amd_daily"), limit=1).records
+    if not records:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    return http(f"http://127.0.0.1:{port}/graphql", {"query": query, "variables": variables or {}})
+
+
+LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status runs { id status startTime endTime } } } }"""
+
+
+def ui_run(sim: Sim, workdir: Path, days: int, campaign_all: str, latency_ms: float) -> dict:
+    import dagster as dg
+
+    home = workdir / "home-ui"
+    duckdb_path = workdir / "ui.duckdb"
+    env = env_for(sim, workdir, home, duckdb_path, campaign_all)
+    os.environ["DAGSTER_HOME"] = str(home)
+    from amd_pipeline.instance import get_instance, prepare_home
+
+    instance = get_instance(prepare_home(home))
+    instance.add_dynamic_partitions("campaign", CAMPAIGNS)
+    port = free_port()
+    dev = subprocess.Popen(
+        [CLI, "dev", "--port", str(port), "--workspace", str(ROOT / "workspace.yaml")],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(600):
+            try:
+                loaded = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
+                entries = loaded["data"]["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        time.sleep(5)  # let the daemon finish its first ticks
+        start, _ = days_span(days)
+        names = [
+            str(dg.MultiPartitionKey({"campaign": c, "day": (start + dt.timedelta(days=i)).isoformat()}))
+            for c in CAMPAIGNS
+            for i in range(days)
+        ]
+        sim.reset()
+        launched = time.time()
+        answer = graphql(port, LAUNCH, {"p": {"partitionNames": names, "assetSelection": [{"path": ["amd_daily"]}]}})
+        backfill_id = answer["data"]["launchPartitionBackfill"]["backfillId"]
+        while True:
+            status = graphql(port, STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]
+            runs = status["runs"]
+            terminal = {"SUCCESS", "FAILURE", "CANCELED"}
+            if status["status"] != "REQUESTED" and runs and all(r["status"] in terminal for r in runs):
+                break
+            if time.time() - launched > 3600:
+                raise RuntimeError("UI backfill did not finish within an hour")
+            time.sleep(0.5)
+        stats = sim.stats()
+        last_end = max(r["endTime"] for r in runs)
+        first_start = min(r["startTime"] for r in runs)
+        windows = len(CAMPAIGNS) * days
+        floor = windows * latency_ms / 1000
+        wall = last_end - launched
+        return {
+            "path": f"UI backfill (GraphQL launchPartitionBackfill + daemon), campaign_id=all {campaign_all}",
+            "windows": windows,
+            "calls": stats["requests"],
+            "runs": len(runs),
+            "wall_s": round(wall, 2),
+            "floor_s": round(floor, 2),
+            "ratio": round(wall / floor, 3) if floor else None,
+            "launch_to_first_run_start_s": round(first_start - launched, 2),
+            "fetch_and_runs_s": round(last_end - first_start, 2),
+            "overlaps": stats["overlaps"],
+            "check": verify(duckdb_path, windows) if all(r["status"] == "SUCCESS" for r in runs) else "FAILED runs",
+        }
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+
+
+def machine() -> str:
+    import dagster
+
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+    versions = f"Python {platform.python_version()}, dagster {dagster.__version__}, duckdb {duckdb.__version__}"
+    return f"{os.cpu_count()} cores ({cpu}), {versions}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument("--days", type=int, default=60, help="days per campaign for the CLI path")
+    parser.add_argument("--ui-days", type=int, default=120, help="days per campaign for the UI path")
+    parser.add_argument("--memory-days", type=int, default=365, help="days per campaign for the memory check")
+    parser.add_argument("--paths", default="cli", help="comma list of: cli, ui, memory")
+    parser.add_argument("--campaign-all", default="off,auto", help="modes to run the CLI path with")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="amd-bench-"))
+    print(f"machine: {machine()}")
+    print(f"simulator latency L = {args.latency_ms:g} ms; workdir {workdir}")
+    sim = Sim(args.latency_ms, workdir)
+    results = []
+    try:
+        paths = args.paths.split(",")
+        if "cli" in paths:
+            for mode in args.campaign_all.split(","):
+                results.append(cli_run(sim, workdir, args.days, mode, f"cli-{mode}", args.latency_ms))
+                print(json.dumps(results[-1]), flush=True)
+        if "memory" in paths:
+            for days in (60, args.memory_days):
+                result = cli_run(sim, workdir, days, "off", f"mem-{days}", args.latency_ms)
+                result["path"] += f" ({days} days)"
+                results.append(result)
+                print(json.dumps(results[-1]), flush=True)
+        if "ui" in paths:
+            results.append(ui_run(sim, workdir, args.ui_days, "auto", args.latency_ms))
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        sim.stop()
+    print()
+    columns = [
+        "path",
+        "windows",
+        "calls",
+        "wall_s",
+        "floor_s",
+        "ratio",
+        "overhead_per_window_ms",
+        "pipeline_per_window_ms",
+        "peak_rss_mb",
+        "overlaps",
+        "check",
+    ]
+    print(" | ".join(columns))
+    for r in results:
+        print(" | ".join(str(r.get(c, "")) for c in columns))
+
+
+if __name__ == "__main__":
+    main()
