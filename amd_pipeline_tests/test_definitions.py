@@ -97,3 +97,10 @@ def test_the_shipped_instance_limits_the_token_pool_and_frees_dead_runs_slots(tm
     instance = dg.DagsterInstance.from_config(str(home))
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     assert instance.run_monitoring_enabled
+
+
+def test_a_cli_backfill_makes_one_run_per_group_of_adjacent_campaigns():
+    from amd_pipeline.cli import _campaign_groups
+
+    assert _campaign_groups(["1", "2", "3", "4"], ["1", "2", "3", "4"]) == [["1", "2", "3", "4"]]
+    assert _campaign_groups(["1", "2", "3", "4"], ["4", "1", "2"]) == [["1", "2"], ["4"]]
