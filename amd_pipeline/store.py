@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
@@ -117,7 +118,7 @@ class AmdStore:
         conn = self.connect(read_only=True)
         try:
             if timezone:
-                conn.execute(f"SET TimeZone = '{timezone}'")
+                conn.execute(f"SET TimeZone = '{ZoneInfo(timezone).key}'")  # ZoneInfo rejects anything but a zone name
             return conn.execute(sql, params or []).df()
         finally:
             conn.close()

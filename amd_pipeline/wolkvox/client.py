@@ -14,7 +14,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -305,11 +305,3 @@ class WolkvoxClient:
     def _redact(self, value: object) -> str:
         text = str(value)
         return text.replace(self._token, "<redacted>") if self._token else text
-
-
-@contextlib.contextmanager
-def closing_client(client: WolkvoxClient) -> Iterator[WolkvoxClient]:
-    try:
-        yield client
-    finally:
-        client.close()
