@@ -42,6 +42,9 @@ class ProgressPrinter:
         eta = (p.windows_total - p.windows_done) / rate if rate else 0.0
         text = f"{p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries, ETA {eta:.0f} s"
         if self.tty:
+            if not finished and now - self._last < 0.1:
+                return
+            self._last = now
             width = 30
             filled = int(width * p.windows_done / max(p.windows_total, 1))
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}   ")

@@ -251,3 +251,86 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
         rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
         assert len(rows) == 90
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+
+
+def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_path):
+    """The UI path: `amd-pipeline dev`, GraphQL launchPartitionBackfill, the daemon's runs."""
+    import json
+    import signal
+    import socket
+    import urllib.request
+
+    def graphql(port, query, variables=None):
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Simulator(SimConfig(token="SECRET-ui-" + os.urandom(8).hex(), latency_ms=5)) as sim:
+        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717,20718")
+        root = Path(__file__).resolve().parents[1]
+        dev = subprocess.Popen(
+            [CLI, "dev", "--port", str(port), "--workspace", str(root / "workspace.yaml")],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            names = []
+            while time.monotonic() < deadline and len(names) < 2:  # the sensor adds the campaigns
+                time.sleep(1)
+                try:
+                    nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
+                except OSError:
+                    continue
+                dims = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}
+                names = dims["campaign"]
+            assert names == ["20717", "20718"]
+            keys = [f"{c}|{d}" for c in names for d in ("2026-10-05", "2026-10-06")]
+            launched = graphql(
+                port,
+                "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
+                " ... on LaunchBackfillSuccess { backfillId } } }",
+                {"p": {"partitionNames": keys, "assetSelection": [{"path": ["amd_daily"]}]}},
+            )
+            backfill_id = launched["launchPartitionBackfill"]["backfillId"]
+            status = None
+            while time.monotonic() < deadline + 60:
+                time.sleep(1)
+                status = graphql(
+                    port,
+                    "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
+                    " ... on PartitionBackfill { status runs { status } } } }",
+                    {"id": backfill_id},
+                )["partitionBackfillOrError"]
+                runs = status["runs"]
+                if (
+                    runs
+                    and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs)
+                    and status["status"] != "REQUESTED"
+                ):
+                    break
+            assert status and {r["status"] for r in status["runs"]} == {"SUCCESS"}, status
+        finally:
+            os.killpg(dev.pid, signal.SIGINT)
+            try:
+                output, _ = dev.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+                output, _ = dev.communicate()
+        rows = AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        assert len(rows) == 4
+        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+        assert sim.stats()["overlaps"] == 0
+        token = sim.config.token
+        assert token not in output
+        compute_logs = list((tmp_path / "dagster_home" / "storage").rglob("compute_logs/*.err"))
+        assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
+        assert secret_hits(tmp_path, token) == []  # instance, compute logs, DuckDB
