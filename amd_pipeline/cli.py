@@ -213,10 +213,40 @@ def _summary(duckdb_path: str, start: dt.date, end: dt.date):
     )
 
 
+def _foreign_campaigns(duckdb_path: str, home: Path, demo_ids: set[str]) -> list[str]:
+    """Campaigns that are not the simulator's, already in the DuckDB file or the instance."""
+    import dagster as dg
+
+    from amd_pipeline.partitions import CAMPAIGN_DIMENSION
+    from amd_pipeline.store import AmdStore
+
+    found: set[str] = set()
+    if Path(duckdb_path).exists():
+        tables = AmdStore(duckdb_path).query("SELECT table_name FROM information_schema.tables")
+        if "amd_daily" in set(tables.table_name):
+            found |= set(AmdStore(duckdb_path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
+    if (home / "dagster.yaml").exists():
+        instance = dg.DagsterInstance.from_config(str(home))
+        found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+    return sorted(found - demo_ids)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from amd_pipeline.instance import prepare_home
     from amd_pipeline.settings import DefinitionSettings
 
     settings = DefinitionSettings.from_env()
+    duckdb_path = args.duckdb
+    home = prepare_home(args.home)
+    foreign = _foreign_campaigns(duckdb_path, home, {c.campaign_id for c in SimConfig().campaigns})
+    if foreign:
+        print(
+            f"error: {duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
+            f"({', '.join(foreign[:5])}); the demo will not mix its data with yours. "
+            "Pass --duckdb and --home to run it elsewhere.",
+            file=sys.stderr,
+        )
+        return 2
     today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
     end = today - dt.timedelta(days=1)
     start = max(end - dt.timedelta(days=args.days - 1), settings.start_date)
@@ -237,12 +267,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS"):
             os.environ.pop(name, None)
-        duckdb_path = os.environ.setdefault("AMD_DUCKDB_PATH", "data/amd.duckdb")
+        os.environ["AMD_DUCKDB_PATH"] = duckdb_path
         print(
             f"demo: Wolkvox simulator at {sim.url} "
             f"({args.latency_ms:g} ms per answer, faults on {args.fault_rate:.0%} of calls)"
         )
-        code = run_backfill(start, end, home=args.home)
+        code = run_backfill(start, end, home=str(home))
         stats = sim.stats()
     if code:
         return code
@@ -294,8 +324,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     except Exception as exc:  # duckdb raises many error types; show the message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    with pd.option_context("display.max_rows", args.max_rows, "display.width", 200):
-        print(frame.to_csv(index=False) if args.csv else frame.to_string(index=False))
+    if args.csv:
+        print(frame.to_csv(index=False), end="")
+        return 0
+    with pd.option_context("display.width", 200):
+        print(frame.head(args.max_rows).to_string(index=False))
+    if len(frame) > args.max_rows:
+        print(f"({len(frame)} rows, first {args.max_rows} shown; --max-rows or --csv for more)", file=sys.stderr)
     return 0
 
 
@@ -345,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--latency-ms", type=float, default=5.0)
     demo.add_argument("--fault-rate", type=float, default=0.1, help="share of calls that get a fault")
     demo.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
+    demo.add_argument("--duckdb", default="data/amd.duckdb", help="database file (default: data/amd.duckdb)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("simulator", help="serve the Wolkvox simulator in the foreground")

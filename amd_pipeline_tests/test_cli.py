@@ -334,3 +334,19 @@ def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_
         compute_logs = list((tmp_path / "dagster_home" / "storage").rglob("compute_logs/*.err"))
         assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
         assert secret_hits(tmp_path, token) == []  # instance, compute logs, DuckDB
+
+
+def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
+    from amd_pipeline.normalize import Fetched, normalize
+    from amd_pipeline.store import AMD_DAILY
+    from amd_pipeline.windows import day_window
+    from amd_pipeline.wolkvox.models import Answer
+
+    real = tmp_path / "data" / "amd.duckdb"
+    answer = Answer(({"campaign_id": "555", "total_amd": "9"},), False, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    AmdStore(real).replace(AMD_DAILY, normalize([Fetched(("555",), day_window(START, "America/Bogota"), answer)]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    out = amd(env, "demo", "--days", "3", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "already holds campaigns that are not the demo's (555)" in out.stderr
+    assert AmdStore(real).query("SELECT campaign_id FROM amd_daily").campaign_id.tolist() == ["555"]
