@@ -142,7 +142,7 @@ def concurrent_backfills(sim, envs):
 
 @pytest.mark.parametrize("homes", ["one DAGSTER_HOME (pool and lock)", "two DAGSTER_HOMEs (lock only)"])
 def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes):
-    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=15)) as sim:
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
         a = cli_env(sim, tmp_path, _cwd=str(tmp_path))
         b = cli_env(sim, tmp_path, _cwd=str(tmp_path))
         if homes.startswith("two"):
@@ -153,7 +153,7 @@ def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes
 def test_the_concurrency_check_does_see_overlaps_when_the_guards_are_bypassed(tmp_path):
     # Control: separate instances AND separate lock folders share nothing, so the simulator must
     # count overlaps. This proves the test above could fail.
-    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=15, max_in_flight=2)) as sim:
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=60, max_in_flight=2)) as sim:
         a = cli_env(sim, tmp_path, _cwd=str(tmp_path), AMD_LOCK_DIR=str(tmp_path / "locks_a"))
         b = cli_env(sim, tmp_path, _cwd=str(tmp_path), AMD_LOCK_DIR=str(tmp_path / "locks_b"))
         b["DAGSTER_HOME"] = str(tmp_path / "other_home")
