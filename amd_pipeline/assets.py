@@ -62,6 +62,11 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
     return metadata
 
 
+def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> None:
+    context.log.warning("the server refused campaign_id=all: one call per campaign from now on (remembered)")
+    wolkvox.remember_all_refused()
+
+
 def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str) -> dg.AssetsDefinition:
     """The ``amd_daily`` asset over ``partitions_def`` (campaign x local day in ``timezone``)."""
 
@@ -106,7 +111,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                     AMD_DAILY,
                     requests,
                     campaign_all=mode,
-                    on_all_refused=wolkvox.remember_all_refused,
+                    on_all_refused=lambda: refused_all(context, wolkvox),
                     batch_size=amd_store.batch_size,
                     on_progress=on_progress,
                 )

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import os
 import secrets
+import shutil
 import sys
 import time
 import warnings
@@ -362,12 +363,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     home = prepare_home(args.home)
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    beside = Path(sys.executable).parent / "dagster"  # the venv's, even when the venv is not activated
-    command = [str(beside) if beside.exists() else "dagster", "dev", "-w", args.workspace, "-p", str(args.port)]
+    # The venv's dagster, even when the venv is not activated.
+    beside = Path(sys.executable).parent / "dagster"
+    executable = str(beside) if beside.exists() else shutil.which("dagster")
+    if executable is None:
+        print("error: the dagster command is not installed in this environment", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     sys.stderr.flush()
     # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
-    os.execv(command[0], command) if Path(command[0]).is_absolute() else os.execvp(command[0], command)
+    os.execv(executable, [executable, "dev", "-w", args.workspace, "-p", str(args.port)])
     return 0  # pragma: no cover - exec does not return
 
 

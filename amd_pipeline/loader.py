@@ -66,13 +66,11 @@ class LoadReport:
     """What a load did, for metadata and the CLI."""
 
     windows: int = 0
-    planned_calls: int = 0
     rows_written: int = 0
     batches: int = 0
     calls: int = 0
     retries: int = 0
     all_calls: int = 0
-    all_refused: bool = False
     totals: Counter[str] = dataclasses.field(default_factory=Counter)
     windows_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
     empty_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -187,15 +185,25 @@ def load(
     """
     report = LoadReport(windows=len(requests))
     try:
-        _load(client, store, table, requests, report, campaign_all, on_all_refused, batch_size, on_progress, clock)
+        _load(
+            client,
+            store,
+            table,
+            requests,
+            report,
+            campaign_all=campaign_all,
+            on_all_refused=on_all_refused,
+            batch_size=batch_size,
+            on_progress=on_progress,
+            clock=clock,
+        )
     except Exception as exc:
         raise LoadFailedError(report, exc) from exc
     return report
 
 
-def _load(client, store, table, requests, report, campaign_all, on_all_refused, batch_size, on_progress, clock):
+def _load(client, store, table, requests, report, *, campaign_all, on_all_refused, batch_size, on_progress, clock):
     pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
-    report.planned_calls = len(pending)
     started = clock()
     done = 0
     records: list[dict] = []
@@ -222,7 +230,6 @@ def _load(client, store, table, requests, report, campaign_all, on_all_refused, 
                 if call.campaign != ALL or campaign_all != CampaignAll.AUTO:
                     raise
                 # The server refuses campaign_id=all: one call per campaign from here on.
-                report.all_refused = True
                 if on_all_refused:
                     on_all_refused()
                 pending = deque(_per_campaign([call, *pending]))

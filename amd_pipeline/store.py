@@ -76,13 +76,13 @@ class AmdStore:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or waited >= self.lock_timeout:
-                    if "lock" in str(exc).lower():
-                        raise StoreLockedError(
-                            f"{self.path} is locked by another process for over {self.lock_timeout:.0f} s "
-                            "(an open notebook or database GUI?); close it and rerun"
-                        ) from exc
+                if "lock" not in str(exc).lower():
                     raise
+                if waited >= self.lock_timeout:
+                    raise StoreLockedError(
+                        f"{self.path} is locked by another process for over {self.lock_timeout:.0f} s "
+                        "(an open notebook or database GUI?); close it and rerun"
+                    ) from exc
                 self._sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 5.0)

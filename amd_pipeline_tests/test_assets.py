@@ -134,8 +134,10 @@ def test_campaign_all_makes_one_call_per_window_for_every_campaign(env, instance
 def test_auto_falls_back_when_the_server_refuses_all_and_remembers_it(env, instance, sim, monkeypatch, tmp_path):
     monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "auto")
     sim.state.config.supports_all = False
-    assert run(instance).success
+    result = run(instance)
+    assert result.success
     assert sim.stats()["calls"] == {"campaign_6:all": 1, "campaign_6:one": 30}
+    assert any("refused campaign_id=all" in entry.user_message for entry in instance.all_logs(result.run_id))
     assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in table(env).itertuples())
     assert any(p.name.endswith(".state.json") for p in (tmp_path / "locks").iterdir())
     sim.reset()
