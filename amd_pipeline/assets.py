@@ -15,11 +15,24 @@ from amd_pipeline.loader import (
     load,
     plan_calls,
 )
+from amd_pipeline.messages import explain
 from amd_pipeline.partitions import window_request
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
+from amd_pipeline.settings import SettingsError
 from amd_pipeline.store import AMD_DAILY
 
 PROGRESS_LOG_SECONDS = 5.0
+
+
+class LoadFailed(dg.Failure):
+    """A load that failed, described in one sentence from :func:`amd_pipeline.messages.explain`.
+
+    Dagster shows a step failure as ``module.Class: description``. Declared in ``builtins``, this
+    class reads ``LoadFailed: could not reach ...`` in the UI instead of a ``dagster._core...`` path.
+    """
+
+
+LoadFailed.__module__ = "builtins"
 
 
 def observed_latency(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
@@ -87,13 +100,16 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
             for k in context.partition_keys
         ]
         requests = [window_request(key, timezone) for key in keys]
-        mode = wolkvox.campaign_all_mode()
-        plan = Plan(
-            windows=len(requests),
-            calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
-            daily_quota=wolkvox.daily_quota or None,
-            median_latency=observed_latency(context.instance, context.asset_key),
-        )
+        try:
+            mode = wolkvox.campaign_all_mode()
+            plan = Plan(
+                windows=len(requests),
+                calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+                daily_quota=wolkvox.daily_quota or None,
+                median_latency=observed_latency(context.instance, context.asset_key),
+            )
+        except SettingsError as exc:
+            raise LoadFailed(description=explain(exc)) from None
         context.log.info(f"plan ({timezone}, campaign_id=all {mode}): {plan.describe()}")
         last_log = [0.0]
 
@@ -107,7 +123,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
             try:
                 report = load(
                     client,
-                    amd_store.store(),
+                    amd_store.store(timezone),
                     AMD_DAILY,
                     requests,
                     campaign_all=mode,
@@ -127,7 +143,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                 metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
                 if isinstance(failed.cause, RejectedValuesError):
                     metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
-                raise dg.Failure(description=str(failed.cause), metadata=metadata) from None
+                raise LoadFailed(description=explain(failed.cause), metadata=metadata) from None
         return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})
 
     return amd_daily

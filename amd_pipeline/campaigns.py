@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-_CAMPAIGN_ID = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
-
-
-def parse_campaign_list(text: str) -> list[str]:
-    """``"101, 102,,103"`` -> ``["101", "102", "103"]`` (order kept, duplicates dropped)."""
-    ids: list[str] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not _CAMPAIGN_ID.match(part) or part.lower() == "all":
-            raise ValueError(f"not a campaign id: {part!r} (AMD_CAMPAIGNS takes ids like 20717,20718)")
-        if part not in ids:
-            ids.append(part)
-    return ids
 
 
 def discover_campaign_ids(rows: Iterable[Mapping[str, Any]], types: Iterable[str] = ("predictive",)) -> list[str]:

@@ -1,4 +1,9 @@
-"""The ``amd-pipeline`` command: demo, simulator, backfill, query, dev."""
+"""The ``amd-pipeline`` command: demo, simulator, backfill, query, migrate-timezone, dev.
+
+Exit statuses: 0 ok, 1 a run or a call failed, 2 bad input (nothing was called or written),
+3 refused by the quota guard, 130 interrupted. Errors are one line on stderr; ``--verbose`` adds the
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,38 @@ import secrets
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from amd_pipeline.settings import SettingsError
 from amd_pipeline.simulator import FAULTS, SimConfig, Simulator
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
 # starts in a fraction of a second.
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_QUOTA = 3
+EXIT_INTERRUPTED = 130
+
+
+class CliExit(Exception):  # noqa: N818 - an exit, not an error
+    """Stop the command with ``status`` after printing ``message`` as one ``error:`` line."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line (``SettingsError``) instead of usage + message."""
+
+    def error(self, message: str):
+        raise SettingsError(f"{message} (see `{self.prog} --help`)")
 
 
 def _day(text: str) -> dt.date:
@@ -26,6 +54,19 @@ def _day(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a day like 2026-11-01: {text!r}") from None
+
+
+def _number(kind, low: float, high: float | None = None):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low}..{high if high is not None else ''})")
+        return value
+
+    return parse
 
 
 class ProgressPrinter:
@@ -57,20 +98,47 @@ class ProgressPrinter:
             print(f"progress: {text}", file=self.stream, flush=True)
 
 
-def _campaign_groups(ordered: Sequence[str], selected: Sequence[str]) -> list[list[str]]:
-    """Split ``selected`` into runs of campaigns adjacent in the partition order (one Dagster run each)."""
-    chosen = set(selected)
-    groups: list[list[str]] = []
-    current: list[str] = []
-    for campaign in ordered:
-        if campaign in chosen:
-            current.append(campaign)
-        elif current:
-            groups.append(current)
-            current = []
-    if current:
-        groups.append(current)
-    return groups
+def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool):
+    """The API calls made before a backfill starts: the quota left, and which campaigns to load.
+
+    Returns ``(quota, selected)``. Raises :class:`SettingsError` for an unknown campaign (exit 2),
+    :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3).
+    """
+    from amd_pipeline.messages import explain
+    from amd_pipeline.wolkvox import errors
+
+    quota = None
+    try:
+        with wolkvox.client() as client:
+            quota = client.token_info()
+    except errors.QuotaExhaustedError as exc:
+        raise CliExit(EXIT_QUOTA, explain(exc)) from None
+    except (errors.FatalError, errors.TransportError) as exc:
+        raise CliExit(EXIT_FAILED, explain(exc)) from None
+    except errors.WolkvoxError as exc:
+        print(f"warning: daily quota unknown ({explain(exc)})", file=sys.stderr)
+
+    if not explicit:
+        try:
+            selected = campaign_source.resolve(wolkvox)
+        except errors.WolkvoxError as exc:
+            raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
+        if not selected:
+            raise SettingsError("no campaigns: set AMD_CAMPAIGNS or pass --campaign ID")
+        return quota, selected
+    if not force:
+        try:
+            known = campaign_source.discover(wolkvox)
+        except errors.WolkvoxError as exc:
+            print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
+        else:
+            unknown = [c for c in explicit if c not in known]
+            if unknown:
+                raise SettingsError(
+                    f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
+                    f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
+                )
+    return quota, list(explicit)
 
 
 def run_backfill(
@@ -83,116 +151,124 @@ def run_backfill(
     dry_run: bool = False,
     force: bool = False,
 ) -> int:
-    """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit code.
+    """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit status.
 
-    Before launching, it plans the calls, asks the server how much of the daily quota is left
-    (``token_info``, one call) and refuses a backfill that needs more unless ``force``.
+    Every argument and setting is checked first (exit 2, nothing called or written). Then it asks
+    the server how much of the daily quota is left (``token_info``, one call), plans the calls and
+    refuses a backfill that needs more unless ``force`` (exit 3).
     """
+    from amd_pipeline.settings import RunSettings, check_campaign_id
+    from amd_pipeline.store import AmdStore, StoreLockedError
+
+    settings = RunSettings.from_env()
+    timezone = settings.definition.timezone
+    explicit = list(dict.fromkeys(check_campaign_id(c) for c in campaigns))
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    if start > end:
+        raise SettingsError(f"--start {start} is after --end {end}: swap them")
+    if start < settings.definition.start_date or end > today:
+        raise SettingsError(
+            f"days must lie between AMD_START_DATE={settings.definition.start_date} and today ({today}, "
+            f"{timezone}); got {start}..{end}"
+        )
+    stored = None
+    with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
+        stored = AmdStore(settings.duckdb_path, lock_timeout=0).stored_timezone()
+    if stored not in (None, timezone):
+        raise SettingsError(
+            f"{settings.duckdb_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
+            f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
+        )
+
     import dagster as dg
 
     from amd_pipeline import progress
     from amd_pipeline.assets import observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
     from amd_pipeline.instance import cli_run_tags, get_instance, prepare_home, release_dead_cli_runs
-    from amd_pipeline.loader import CampaignAll, Plan, plan_calls
-    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions, day_key, window_request
-    from amd_pipeline.settings import DefinitionSettings
-    from amd_pipeline.wolkvox.errors import WolkvoxError
+    from amd_pipeline.loader import CampaignAll, Plan, WindowRequest, plan_calls
+    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
+    from amd_pipeline.runs import days_between, quota_refusal, ranged_runs
+    from amd_pipeline.windows import day_window
 
-    settings = DefinitionSettings.from_env()
-    today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
-    if start > end:
-        print(f"error: --start {start} is after --end {end}", file=sys.stderr)
-        return 2
-    if start < settings.start_date or end > today:
-        print(
-            f"error: days must lie between AMD_START_DATE={settings.start_date} and today ({today}, "
-            f"{settings.timezone}); got {start}..{end}",
-            file=sys.stderr,
-        )
-        return 2
-    home_path = prepare_home(home)
-    instance = get_instance(home_path)
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(AMD_DAILY_JOB)
+    defs = build_definitions(settings.definition)
     top_level = defs.get_repository_def().get_top_level_resources()
-
     with dg.build_resources(
         {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}
     ) as built:
         wolkvox = built.wolkvox
-        selected = list(dict.fromkeys(campaigns)) or built.campaign_source.resolve(wolkvox)
-        if not selected:
-            print("error: no campaigns: set AMD_CAMPAIGNS or pass --campaign ID", file=sys.stderr)
-            return 2
-        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-        requests = [window_request(day_key(c, d), settings.timezone) for d in days for c in selected]
+        quota, selected = _preflight_calls(wolkvox, built.campaign_source, explicit, force)
         mode = wolkvox.campaign_all_mode()
-        quota = None
-        try:
-            with wolkvox.client() as client:
-                quota = client.token_info()
-        except WolkvoxError as exc:
-            print(f"warning: daily quota unknown ({exc})", file=sys.stderr)
-        daily = wolkvox.daily_quota or (quota["token_limit"] if quota else 0)
-        plan = Plan(
-            windows=len(requests),
-            calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
-            daily_quota=daily or None,
-            quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
-            median_latency=observed_latency(instance, dg.AssetKey("amd_daily")),
-        )
 
+    days = days_between(start, end)
+    requests = [WindowRequest(c, day_window(d, timezone)) for d in days for c in selected]
+    home_path = prepare_home(home)
+    instance = get_instance(home_path)
+    daily = settings.numbers["WOLKVOX_DAILY_QUOTA"] or (quota["token_limit"] if quota else 0)
+    plan = Plan(
+        windows=len(requests),
+        calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+        daily_quota=daily or None,
+        quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
+        median_latency=observed_latency(instance, dg.AssetKey("amd_daily")),
+    )
     existing = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
     missing = [c for c in selected if c not in existing]
-    groups = _campaign_groups([*existing, *missing], selected)
+    runs = ranged_runs([*existing, *missing], selected, start, end)
     print(
-        f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(groups)} run(s), "
+        f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(runs)} run(s), "
         f"campaign_id=all {mode}: {plan.describe()}",
         file=sys.stderr,
     )
     if dry_run:
-        return 0
-    if plan.exceeds_remaining and not force:
-        print(
-            f"error: this backfill needs {plan.calls} calls but only {plan.quota_remaining} of today's "
-            f"{plan.daily_quota} remain; it needs {plan.quota_days} day(s) of quota. Backfill fewer days at a "
-            "time, or pass --force to spend what is left (the run stops when the quota runs out).",
-            file=sys.stderr,
-        )
-        return 3
+        return EXIT_OK
+    refusal = quota_refusal(plan)
+    if refusal and not force:
+        raise CliExit(EXIT_QUOTA, refusal)
     if missing:
         instance.add_dynamic_partitions(campaigns_partitions.name, missing)
         print(f"added campaign partitions: {', '.join(missing)}", file=sys.stderr)
     for run_id in release_dead_cli_runs(instance):
         print(f"run {run_id} of a dead amd-pipeline process: marked failed, its token slot freed", file=sys.stderr)
 
-    failed = 0
+    job = defs.resolve_job_def(AMD_DAILY_JOB)
+    failures = []
     listener = ProgressPrinter() if show_progress else (lambda p: None)
     with progress.listening(listener):
-        for group in groups:
-            tags = {
-                "dagster/asset_partition_range_start": str(day_key(group[0], start)),
-                "dagster/asset_partition_range_end": str(day_key(group[-1], end)),
-                "amd_pipeline/launched_by": "cli",
-                **cli_run_tags(),
-            }
+        for run in runs:
             result = job.execute_in_process(
                 instance=instance,
-                tags=tags,
+                tags={**run.tags(), "amd_pipeline/launched_by": "cli", **cli_run_tags()},
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             )
             if result.success:
-                print(f"run {result.run_id}: ok ({', '.join(group)})", file=sys.stderr)
-                continue
-            failed += 1
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                    print(
-                        f"run {result.run_id} failed: {event.step_failure_data.error.message.strip()}", file=sys.stderr
-                    )
-    return 1 if failed else 0
+                print(f"run {result.run_id}: ok ({', '.join(run.campaigns)})", file=sys.stderr)
+            else:
+                failures.append((result.run_id, _failure_text(result)))
+    for run_id, text in failures:
+        print(f"error: {text}", file=sys.stderr)
+        print(
+            f"run {run_id} failed; its logs: `amd-pipeline dev`, then http://localhost:3000/runs/{run_id}",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _failure_text(result) -> str:
+    """The sentence a failed run's step gave (its Failure description), else the run's own message."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data is None:
+            continue
+        if data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description.strip()
+        if data.error:
+            return data.error.message.strip().splitlines()[-1]
+    for event in result.all_events:
+        if event.is_failure and event.message:
+            return event.message.strip()
+    return "the run failed before its step started"
 
 
 def _summary(duckdb_path: str, start: dt.date, end: dt.date):
@@ -310,21 +386,20 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
     import pandas as pd
 
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH
+    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, DefinitionSettings
     from amd_pipeline.store import AmdStore
 
+    timezone = DefinitionSettings.from_env().timezone
     path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     if not Path(path).exists():
-        print(f"error: {path} does not exist yet; run `amd-pipeline demo` or a backfill first", file=sys.stderr)
-        return 2
-    timezone = os.environ.get("WOLKVOX_TIMEZONE") or "America/Bogota"
+        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
     try:
         frame = AmdStore(path).query(args.sql, timezone=timezone)
-    except Exception as exc:  # duckdb raises many error types; show the message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except duckdb.Error as exc:  # bad SQL, or a write on the read-only connection
+        raise SettingsError(f"the query failed: {' '.join(str(exc).split())}") from None
     if args.csv:
         print(frame.to_csv(index=False), end="")
         return 0
@@ -335,12 +410,35 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_timezone(args: argparse.Namespace) -> int:
+    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, check_timezone
+    from amd_pipeline.store import AMD_DAILY, AmdStore
+
+    new = check_timezone(args.to, "--to")
+    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    if not Path(path).exists():
+        raise SettingsError(f"{path} does not exist: nothing to migrate")
+    done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
+    verb = "would keep" if args.dry_run else "kept"
+    print(
+        f"{path}: days in {done.old or 'an unrecorded zone'} -> {done.new}: {verb} {done.kept_days} day(s) whose "
+        f"windows are unchanged, {'would drop' if args.dry_run else 'dropped'} {len(done.dropped_days)} day(s) "
+        f"({done.dropped_rows} rows) whose windows move"
+    )
+    if done.dropped_days:
+        first, last = done.dropped_days[0], done.dropped_days[-1]
+        print(
+            f"refetch them with: WOLKVOX_TIMEZONE={new} amd-pipeline backfill --start {first} --end {last}"
+            " (restart `amd-pipeline dev` too: the partitions follow WOLKVOX_TIMEZONE)"
+        )
+    return EXIT_OK
+
+
 def cmd_simulator(args: argparse.Namespace) -> int:
     faults = tuple(f for f in args.faults.split(",") if f) if args.faults else ()
     unknown = set(faults) - set(FAULTS)
     if unknown:
-        print(f"error: unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}", file=sys.stderr)
-        return 2
+        raise SettingsError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
     config = SimConfig(
         token=args.token,
         latency_ms=args.latency_ms,
@@ -351,7 +449,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         faults=faults,
         seed=args.seed,
     )
-    sim = Simulator(config, host=args.host, port=args.port, verbose=args.verbose)
+    sim = Simulator(config, host=args.host, port=args.port, verbose=args.log_requests)
     print(f"Wolkvox simulator on {sim.url} (WOLKVOX_BASE_URL={sim.url}); stats at {sim.url}/_sim/stats", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever()
@@ -360,15 +458,18 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from amd_pipeline.instance import prepare_home
+    from amd_pipeline.settings import DefinitionSettings
 
+    DefinitionSettings.from_env()  # a bad zone or start date would stop the code location from loading
+    if not Path(args.workspace).exists():
+        raise SettingsError(f"--workspace {args.workspace} does not exist; run this in the project folder")
     home = prepare_home(args.home)
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
     # The venv's dagster, even when the venv is not activated.
     beside = Path(sys.executable).parent / "dagster"
     executable = str(beside) if beside.exists() else shutil.which("dagster")
     if executable is None:
-        print("error: the dagster command is not installed in this environment", file=sys.stderr)
-        return 2
+        raise SettingsError("the dagster command is not installed in this environment: run `make install`")
     sys.stdout.flush()
     sys.stderr.flush()
     # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
@@ -377,57 +478,92 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amd-pipeline", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show the Python traceback of an error")
+    parser = _Parser(prog="amd-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="backfill a few weeks from the built-in simulator into DuckDB and summarise")
-    demo.add_argument("--days", type=int, default=21)
-    demo.add_argument("--latency-ms", type=float, default=5.0)
-    demo.add_argument("--fault-rate", type=float, default=0.1, help="share of calls that get a fault")
+    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub_parser.set_defaults(func=func)
+        return sub_parser
+
+    demo = command("demo", "backfill a few weeks from the built-in simulator into DuckDB and summarise", cmd_demo)
+    demo.add_argument("--days", type=_number(int, 1, 366), default=21)
+    demo.add_argument("--latency-ms", type=_number(float, 0), default=5.0)
+    demo.add_argument("--fault-rate", type=_number(float, 0, 1), default=0.1, help="share of calls that get a fault")
     demo.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
     demo.add_argument("--duckdb", default="data/amd.duckdb", help="database file (default: data/amd.duckdb)")
-    demo.set_defaults(func=cmd_demo)
 
-    sim = sub.add_parser("simulator", help="serve the Wolkvox simulator in the foreground")
+    sim = command("simulator", "serve the Wolkvox simulator in the foreground", cmd_simulator)
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--port", type=_number(int, 0, 65535), default=8765)
     sim.add_argument("--token", default="demo-token", help="the token it accepts")
-    sim.add_argument("--latency-ms", type=float, default=0.0)
-    sim.add_argument("--daily-quota", type=int, default=1000)
-    sim.add_argument("--max-in-flight", type=int, default=1, help="simultaneous requests before 403 busy")
-    sim.add_argument("--fault-rate", type=float, default=0.0)
+    sim.add_argument("--latency-ms", type=_number(float, 0), default=0.0)
+    sim.add_argument("--daily-quota", type=_number(int, 0), default=1000)
+    sim.add_argument("--max-in-flight", type=_number(int, 1), default=1, help="simultaneous requests before 403 busy")
+    sim.add_argument("--fault-rate", type=_number(float, 0, 1), default=0.0)
     sim.add_argument("--faults", default="", help=f"comma list of: {', '.join(FAULTS)}")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--no-all", action="store_true", help="refuse campaign_id=all")
-    sim.add_argument("--verbose", action="store_true", help="log every request")
-    sim.set_defaults(func=cmd_simulator)
+    sim.add_argument("--log-requests", action="store_true", help="log every request")
 
-    backfill = sub.add_parser("backfill", help="materialise amd_daily for campaigns x days through Dagster")
+    backfill = command("backfill", "materialise amd_daily for campaigns x days through Dagster", cmd_backfill)
     backfill.add_argument("--start", type=_day, required=True, help="first local day, inclusive")
     backfill.add_argument("--end", type=_day, required=True, help="last local day, inclusive")
     backfill.add_argument("--campaign", action="append", help="campaign id (repeatable); default: all campaigns")
     backfill.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
     backfill.add_argument("--quiet", action="store_true", help="no progress output")
     backfill.add_argument("--dry-run", action="store_true", help="print calls, quota share and ETA; launch nothing")
-    backfill.add_argument("--force", action="store_true", help="launch even if it needs more than today's quota left")
-    backfill.set_defaults(func=cmd_backfill)
+    backfill.add_argument(
+        "--force", action="store_true", help="launch even beyond today's quota left, or for a campaign id not found"
+    )
 
-    query = sub.add_parser("query", help="run read-only SQL on the DuckDB file")
+    query = command("query", "run read-only SQL on the DuckDB file", cmd_query)
     query.add_argument("sql")
     query.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
     query.add_argument("--csv", action="store_true")
-    query.add_argument("--max-rows", type=int, default=200)
-    query.set_defaults(func=cmd_query)
+    query.add_argument("--max-rows", type=_number(int, 1), default=200)
 
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the project's DAGSTER_HOME")
-    dev.add_argument("--port", type=int, default=3000)
+    migrate = command(
+        "migrate-timezone", "move the DuckDB file's days to another WOLKVOX_TIMEZONE", cmd_migrate_timezone
+    )
+    migrate.add_argument("--to", required=True, help="the new IANA zone, e.g. America/Lima")
+    migrate.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
+    migrate.add_argument("--dry-run", action="store_true", help="say what would be kept and dropped; change nothing")
+
+    dev = command("dev", "start the Dagster UI and daemon on the project's DAGSTER_HOME", cmd_dev)
+    dev.add_argument("--port", type=_number(int, 1, 65535), default=3000)
     dev.add_argument("--workspace", default="workspace.yaml")
     dev.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
-    dev.set_defaults(func=cmd_dev)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    """Run the command; every error ends as one ``error:`` line and a documented exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
     warnings.filterwarnings("ignore", message=r".*(is currently in beta|is superseded)")
-    sys.exit(args.func(args))
+    try:
+        args = build_parser().parse_args(argv)
+        status = args.func(args)
+    except SettingsError as exc:
+        status = _fail(EXIT_USAGE, str(exc), verbose)
+    except CliExit as exc:
+        status = _fail(exc.status, str(exc), verbose)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    except Exception as exc:
+        from amd_pipeline.messages import explain
+
+        hint = "" if verbose else " (rerun with --verbose for the traceback)"
+        status = _fail(EXIT_FAILED, explain(exc) + hint, verbose)
+    sys.exit(status)
+
+
+def _fail(status: int, message: str, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return status

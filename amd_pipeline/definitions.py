@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from amd_pipeline.assets import build_amd_daily
 from amd_pipeline.partitions import daily_partitions
 from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.sensors import campaign_partitions_sensor
-from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, DefinitionSettings, env_int_or, env_or
+from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, INT_SETTINGS, DefinitionSettings
 
 AMD_DAILY_JOB = "amd_daily_job"
+
+
+def env_or(name: str, default):
+    """``dg.EnvVar(name)`` when the variable is set (resolved at launch), else ``default``."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def env_int_or(name: str):
+    """``dg.EnvVar.int(name)`` when the variable is set, else the setting's default."""
+    return dg.EnvVar.int(name) if os.environ.get(name) else INT_SETTINGS[name][0]
 
 
 def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
     amd_daily = build_amd_daily(daily_partitions(settings.start_date, settings.timezone), settings.timezone)
     wolkvox = WolkvoxResource(
-        token=dg.EnvVar("WOLKVOX_TOKEN"),
+        # Unset, the token is "" and every use says so in one line (sensors skip) instead of failing
+        # resource initialisation with a stack trace. Set, it is an EnvVar: never in the snapshot.
+        token=env_or("WOLKVOX_TOKEN", ""),
         server=env_or("WOLKVOX_SERVER", ""),
         base_url=env_or("WOLKVOX_BASE_URL", ""),
-        max_in_flight=env_int_or("WOLKVOX_MAX_IN_FLIGHT", 1),
-        connect_timeout_seconds=env_int_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS", 10),
-        read_timeout_seconds=env_int_or("WOLKVOX_READ_TIMEOUT_SECONDS", 75),
-        max_attempts=env_int_or("WOLKVOX_MAX_ATTEMPTS", 6),
-        backoff_base_ms=env_int_or("WOLKVOX_BACKOFF_BASE_MS", 1000),
-        maintenance_delay_ms=env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS", 30000),
+        max_in_flight=env_int_or("WOLKVOX_MAX_IN_FLIGHT"),
+        connect_timeout_seconds=env_int_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
+        read_timeout_seconds=env_int_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
+        max_attempts=env_int_or("WOLKVOX_MAX_ATTEMPTS"),
+        backoff_base_ms=env_int_or("WOLKVOX_BACKOFF_BASE_MS"),
+        maintenance_delay_ms=env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
         lock_dir=env_or("AMD_LOCK_DIR", ""),
         campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
-        daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA", 0),
+        daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
     )
     return dg.Definitions(
         assets=[amd_daily],
@@ -36,7 +50,9 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         resources={
             "wolkvox": wolkvox,
             "amd_store": AmdStoreResource(
-                path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH), batch_size=env_int_or("AMD_BATCH_SIZE", 250)
+                path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+                batch_size=env_int_or("AMD_BATCH_SIZE"),
+                lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
             ),
             "campaign_source": CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", "")),
         },

@@ -20,6 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 
 from amd_pipeline.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
+from amd_pipeline.settings import check_campaign_id
 from amd_pipeline.store import AmdStore, TableSpec
 from amd_pipeline.windows import Window
 from amd_pipeline.wolkvox import errors
@@ -103,9 +104,14 @@ def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False) -> l
     """The calls that answer ``requests``, in window order.
 
     With ``use_all``, a window wanted for several campaigns is one ``campaign_id=all`` call.
+
+    Raises:
+        SettingsError: a request's campaign is not a campaign id (``all`` included: a partition
+            named ``all`` must never reach the API as if it were a campaign).
     """
     by_window: dict[dt.datetime, tuple[Window, list[str]]] = {}
     for request in requests:
+        check_campaign_id(request.campaign_id, "campaign partition")
         window, campaigns = by_window.setdefault(request.window.start, (request.window, []))
         if request.campaign_id not in campaigns:
             campaigns.append(request.campaign_id)
@@ -121,6 +127,17 @@ def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False) -> l
 
 def _per_campaign(calls: Iterable[Call]) -> list[Call]:
     return [Call(c, call.window, (c,)) for call in calls for c in call.covers]
+
+
+def call_allowance(requests: Sequence[WindowRequest], campaign_all: CampaignAll, max_attempts: int) -> int:
+    """The most HTTP attempts a load of ``requests`` may make: its planned calls x attempts.
+
+    In ``auto`` mode the plan may turn into one refused ``all`` call plus one call per campaign.
+    """
+    calls = len(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
+    if campaign_all == CampaignAll.AUTO:
+        calls = max(calls, 1 + len(plan_calls(requests)))
+    return calls * max_attempts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,14 +194,18 @@ def load(
 ) -> LoadReport:
     """Fetch every requested window, write them batch by batch (``batch_size`` rows), and report.
 
+    The client may make at most :func:`call_allowance` HTTP attempts in this load, whatever happens.
+
     Raises:
         LoadFailedError: carrying the report of what was written, caused by a
-            ``RejectedValuesError`` (raised after every other window was written), or by a
+            ``RejectedValuesError`` (raised after every other window was written), by a
             ``WolkvoxError`` (fatal, quota spent, retries given up: the rows fetched so far are
-            written first).
+            written first), or by the store (locked file, another time zone).
     """
     report = LoadReport(windows=len(requests))
     try:
+        client.max_calls = client.stats.calls + call_allowance(requests, campaign_all, client.retry.max_attempts)
+        store.check_timezone(table)
         _load(
             client,
             store,
@@ -207,10 +228,14 @@ def _load(client, store, table, requests, report, *, campaign_all, on_all_refuse
     started = clock()
     done = 0
     records: list[dict] = []
+    store_failed = False
 
     def flush() -> None:
-        if records:
+        nonlocal store_failed
+        if records and not store_failed:
+            store_failed = True  # until the write succeeds: a failed write is not retried in `finally`
             report.rows_written += store.replace(table, to_frame(records))
+            store_failed = False
             report.batches += 1
             for record in records:
                 campaign = record["campaign_id"]
@@ -229,6 +254,7 @@ def _load(client, store, table, requests, report, *, campaign_all, on_all_refuse
             except (errors.BadRequestError, errors.UnexpectedResponseError):
                 if call.campaign != ALL or campaign_all != CampaignAll.AUTO:
                     raise
+                # `plan_calls` refuses a campaign named `all`, so the fallback always makes progress.
                 # The server refuses campaign_id=all: one call per campaign from here on.
                 if on_all_refused:
                     on_all_refused()

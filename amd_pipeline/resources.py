@@ -10,11 +10,19 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from amd_pipeline.campaigns import discover_campaign_ids, parse_campaign_list
+from amd_pipeline.campaigns import discover_campaign_ids
 from amd_pipeline.loader import CampaignAll
+from amd_pipeline.settings import (
+    INT_SETTINGS,
+    SettingsError,
+    base_url_for,
+    check_campaign_all,
+    check_token,
+    parse_campaign_list,
+)
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
-from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient, base_url_for
+from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
 
 TOKEN_POOL = "wolkvox_token"
 ALL_REFUSED = "campaign_all_refused_at"
@@ -23,7 +31,7 @@ ALL_REFUSED = "campaign_all_refused_at"
 class WolkvoxResource(dg.ConfigurableResource):
     """The Wolkvox API for one operation. Give the token as ``dg.EnvVar``, never as a string."""
 
-    token: str = Field(description="wolkvox-token of the operation (WOLKVOX_TOKEN).")
+    token: str = Field(default="", description="wolkvox-token of the operation (WOLKVOX_TOKEN).")
     server: str = Field(default="", description="Server nomenclature, e.g. 0010 (WOLKVOX_SERVER).")
     base_url: str = Field(default="", description="Explicit base URL; wins over server (WOLKVOX_BASE_URL).")
     connect_timeout_seconds: int = 10
@@ -41,12 +49,23 @@ class WolkvoxResource(dg.ConfigurableResource):
         default=0, description="Calls per day (licenses x 1000); 0 = unknown (WOLKVOX_DAILY_QUOTA)."
     )
 
+    def url(self) -> str:
+        """The checked base URL. Raises :class:`SettingsError` naming what to set."""
+        return base_url_for(self.server.strip(), self.base_url)
+
+    def check(self) -> None:
+        """Raise :class:`SettingsError` for the first setting a call would trip on (nothing is called)."""
+        check_token(self.token)
+        self.url()
+        check_campaign_all(self.campaign_all)
+        for name, value in (("WOLKVOX_MAX_IN_FLIGHT", self.max_in_flight), ("WOLKVOX_MAX_ATTEMPTS", self.max_attempts)):
+            _, low, high = INT_SETTINGS[name]
+            if not low <= value <= high:
+                raise SettingsError(f"{name}={value} is out of range: use {low}..{high}")
+
     def campaign_all_mode(self) -> CampaignAll:
         """The configured mode, or ``off`` when ``auto`` already learned that the server refuses ``all``."""
-        try:
-            mode = CampaignAll(self.campaign_all.strip().lower())
-        except ValueError:
-            raise ValueError(f"WOLKVOX_CAMPAIGN_ALL must be auto, on or off; got {self.campaign_all!r}") from None
+        mode = CampaignAll(check_campaign_all(self.campaign_all))
         if mode == CampaignAll.AUTO and self.guard().state().get(ALL_REFUSED):
             return CampaignAll.OFF
         return mode
@@ -55,11 +74,9 @@ class WolkvoxResource(dg.ConfigurableResource):
         self.guard().state().set(ALL_REFUSED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def guard(self) -> TokenGuard:
-        url = base_url_for(self.server, self.base_url)
-        if self.max_in_flight not in (1, 2):
-            raise ValueError(f"WOLKVOX_MAX_IN_FLIGHT must be 1 or 2 (the vendor allows 2), got {self.max_in_flight}")
+        self.check()
         return TokenGuard(
-            token_key(url, self.token),
+            token_key(self.url(), self.token),
             max_in_flight=self.max_in_flight,
             lock_dir=Path(self.lock_dir) if self.lock_dir else None,
         )
@@ -67,10 +84,9 @@ class WolkvoxResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def client(self) -> Iterator[WolkvoxClient]:
         """A client whose every HTTP attempt holds the token lease."""
-        if not self.token:
-            raise ValueError("WOLKVOX_TOKEN is empty: set it to the operation's wolkvox-token")
+        self.check()
         client = WolkvoxClient(
-            base_url_for(self.server, self.base_url),
+            self.url(),
             self.token,
             timeouts=Timeouts(self.connect_timeout_seconds, self.read_timeout_seconds),
             retry=RetryPolicy(
@@ -91,11 +107,15 @@ class AmdStoreResource(dg.ConfigurableResource):
     """The DuckDB file analysts read (AMD_DUCKDB_PATH)."""
 
     path: str = "data/amd.duckdb"
-    lock_timeout_seconds: float = 120.0
+    lock_timeout_seconds: int = Field(
+        default=120,
+        description="How long a write waits for a file another process holds (AMD_DUCKDB_LOCK_TIMEOUT_SECONDS).",
+    )
     batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
 
-    def store(self) -> AmdStore:
-        return AmdStore(self.path, lock_timeout=self.lock_timeout_seconds)
+    def store(self, timezone: str | None = None) -> AmdStore:
+        """The store; with ``timezone``, writes refuse a file whose days are in another zone."""
+        return AmdStore(self.path, timezone=timezone, lock_timeout=self.lock_timeout_seconds)
 
 
 class CampaignSource(dg.ConfigurableResource):
@@ -104,9 +124,14 @@ class CampaignSource(dg.ConfigurableResource):
     campaign_ids: str = Field(default="", description="Comma-separated campaign ids (AMD_CAMPAIGNS); empty = discover.")
     discover_types: str = Field(default="predictive", description="type_campaign values that discovery keeps.")
 
-    def resolve(self, wolkvox: WolkvoxResource) -> list[str]:
-        configured = parse_campaign_list(self.campaign_ids)
-        if configured:
-            return configured
+    def configured(self) -> list[str]:
+        return parse_campaign_list(self.campaign_ids)
+
+    def discover(self, wolkvox: WolkvoxResource) -> list[str]:
+        """The operation's campaigns of the kept types (one API call)."""
+        types = [t for t in self.discover_types.split(",") if t.strip()]
         with wolkvox.client() as client:
-            return discover_campaign_ids(client.campaigns(), parse_campaign_list(self.discover_types))
+            return discover_campaign_ids(client.campaigns(), types)
+
+    def resolve(self, wolkvox: WolkvoxResource) -> list[str]:
+        return self.configured() or self.discover(wolkvox)

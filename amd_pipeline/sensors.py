@@ -2,8 +2,11 @@
 
 import dagster as dg
 
+from amd_pipeline.messages import explain
 from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
 from amd_pipeline.resources import CampaignSource, WolkvoxResource
+from amd_pipeline.settings import SettingsError
+from amd_pipeline.wolkvox.errors import WolkvoxError
 
 
 def missing_campaigns(instance: dg.DagsterInstance, wanted: list[str]) -> list[str]:
@@ -20,7 +23,15 @@ def missing_campaigns(instance: dg.DagsterInstance, wanted: list[str]) -> list[s
 def campaign_partitions_sensor(
     context: dg.SensorEvaluationContext, wolkvox: WolkvoxResource, campaign_source: CampaignSource
 ) -> dg.SensorResult | dg.SkipReason:
-    new = missing_campaigns(context.instance, campaign_source.resolve(wolkvox))
+    try:
+        wanted = campaign_source.resolve(wolkvox)
+    except SettingsError as exc:
+        # A missing setting is not a failure of the sensor: say which one, once per tick, without a trace.
+        return dg.SkipReason(f"cannot list campaigns: {exc}")
+    except WolkvoxError as exc:
+        context.log.warning(explain(exc))
+        return dg.SkipReason(f"cannot list campaigns: {explain(exc)}")
+    new = missing_campaigns(context.instance, wanted)
     if not new:
         return dg.SkipReason("no new campaigns")
     context.log.info(f"adding campaign partitions: {', '.join(new)}")

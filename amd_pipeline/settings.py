@@ -1,8 +1,13 @@
-"""Environment settings: their names, defaults, and how they reach Dagster.
+"""Environment settings: their names, defaults, validation, and how they reach Dagster.
 
 The time zone and start date shape the partitions, so they are read when the Definitions are built.
-Everything else reaches runs through resources as ``dg.EnvVar`` (resolved at launch, never stored
-in the Definitions snapshot); an unset optional variable falls back to its default.
+Everything else reaches runs through resources as ``dg.EnvVar`` (``definitions.py``: resolved at
+launch, never stored in the Definitions snapshot); an unset optional variable falls back to its
+default. No dagster import here: the loader and the CLI use these checks too.
+
+Every check lives here and raises :class:`SettingsError`, whose message is the one line a person
+reads: what is wrong and how to fix it. The CLI runs :meth:`RunSettings.from_env` before it makes
+any call or touches any file (exit status 2); resources run the same checks when a run uses them.
 """
 
 from __future__ import annotations
@@ -10,14 +15,116 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import dagster as dg
 
 DEFAULT_TIMEZONE = "America/Bogota"
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
 DEFAULT_DUCKDB_PATH = "data/amd.duckdb"
+CAMPAIGN_ALL_MODES = ("auto", "on", "off")
+
+_CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
+_SERVER = re.compile(r"[0-9]{1,6}")
+
+
+class SettingsError(ValueError):
+    """A setting or an argument is wrong. The message says which, and how to fix it."""
+
+
+# The numeric settings: name -> (default, smallest, largest allowed).
+INT_SETTINGS: dict[str, tuple[int, int, int]] = {
+    "WOLKVOX_MAX_IN_FLIGHT": (1, 1, 2),
+    "WOLKVOX_CONNECT_TIMEOUT_SECONDS": (10, 1, 600),
+    "WOLKVOX_READ_TIMEOUT_SECONDS": (75, 1, 600),
+    "WOLKVOX_MAX_ATTEMPTS": (6, 1, 20),
+    "WOLKVOX_BACKOFF_BASE_MS": (1000, 0, 600_000),
+    "WOLKVOX_MAINTENANCE_DELAY_MS": (30000, 0, 3_600_000),
+    "WOLKVOX_DAILY_QUOTA": (0, 0, 10_000_000),
+    "AMD_BATCH_SIZE": (250, 1, 100_000),
+    "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS": (120, 0, 86_400),
+}
+
+
+def check_timezone(name: str, setting: str = "WOLKVOX_TIMEZONE") -> str:
+    try:
+        return ZoneInfo(name).key
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{setting}={name!r} is not an IANA time zone: use the operation's zone, e.g. America/Bogota"
+        ) from None
+
+
+def check_campaign_id(text: str, source: str = "--campaign") -> str:
+    """A campaign id exactly as Wolkvox writes it: plain ASCII digits, nothing around them."""
+    if text.strip().lower() == "all":
+        raise SettingsError(
+            f"{source} {text!r} is not a campaign id: one call for every campaign is what "
+            "WOLKVOX_CAMPAIGN_ALL=auto|on does; omit the campaign to load them all"
+        )
+    if not _CAMPAIGN_ID.fullmatch(text):
+        raise SettingsError(f"{source} {text!r} is not a campaign id: Wolkvox campaign ids are digits, like 20717")
+    return text
+
+
+def parse_campaign_list(text: str, source: str = "AMD_CAMPAIGNS") -> list[str]:
+    """``"101, 102,,103"`` -> ``["101", "102", "103"]`` (order kept, duplicates dropped)."""
+    ids: list[str] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if part and check_campaign_id(part, source) not in ids:
+            ids.append(part)
+    return ids
+
+
+def check_campaign_all(text: str) -> str:
+    mode = (text or "auto").strip().lower()
+    if mode not in CAMPAIGN_ALL_MODES:
+        raise SettingsError(f"WOLKVOX_CAMPAIGN_ALL={text!r} is not one of auto, on, off")
+    return mode
+
+
+def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
+    """The API host: an explicit ``base_url``, or ``https://wv{server}.wolkvox.com``."""
+    if base_url:
+        base_url = base_url.strip()
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base_url):
+            raise SettingsError(
+                f"WOLKVOX_BASE_URL={base_url!r} is not a URL like https://wv0010.wolkvox.com or http://127.0.0.1:8765"
+            )
+        return base_url.rstrip("/")
+    if not server:
+        raise SettingsError(
+            "neither WOLKVOX_SERVER nor WOLKVOX_BASE_URL is set: set WOLKVOX_SERVER to the operation's server "
+            "nomenclature (e.g. 0010)"
+        )
+    if not _SERVER.fullmatch(server):
+        raise SettingsError(
+            f"WOLKVOX_SERVER={server!r} is not a server nomenclature: use its digits, e.g. 0010 for wv0010.wolkvox.com"
+        )
+    return f"https://wv{server}.wolkvox.com"
+
+
+def check_token(token: str | None) -> str:
+    if not token or not token.strip():
+        raise SettingsError("WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN")
+    return token
+
+
+def int_setting(name: str, environ: Mapping[str, str] | None = None) -> int:
+    """The value of a numeric setting (its default when unset), checked against its range."""
+    env = os.environ if environ is None else environ
+    default, low, high = INT_SETTINGS[name]
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number (default {default})") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range: use {low}..{high} (default {default})")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,25 +137,38 @@ class DefinitionSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DefinitionSettings:
         env = os.environ if environ is None else environ
-        timezone = env.get("WOLKVOX_TIMEZONE") or DEFAULT_TIMEZONE
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"WOLKVOX_TIMEZONE={timezone!r} is not an IANA time zone (e.g. America/Bogota)") from None
+        timezone = check_timezone(env.get("WOLKVOX_TIMEZONE") or DEFAULT_TIMEZONE)
         raw_start = env.get("AMD_START_DATE") or ""
         try:
             start = dt.date.fromisoformat(raw_start) if raw_start else DEFAULT_START_DATE
         except ValueError:
-            raise ValueError(f"AMD_START_DATE={raw_start!r} is not a date like 2025-01-01") from None
+            raise SettingsError(f"AMD_START_DATE={raw_start!r} is not a date like 2025-01-01") from None
         return cls(timezone=timezone, start_date=start)
 
 
-def env_or(name: str, default, environ: Mapping[str, str] | None = None):
-    """``dg.EnvVar(name)`` when the variable is set (resolved at launch), else ``default``."""
-    env = os.environ if environ is None else environ
-    return dg.EnvVar(name) if env.get(name) else default
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Every setting a load needs, checked. The CLI builds one before it calls or writes anything."""
 
+    definition: DefinitionSettings
+    base_url: str
+    campaign_all: str
+    campaigns: tuple[str, ...]
+    numbers: Mapping[str, int]
+    duckdb_path: str
 
-def env_int_or(name: str, default: int, environ: Mapping[str, str] | None = None):
-    env = os.environ if environ is None else environ
-    return dg.EnvVar.int(name) if env.get(name) else default
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSettings:
+        """Check the environment; raises :class:`SettingsError` naming the first wrong setting."""
+        env = os.environ if environ is None else environ
+        definition = DefinitionSettings.from_env(env)
+        base_url = base_url_for((env.get("WOLKVOX_SERVER") or "").strip(), env.get("WOLKVOX_BASE_URL") or "")
+        check_token(env.get("WOLKVOX_TOKEN"))
+        return cls(
+            definition=definition,
+            base_url=base_url,
+            campaign_all=check_campaign_all(env.get("WOLKVOX_CAMPAIGN_ALL") or "auto"),
+            campaigns=tuple(parse_campaign_list(env.get("AMD_CAMPAIGNS") or "")),
+            numbers={name: int_setting(name, env) for name in INT_SETTINGS},
+            duckdb_path=env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
+        )

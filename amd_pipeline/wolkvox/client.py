@@ -11,8 +11,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import random
-import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -27,7 +27,6 @@ from amd_pipeline.wolkvox.models import Answer, CallStats
 REPORTS_PATH = "/api/v2/reports_manager.php"
 INFORMATION_PATH = "/api/v2/information.php"
 USER_AGENT = "amd_pipeline"
-_SERVER_RE = re.compile(r"^\d{1,6}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +61,28 @@ class RetryPolicy:
         return wait
 
 
-def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
-    """The API host: an explicit ``base_url``, or ``https://wv{server}.wolkvox.com``."""
-    if base_url:
-        return base_url.rstrip("/")
-    if not server:
-        raise ValueError("set WOLKVOX_SERVER (e.g. 0010) or WOLKVOX_BASE_URL to say which Wolkvox host to call")
-    server = server.strip()
-    if not _SERVER_RE.match(server):
-        raise ValueError(f"WOLKVOX_SERVER must be the server nomenclature, digits like 0010; got {server!r}")
-    return f"https://wv{server}.wolkvox.com"
+def _transport_reason(exc: requests.RequestException, timeouts: Timeouts) -> str:
+    """What a failed connection looked like, in words."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection within {timeouts.connect:g} s"
+    if isinstance(exc, requests.ReadTimeout):
+        return f"no answer within {timeouts.read:g} s"
+    text = str(exc).lower()
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"),
+        ("name resolution", "host name not found"),
+        ("getaddrinfo", "host name not found"),
+        ("certificate", "TLS certificate rejected"),
+        ("ssl", "TLS handshake failed"),
+        ("reset", "connection reset"),
+        ("aborted", "connection closed before an answer"),
+        ("remote end closed", "connection closed before an answer"),
+    ):
+        if needle in text:
+            return reason
+    return f"connection failed ({type(exc).__name__})"
 
 
 def _parse_json(body: bytes) -> Any:
@@ -177,7 +188,7 @@ class WolkvoxClient:
     """Calls the Wolkvox API with one token, one request at a time, retrying what is transient.
 
     Args:
-        base_url: ``https://wv{server}.wolkvox.com`` or a simulator's URL (see :func:`base_url_for`).
+        base_url: ``https://wv{server}.wolkvox.com`` or a simulator's URL.
         token: the ``wolkvox-token``; kept out of every message and repr.
         timeouts: connect and read timeouts.
         retry: the backoff policy.
@@ -187,6 +198,8 @@ class WolkvoxClient:
         rng: randomness for jitter (tests pass a seeded one).
         clock: monotonic clock for latencies.
         now: wall clock (UTC) for ``received_at``.
+        max_calls: most HTTP attempts this client may make (``None``: no limit); the loader sets it to
+            the plan's calls x attempts, so no bug can turn a load into a loop that spends the quota.
     """
 
     def __init__(
@@ -202,6 +215,7 @@ class WolkvoxClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        max_calls: int | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -215,6 +229,7 @@ class WolkvoxClient:
         self._now = now
         self.stats = CallStats()
         self.quota_exhausted = False
+        self.max_calls = max_calls
 
     def __repr__(self) -> str:
         return f"WolkvoxClient(base_url={self.base_url!r}, token=<redacted>)"
@@ -259,14 +274,22 @@ class WolkvoxClient:
                 "the daily quota was spent earlier in this run; not calling", request=request
             )
         url = self.base_url + path
-        headers = {"wolkvox-token": self._token, "User-Agent": USER_AGENT}
+        # The pid tells the simulator's request log which process asked (tests check contention with it).
+        headers = {"wolkvox-token": self._token, "User-Agent": f"{USER_AGENT} (pid {os.getpid()})"}
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self.max_calls is not None and self.stats.calls >= self.max_calls:
+                raise errors.CallLimitError(
+                    f"this load already made the {self.max_calls} calls its plan allows (plan calls x attempts); "
+                    "not calling again",
+                    request=request,
+                )
             try:
                 return self._attempt(url, params, headers, request), attempt, self._now()
             except errors.QuotaExhaustedError:
                 self.quota_exhausted = True
                 raise
             except errors.RetryableError as exc:
+                exc.attempts = attempt
                 if attempt == self.retry.max_attempts:
                     exc.args = (f"{exc.args[0]} (gave up after {attempt} attempts)",)
                     raise
@@ -283,11 +306,10 @@ class WolkvoxClient:
                     url, params=params, headers=headers, timeout=(self.timeouts.connect, self.timeouts.read)
                 )
                 body = response.content
-        except requests.Timeout as exc:
-            raise errors.TransportError(f"timed out ({type(exc).__name__})", request=request) from None
         except requests.RequestException as exc:
+            reason = _transport_reason(exc, self.timeouts)
             raise errors.TransportError(
-                f"no answer ({type(exc).__name__}: {self._redact(exc)})", request=request
+                f"could not reach {self.base_url} ({reason})", host=self.base_url, reason=reason, request=request
             ) from None
         self.stats.latencies.append(self._clock() - started)
         try:

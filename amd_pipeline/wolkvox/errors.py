@@ -5,7 +5,8 @@
     │   ├── BadRequestError      400: unknown api, missing parameter, window too long
     │   ├── MissingTokenError    401: no wolkvox-token header
     │   ├── InvalidTokenError    403 PLEASE VALIDATE TOKEN: wrong or expired token
-    │   └── UnexpectedResponseError  404 that is not a Wolkvox envelope, other 4xx
+    │   ├── UnexpectedResponseError  404 that is not a Wolkvox envelope, other 4xx
+    │   └── CallLimitError       the load already made every call its plan allows: no further call
     ├── QuotaExhaustedError      403 TOKEN LIMIT EXCEEDED: stop calling until the quota resets
     └── RetryableError           retried with exponential backoff and jitter
         ├── TokenBusyError       403 EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS
@@ -37,6 +38,7 @@ class WolkvoxError(Exception):
         self.status = status
         self.vendor_msg = vendor_msg
         self.detail = message
+        self.attempts = 1
         super().__init__(f"{request}: {message}" if request else message)
 
 
@@ -58,6 +60,13 @@ class InvalidTokenError(FatalError):
 
 class UnexpectedResponseError(FatalError):
     """An answer the API does not document (a 404 page that is not Wolkvox's, other 4xx)."""
+
+
+class CallLimitError(FatalError):
+    """The client already made as many HTTP attempts as the load's plan allows (plan calls x attempts).
+
+    A guard against any loop that would otherwise spend the operation's daily quota.
+    """
 
 
 class QuotaExhaustedError(WolkvoxError):
@@ -94,4 +103,13 @@ class TransportError(RetryableError):
     """No answer: connection refused or reset, connect or read timeout.
 
     A connect timeout is also what a host whose IP is not on the operation's allow-list looks like.
+
+    Attributes:
+        host: the base URL that could not be reached.
+        reason: what happened, in words (``connection refused``, ``no answer within 75 s``).
     """
+
+    def __init__(self, message: str, *, host: str = "", reason: str = "", **kwargs):
+        super().__init__(message, **kwargs)
+        self.host = host
+        self.reason = reason or message

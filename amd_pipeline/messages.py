@@ -1,0 +1,49 @@
+"""What a person reads when something fails: one sentence per kind of error, saying what to do. No dagster.
+
+The CLI prints it, the asset puts it in the run's failure description, the sensor in its skip reason:
+the same words everywhere, and never a traceback or a class path (``--verbose`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+from amd_pipeline.settings import SettingsError
+from amd_pipeline.wolkvox import errors
+
+ALLOW_LIST_HINT = (
+    "check WOLKVOX_SERVER or WOLKVOX_BASE_URL, and that this machine's IP is on the operation's allow-list"
+)
+
+
+def _attempts(exc: errors.WolkvoxError) -> str:
+    return f"{exc.attempts} attempt" + ("s" if exc.attempts != 1 else "")
+
+
+def explain(exc: BaseException) -> str:
+    """The sentence a person reads for ``exc``: what happened, in words, and what to do about it."""
+    if isinstance(exc, errors.TransportError):
+        return f"could not reach {exc.host} ({exc.reason}, {_attempts(exc)}): {ALLOW_LIST_HINT}"
+    if isinstance(exc, errors.InvalidTokenError):
+        return f"the server refused the token (403 PLEASE VALIDATE TOKEN) for {exc.request}: check WOLKVOX_TOKEN"
+    if isinstance(exc, errors.MissingTokenError):
+        return f"the server says no token was sent (401) for {exc.request}: set WOLKVOX_TOKEN"
+    if isinstance(exc, errors.QuotaExhaustedError):
+        return (
+            f"the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED) at {exc.request}: "
+            "what was fetched before is written; rerun after the quota resets"
+        )
+    if isinstance(exc, errors.CallLimitError):
+        return f"{exc}. This is a bug in amd_pipeline: please report it with the run's logs"
+    if isinstance(exc, errors.BadRequestError):
+        return (
+            f"{exc.request}: the server rejected the request (HTTP {exc.status} {exc.vendor_msg!r}); "
+            "this is a bug in amd_pipeline: please report it with the run's logs"
+        )
+    if isinstance(exc, errors.RetryableError):
+        return f"{exc}: the server kept failing; rerun later (transient errors are retried WOLKVOX_MAX_ATTEMPTS times)"
+    if isinstance(exc, SettingsError | errors.WolkvoxError):
+        return str(exc)
+    name = type(exc).__name__
+    text = str(exc).strip()
+    if type(exc).__module__.startswith("amd_pipeline"):
+        return text or name
+    return f"{name}: {text}" if text else name
