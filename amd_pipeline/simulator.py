@@ -1,10 +1,14 @@
 """A local Wolkvox API: a real HTTP server on loopback for the demo, the tests and development.
 
 It behaves as ``shared/wolkvox-api.md`` documents the vendor: the ``wolkvox-token`` check, 403 when
-requests with one token overlap (and it counts every overlap), a daily quota, the 31-day limit,
-404 for windows without data, ``campaign_id=all``, ``information.php?api=campaigns`` and
-``token_info``. AMD detections are deterministic per campaign and second of the day, so totals over
-hours add up to the day's total (:meth:`Simulator.truth`).
+requests with one token overlap (and it counts every overlap), a daily quota that resets at the
+operation's local midnight, the 31-day limit, 404 for windows without data and for campaign ids the
+operation does not have, ``campaign_id=all``, ``information.php?api=campaigns`` and ``token_info``,
+``Retry-After`` on its busy and 429 answers.
+
+AMD detections are deterministic per campaign and second of the day (:func:`truth`), at every hour
+of the day, and on most days exactly on the first and last second (``00:00:00`` and ``23:59:59``
+local): a window off by one second, or sent in UTC instead of local time, gets other totals.
 
 Faults can be switched on at a rate (``fault_rate`` x ``faults``) or queued for the next requests
 (``POST /_sim/faults {"next": ["500", "drop"]}``). Control endpoints live under ``/_sim/``.
@@ -22,11 +26,24 @@ import threading
 import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
-FAULTS = ("500", "html502", "maintenance", "busy", "drop", "slow", "truncated", "code_string", "data_object")
+FAULTS = (
+    "500",
+    "html502",
+    "html404",
+    "maintenance",
+    "busy",
+    "429",
+    "drop",
+    "slow",
+    "truncated",
+    "code_string",
+    "data_object",
+)
 VENDOR_FORMAT = "%Y%m%d%H%M%S"
 MAX_DAYS = 31
 SECONDS_PER_DAY = 86400
@@ -63,22 +80,33 @@ class SimConfig:
     slow_seconds: float = 2.0
     seed: int = 0
     bad_values: dict[str, str] = dataclasses.field(default_factory=dict)
+    retry_after: int = 1  # seconds, sent with busy and 429 answers
+    timezone: str = "America/Bogota"  # the operation's wall clock: the quota resets at its midnight
+    clock_offset_seconds: float = 0.0  # added to the real time (tests move the simulated day)
+    refuse_everything: str | None = None  # "400", "500" or "html404": every API request gets that answer
 
 
 # --- ground truth -----------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=8192)
-def _minute_prefix(campaign_id: str, day: dt.date) -> tuple[int, ...]:
-    """Prefix sums of AMD detections per minute of ``day`` (length 1441)."""
+def _day_profile(campaign_id: str, day: dt.date) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Prefix sums of AMD detections per minute of ``day`` (length 1441), and the pinned seconds.
+
+    Every hour has detections (fewer at night). On most days one more detection sits exactly on
+    second 0 and one on second 86399 of the local day: the seconds a wrong window boundary misses.
+    """
     seed = int.from_bytes(hashlib.blake2b(f"{campaign_id}|{day.isoformat()}".encode(), digest_size=8).digest(), "big")
     rng = random.Random(seed)
     per_minute = [0] * 1440
+    pins: list[int] = []
     if day.weekday() != 6 and rng.random() >= 0.08:  # Sundays and ~8% of days: nothing (HTTP 404)
-        busy = 1 + rng.random() * 2.0
-        for minute in range(8 * 60, 20 * 60):
-            per_minute[minute] = int(rng.random() * busy * 1.6)
-    return tuple(accumulate(per_minute, initial=0))
+        busy = 1.5 + rng.random() * 2.0
+        for minute in range(1440):
+            rate = busy * (1.6 if 8 * 60 <= minute < 20 * 60 else 0.8)
+            per_minute[minute] = int(rng.random() * rate)
+        pins = [second for second in (0, SECONDS_PER_DAY - 1) if rng.random() < 0.75]
+    return tuple(accumulate(per_minute, initial=0)), tuple(pins)
 
 
 def _second_hits(minute: int, count: int, first: int, last: int) -> int:
@@ -88,7 +116,8 @@ def _second_hits(minute: int, count: int, first: int, last: int) -> int:
 
 def _day_total(campaign_id: str, day: dt.date, first: int, last: int) -> int:
     """Detections in seconds ``first..last`` (inclusive) of ``day``."""
-    prefix = _minute_prefix(campaign_id, day)
+    prefix, pins = _day_profile(campaign_id, day)
+    pinned = sum(1 for second in pins if first <= second <= last)
     m0, s0 = divmod(first, 60)
     m1, s1 = divmod(last, 60)
 
@@ -96,9 +125,9 @@ def _day_total(campaign_id: str, day: dt.date, first: int, last: int) -> int:
         return prefix[m + 1] - prefix[m]
 
     if m0 == m1:
-        return _second_hits(m0, count(m0), s0, s1)
+        return pinned + _second_hits(m0, count(m0), s0, s1)
     total = _second_hits(m0, count(m0), s0, 59) + _second_hits(m1, count(m1), 0, s1)
-    return total + prefix[m1] - prefix[m0 + 1]
+    return pinned + total + prefix[m1] - prefix[m0 + 1]
 
 
 def truth(campaign_id: str, date_ini: str | dt.datetime, date_end: str | dt.datetime) -> int:
@@ -136,9 +165,34 @@ class _State:
         self.requests = 0
         self.overlaps = 0
         self.quota_used = 0
+        self.quota_day = self.local_today()
         self.statuses: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.log: list[tuple[float, float, str]] = []  # (start, end, User-Agent) of every API request
+
+    def local_today(self) -> dt.date:
+        now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.config.clock_offset_seconds)
+        return now.astimezone(ZoneInfo(self.config.timezone)).date()
+
+    def spend_quota(self) -> bool:
+        """Count one call against today's quota (reset at local midnight); False when it is spent."""
+        today = self.local_today()
+        if today != self.quota_day:
+            self.quota_day, self.quota_used = today, 0
+        if self.quota_used >= self.config.daily_quota:
+            return False
+        self.quota_used += 1
+        return True
+
+    def client_switches(self) -> int:
+        """How often consecutive requests (in arrival order) came from different clients.
+
+        Two processes that ran one after the other give 1; processes that really contended for
+        the token, their requests interleaved, give many.
+        """
+        order = [client for _, _, client in sorted(self.log)]
+        return sum(1 for a, b in pairwise(order) if a != b)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -150,6 +204,8 @@ class _State:
             "statuses": dict(self.statuses),
             "faults_injected": dict(self.faults_injected),
             "calls": dict(self.calls),
+            "clients": dict(Counter(client for _, _, client in self.log)),
+            "client_switches": self.client_switches(),
         }
 
 
@@ -164,8 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     # -- plumbing --
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", headers: dict | None = None
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -174,11 +234,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode())
 
-    def _envelope(self, status: int, error: str | None, msg: str, data: Any = None, code: Any = None) -> None:
+    def _envelope(
+        self, status: int, error: str | None, msg: str, data: Any = None, code: Any = None, headers: dict | None = None
+    ) -> None:
         payload: dict[str, Any] = {"code": status if code is None else code, "error": error, "msg": msg}
         if data is not None:
             payload["data"] = data
-        self._json(status, payload)
+        self._send(status, json.dumps(payload).encode(), headers=headers)
 
     # -- control --
     def do_POST(self) -> None:
@@ -230,6 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault:
                 state.faults_injected[fault] += 1
         status = 0
+        started = time.monotonic()
         try:
             if config.latency_ms:
                 time.sleep(config.latency_ms / 1000)
@@ -238,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.in_flight -= 1
                 state.statuses[str(status)] += 1
+                state.log.append((started, time.monotonic(), self.headers.get("User-Agent", "")))
 
     def _answer(self, path: str, params: dict[str, str], too_many: bool, fault: str | None) -> int:
         state, config = self.server.state, self.server.state.config
@@ -248,21 +312,30 @@ class _Handler(BaseHTTPRequestHandler):
         if token != config.token:
             self._envelope(403, "FORBIDDEN", "PLEASE VALIDATE TOKEN")
             return 403
+        retry_after = {"Retry-After": str(config.retry_after)}
         if too_many or fault == "busy":
-            self._envelope(403, "FORBIDDEN", "EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)")
+            self._envelope(
+                403, "FORBIDDEN", "EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)", headers=retry_after
+            )
             return 403
+        if fault == "429":
+            self._envelope(429, "TOO MANY REQUESTS", "TOO MANY REQUESTS", headers=retry_after)
+            return 429
         with state.lock:
-            if state.quota_used >= config.daily_quota:
-                quota_left = False
-            else:
-                quota_left = True
-                state.quota_used += 1
+            quota_left = state.spend_quota()
         if not quota_left:
             self._envelope(403, "FORBIDDEN", "TOKEN LIMIT EXCEEDED")
             return 403
+        fault = config.refuse_everything or fault
+        if fault == "400":
+            self._envelope(400, "BAD REQUEST", "SOME PARAMETERS ARE REQUIRED")
+            return 400
         if fault == "500":
             self._envelope(500, "INTERNAL SERVER ERROR", "INTERNAL ERROR")
             return 500
+        if fault == "html404":
+            self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+            return 404
         if fault == "html502":
             self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
             return 502
@@ -297,7 +370,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._envelope(200, None, f"{len(data)} records were found", data, code="")
             return 200
         if params.get("api") == "token_info":
-            info = {"token_limit": str(config.daily_quota), "token_use_today": str(self.server.state.quota_used)}
+            with self.server.state.lock:
+                used = self.server.state.quota_used  # this call included: it was counted a moment ago
+            info = {"token_limit": str(config.daily_quota), "token_use_today": str(used)}
             self._envelope(200, None, "1 records were found", [info], code="")
             return 200
         self._envelope(400, "BAD REQUEST", "THE API YOU WANT TO CONSULT DOES NOT EXIST")
@@ -326,7 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
             ids = [c.campaign_id for c in config.campaigns]
         else:
             self.server.state.calls["campaign_6:one"] += 1
-            ids = [campaign_id]
+            # A campaign the operation does not have has no data, as on the real server.
+            ids = [campaign_id] if campaign_id in {c.campaign_id for c in config.campaigns} else []
         data = []
         for cid in ids:
             total = truth(cid, ini, end)
@@ -402,6 +478,11 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         with self.state.lock:
             return self.state.snapshot()
+
+    def day_total(self, campaign_id: str, day: dt.date) -> int:
+        """What this server answers for ``campaign_id`` over the whole local ``day`` (0 for unknown ids)."""
+        known = {c.campaign_id for c in self.state.config.campaigns}
+        return truth_for_day(campaign_id, day) if campaign_id in known else 0
 
     def queue_faults(self, *faults: str) -> None:
         with self.state.lock:

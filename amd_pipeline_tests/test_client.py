@@ -8,7 +8,7 @@ import pytest
 from amd_pipeline.simulator import truth
 from amd_pipeline.windows import day_window
 from amd_pipeline.wolkvox import errors
-from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, base_url_for, map_response
+from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient, map_response
 
 WINDOW = day_window(dt.date(2026, 11, 25), "America/Bogota")  # a Wednesday with detections
 REQ = "campaign 20717, window 2026-11-25"
@@ -94,15 +94,6 @@ def test_a_404_wolkvox_envelope_means_no_rows():
     assert map_response(404, envelope(404, "0 records were found", []), request=REQ) is None
 
 
-def test_base_url_comes_from_the_server_nomenclature_or_an_explicit_url():
-    assert base_url_for("0010") == "https://wv0010.wolkvox.com"
-    assert base_url_for("0010", "http://127.0.0.1:9/") == "http://127.0.0.1:9"
-    with pytest.raises(ValueError, match="WOLKVOX_SERVER"):
-        base_url_for("")
-    with pytest.raises(ValueError, match="nomenclature"):
-        base_url_for("evil.example.com/")
-
-
 def test_backoff_grows_exponentially_with_bounded_jitter():
     policy = RetryPolicy(base_delay=1.0, max_delay=8.0, maintenance_delay=30.0)
     rng = random.Random(3)
@@ -132,7 +123,7 @@ def test_a_window_without_detections_is_an_empty_answer(make_client):
     assert answer.empty and answer.rows == ()
 
 
-@pytest.mark.parametrize("fault", ["500", "html502", "maintenance", "busy", "drop", "truncated"])
+@pytest.mark.parametrize("fault", ["500", "html502", "maintenance", "busy", "429", "drop", "truncated"])
 def test_each_transient_fault_is_retried_then_succeeds(make_client, sim, fake_sleep, fault):
     sim.queue_faults(fault)
     client = make_client()
@@ -199,14 +190,48 @@ def test_a_window_over_31_days_is_a_bad_request(make_client):
         make_client().amd_accumulated("20717", too_long)
 
 
-def test_an_unreachable_host_is_a_transport_error_after_retries(fake_sleep, token):
-    from amd_pipeline.wolkvox.client import WolkvoxClient
-
+def test_an_unreachable_host_is_a_transport_error_in_words_after_retries(fake_sleep, token):
     client = WolkvoxClient("http://127.0.0.1:9", token, retry=RetryPolicy(max_attempts=2), sleep=fake_sleep)
     with pytest.raises(errors.TransportError) as caught:
         client.amd_accumulated("20717", WINDOW)
+    assert caught.value.reason == "connection refused" and caught.value.attempts == 2
+    assert "could not reach http://127.0.0.1:9 (connection refused)" in str(caught.value)
+    assert "HTTPConnectionPool" not in str(caught.value)
     assert token not in str(caught.value)
     assert token not in repr(client)
+
+
+@pytest.mark.parametrize("fault", ["busy", "429"])
+def test_a_busy_answer_is_retried_no_sooner_than_its_retry_after(make_client, sim, fake_sleep, fault):
+    sim.state.config.retry_after = 7
+    sim.queue_faults(fault)
+    answer = make_client(retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=60)).amd_accumulated(
+        "20717", WINDOW
+    )
+    assert answer.attempts == 2
+    assert 7 <= fake_sleep.waits[0] <= 8  # the backoff alone would wait about 10 ms
+
+
+def test_retry_after_is_capped_by_the_longest_backoff(make_client, sim, fake_sleep):
+    sim.state.config.retry_after = 3600
+    sim.queue_faults("busy")
+    make_client(retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=20)).amd_accumulated("20717", WINDOW)
+    assert fake_sleep.waits == [20]
+
+
+def test_a_maintenance_answer_waits_at_least_the_maintenance_delay(make_client, sim, fake_sleep):
+    sim.queue_faults("maintenance", "maintenance")
+    policy = RetryPolicy(max_attempts=4, base_delay=0.01, maintenance_delay=45.0)
+    assert make_client(retry=policy).amd_accumulated("20717", WINDOW).attempts == 3
+    assert len(fake_sleep.waits) == 2 and all(45.0 <= w < 46 for w in fake_sleep.waits)
+
+
+def test_the_client_never_makes_more_calls_than_it_is_allowed(make_client, sim):
+    client = make_client(max_calls=3)
+    sim.queue_faults("500", "500", "500", "500", "500")
+    with pytest.raises(errors.CallLimitError, match="3 calls its plan allows"):
+        client.amd_accumulated("20717", WINDOW)
+    assert sim.stats()["requests"] == 3
 
 
 def test_campaign_listing_returns_the_operations_campaigns(make_client):

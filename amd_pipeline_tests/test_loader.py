@@ -113,3 +113,93 @@ def test_a_spent_quota_stops_the_load_and_keeps_what_was_fetched(make_client, si
     assert isinstance(caught.value.cause, errors.QuotaExhaustedError)
     assert len(stored(store)) == 4
     assert sim.stats()["requests"] == 5  # the refused one; nothing after it
+
+
+def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
+    from amd_pipeline.settings import SettingsError
+
+    with pytest.raises(LoadFailedError) as caught:
+        load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests_for(["20717", "all"]))
+    assert isinstance(caught.value.cause, SettingsError)
+    assert sim.stats()["requests"] == 0
+
+
+def test_the_loader_cannot_loop_even_if_the_fallback_makes_no_progress(make_client, sim, tmp_path, monkeypatch):
+    """The old bug: a fallback that rebuilt the very call the server refused, until the quota was gone."""
+    import amd_pipeline.loader as loader
+
+    monkeypatch.setattr(loader, "_per_campaign", lambda calls: list(calls))  # the fallback now repeats itself
+    sim.state.config.supports_all = False
+    requests = requests_for(["20717", "20718", "20731"], DAYS[:2])
+    with pytest.raises(LoadFailedError) as caught:
+        load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests, campaign_all=CampaignAll.AUTO)
+    assert isinstance(caught.value.cause, errors.CallLimitError)
+    allowed = loader.call_allowance(requests, CampaignAll.AUTO, max_attempts=4)
+    assert allowed == (1 + 6) * 4
+    assert sim.stats()["requests"] == allowed
+
+
+@pytest.mark.parametrize("refusal", ["400", "500", "html404"])
+def test_a_server_that_refuses_everything_costs_at_most_the_plan(make_client, sim, tmp_path, refusal):
+    from amd_pipeline.loader import call_allowance
+
+    sim.state.config.refuse_everything = refusal
+    requests = requests_for(["20717", "20718", "20731"], DAYS[:5])
+    with pytest.raises(LoadFailedError):
+        load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests, campaign_all=CampaignAll.AUTO)
+    assert 0 < sim.stats()["requests"] <= call_allowance(requests, CampaignAll.AUTO, max_attempts=4)
+
+
+def test_the_fallback_also_follows_a_404_that_is_not_wolkvoxs(make_client, sim, tmp_path):
+    sim.queue_faults("html404")  # a proxy's 404 page for the `all` call
+    store = AmdStore(tmp_path / "amd.duckdb")
+    refused = []
+    report = load(
+        make_client(),
+        store,
+        AMD_DAILY,
+        requests_for(["20717", "20718"], DAYS[:3]),
+        campaign_all=CampaignAll.AUTO,
+        on_all_refused=lambda: refused.append(1),
+    )
+    assert refused == [1] and report.all_calls == 0 and report.calls == 1 + 6
+    assert_matches_truth(stored(store))
+
+
+def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, tmp_path):
+    import subprocess
+    import sys
+
+    from amd_pipeline.store import StoreLockedError
+
+    path = tmp_path / "amd.duckdb"
+    waits: list[float] = []
+    store = AmdStore(path, lock_timeout=2.0, sleep=waits.append)
+    client = make_client()
+    real_call, holder = client.amd_accumulated, []
+
+    def call_then_lock(campaign, window):
+        answer = real_call(campaign, window)
+        if not holder:  # after the first call, another process takes the file and keeps it
+            script = (
+                f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('locked', flush=True); "
+                "sys.stdin.readline()"
+            )
+            holder.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                )
+            )
+            assert holder[0].stdout.readline().strip() == "locked"
+        return answer
+
+    client.amd_accumulated = call_then_lock
+    try:
+        with pytest.raises(LoadFailedError) as caught:
+            load(client, store, AMD_DAILY, requests_for(["20717"], DAYS[:3]), batch_size=2)
+    finally:
+        for process in holder:
+            process.communicate("\n", timeout=10)
+    assert isinstance(caught.value.cause, StoreLockedError)
+    assert 2.0 <= sum(waits) < 4.0  # one wait of the lock timeout; the old code waited again in `finally`
+    assert sim.stats()["requests"] == 2  # the load stopped at the batch it could not write

@@ -109,3 +109,41 @@ def test_a_file_locked_by_another_process_is_waited_for_then_reported(tmp_path):
     finally:
         holder.communicate("\n", timeout=10)
     assert [r[2] for r in rows(AmdStore(path))] == [5]
+
+
+def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_path):
+    from amd_pipeline.store import TimezoneMismatchError
+
+    path = tmp_path / "amd.duckdb"
+    AmdStore(path, timezone="America/Bogota").replace(AMD_DAILY, frame_for({("1", 1): "5"}))
+    assert AmdStore(path).stored_timezone() == "America/Bogota"
+    with pytest.raises(
+        TimezoneMismatchError, match="holds days in America/Bogota, but WOLKVOX_TIMEZONE is Europe/Madrid"
+    ):
+        AmdStore(path, timezone="Europe/Madrid").replace(AMD_DAILY, frame_for({("1", 2): "6"}))
+    assert rows(AmdStore(path)) == [["1", dt.datetime(2026, 11, 1), 5]]
+
+
+def test_a_file_written_before_zones_were_recorded_is_adopted_only_if_its_days_agree(tmp_path):
+    from amd_pipeline.store import TimezoneMismatchError
+
+    path = tmp_path / "amd.duckdb"
+    AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))  # no zone recorded, Bogota days
+    with pytest.raises(TimezoneMismatchError, match="another time zone"):
+        AmdStore(path, timezone="Asia/Tokyo").check_timezone(AMD_DAILY)
+    AmdStore(path, timezone="America/Lima").check_timezone(AMD_DAILY)  # same instants as Bogota: adopted
+    assert AmdStore(path).stored_timezone() == "America/Lima"
+
+
+def test_migrating_keeps_days_whose_windows_are_unchanged_and_drops_the_others(tmp_path):
+    path = tmp_path / "amd.duckdb"
+    store = AmdStore(path, timezone="America/Bogota")
+    store.replace(AMD_DAILY, frame_for({("1", 1): "5", ("2", 1): "6", ("1", 2): "7"}))
+    lima = store.migrate_timezone(AMD_DAILY, "America/Lima", dry_run=True)
+    assert (lima.old, lima.kept_days, lima.dropped_days) == ("America/Bogota", 2, [])
+    assert AmdStore(path).stored_timezone() == "America/Bogota"  # a dry run changes nothing
+    madrid = store.migrate_timezone(AMD_DAILY, "Europe/Madrid")
+    assert madrid.dropped_days == [dt.date(2026, 11, 1), dt.date(2026, 11, 2)] and madrid.dropped_rows == 3
+    assert rows(AmdStore(path)) == []
+    assert AmdStore(path).stored_timezone() == "Europe/Madrid"
+    AmdStore(path, timezone="Europe/Madrid").check_timezone(AMD_DAILY)
