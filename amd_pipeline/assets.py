@@ -101,6 +101,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
         ]
         requests = [window_request(key, timezone) for key in keys]
         try:
+            wolkvox.check()
             mode = wolkvox.campaign_all_mode()
             plan = Plan(
                 windows=len(requests),
@@ -137,7 +138,9 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                 for written in failed.report.written:
                     context.instance.report_runless_asset_event(
                         dg.AssetMaterialization(
-                            context.asset_key, partition=key_of[written], tags={"amd_pipeline/run_id": context.run_id}
+                            context.asset_key,
+                            partition=key_of[written],
+                            tags={"amd_pipeline/run_id": context.run.run_id},
                         )
                     )
                 metadata = {**plan_metadata(plan), **report_metadata(failed.report)}

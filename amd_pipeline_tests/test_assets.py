@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.instance import prepare_home
 from amd_pipeline.partitions import day_key
 from amd_pipeline.settings import DefinitionSettings
 from amd_pipeline.simulator import truth_for_day
@@ -30,8 +31,12 @@ def env(monkeypatch, sim, token, tmp_path):
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
+def instance(tmp_path, monkeypatch):
+    """An instance built from the shipped dagster.yaml, so the token pool limit applies as in production."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = prepare_home(tmp_path / "dagster_home")
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert inst.get_concurrency_config().pool_config.default_pool_limit == 1
         inst.add_dynamic_partitions("campaign", CAMPAIGNS)
         yield inst
 
@@ -140,6 +145,7 @@ def test_auto_falls_back_when_the_server_refuses_all_and_remembers_it(env, insta
     assert any("refused campaign_id=all" in entry.user_message for entry in instance.all_logs(result.run_id))
     assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in table(env).itertuples())
     assert any(p.name.endswith(".state.json") for p in (tmp_path / "locks").iterdir())
+    assert len(table(env)) == 30
     sim.reset()
     assert run(instance).success
     assert sim.stats()["calls"] == {"campaign_6:one": 30}  # no second try of `all`
@@ -152,3 +158,49 @@ def test_on_with_a_server_that_refuses_all_fails_clearly(env, instance, sim, mon
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "campaign all" in failure.step_failure_data.error.message
+
+
+def failure_message(result) -> str:
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+
+
+def test_a_partition_named_all_fails_in_one_sentence_without_calling(env, instance, sim):
+    instance.add_dynamic_partitions("campaign", ["all"])
+    result = run(instance, first="all", last="all", end=START)
+    assert not result.success
+    message = failure_message(result)
+    assert message.startswith("LoadFailed: campaign partition 'all' is not a campaign id")
+    assert "dagster._core" not in message
+    assert sim.stats()["requests"] == 0
+
+
+def test_an_unset_token_fails_the_run_in_one_sentence(env, instance, sim, monkeypatch):
+    monkeypatch.delenv("WOLKVOX_TOKEN")
+    result = run(instance, end=START)
+    assert not result.success
+    assert failure_message(result).startswith("LoadFailed: WOLKVOX_TOKEN is not set")
+    assert sim.stats()["requests"] == 0
+
+
+def test_an_unreachable_server_fails_the_run_in_words(env, instance, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WOLKVOX_MAX_ATTEMPTS", "2")
+    result = run(instance, end=START)
+    message = failure_message(result)
+    assert message.startswith("LoadFailed: could not reach http://127.0.0.1:9 (connection refused, 2 attempts)")
+    assert "allow-list" in message and "HTTPConnectionPool" not in message
+
+
+def test_a_load_in_another_time_zone_than_the_files_refuses_before_calling(env, instance, sim, monkeypatch):
+    assert run(instance, end=START).success
+    calls = sim.stats()["requests"]
+    monkeypatch.setenv("WOLKVOX_TIMEZONE", "Europe/Madrid")
+    job = build_definitions(DefinitionSettings.from_env()).resolve_job_def(AMD_DAILY_JOB)
+    tags = {
+        "dagster/asset_partition_range_start": str(day_key(CAMPAIGNS[0], START)),
+        "dagster/asset_partition_range_end": str(day_key(CAMPAIGNS[-1], START)),
+    }
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert "holds days in America/Bogota, but WOLKVOX_TIMEZONE is Europe/Madrid" in failure_message(result)
+    assert sim.stats()["requests"] == calls
+    assert len(table(env)) == 3

@@ -99,8 +99,12 @@ def test_the_shipped_instance_limits_the_token_pool_and_frees_dead_runs_slots(tm
     assert instance.run_monitoring_enabled
 
 
-def test_a_cli_backfill_makes_one_run_per_group_of_adjacent_campaigns():
-    from amd_pipeline.cli import _campaign_groups
+def test_a_backfill_makes_one_run_per_group_of_adjacent_campaigns():
+    import datetime as dt
 
-    assert _campaign_groups(["1", "2", "3", "4"], ["1", "2", "3", "4"]) == [["1", "2", "3", "4"]]
-    assert _campaign_groups(["1", "2", "3", "4"], ["4", "1", "2"]) == [["1", "2"], ["4"]]
+    from amd_pipeline.runs import campaign_groups, ranged_runs
+
+    assert campaign_groups(["1", "2", "3", "4"], ["1", "2", "3", "4"]) == [["1", "2", "3", "4"]]
+    assert campaign_groups(["1", "2", "3", "4"], ["4", "1", "2"]) == [["1", "2"], ["4"]]
+    runs = ranged_runs(["1", "2", "3"], ["1", "3"], dt.date(2026, 1, 1), dt.date(2026, 1, 5))
+    assert [r.tags()["dagster/asset_partition_range_end"] for r in runs] == ["1|2026-01-05", "3|2026-01-05"]

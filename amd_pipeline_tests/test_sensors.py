@@ -35,3 +35,30 @@ def test_without_a_list_the_sensor_discovers_predictive_campaigns(defs_env):
     with dg.instance_for_test() as instance:
         result = evaluate(instance)
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["20717", "20718", "20731"]]
+
+
+def test_without_a_token_the_sensor_skips_naming_the_setting(defs_env, monkeypatch, sim):
+    monkeypatch.delenv("WOLKVOX_TOKEN")
+    with dg.instance_for_test() as instance:
+        result = evaluate(instance)
+    assert result.skip_message == (
+        "cannot list campaigns: WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN"
+    )
+    assert sim.stats()["requests"] == 0
+
+
+def test_without_a_server_the_sensor_skips_naming_the_setting(defs_env, monkeypatch):
+    monkeypatch.delenv("WOLKVOX_BASE_URL")
+    monkeypatch.delenv("WOLKVOX_SERVER", raising=False)
+    with dg.instance_for_test() as instance:
+        assert "neither WOLKVOX_SERVER nor WOLKVOX_BASE_URL is set" in evaluate(instance).skip_message
+
+
+def test_an_unreachable_server_makes_the_sensor_skip_in_words(defs_env, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WOLKVOX_MAX_ATTEMPTS", "1")
+    with dg.instance_for_test() as instance:
+        message = evaluate(instance).skip_message
+    assert message.startswith(
+        "cannot list campaigns: could not reach http://127.0.0.1:9 (connection refused, 1 attempt)"
+    )
