@@ -150,6 +150,7 @@ def run_backfill(
     show_progress: bool = True,
     dry_run: bool = False,
     force: bool = False,
+    verbose: bool = False,
 ) -> int:
     """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit status.
 
@@ -240,7 +241,8 @@ def run_backfill(
                 instance=instance,
                 tags={**run.tags(), "amd_pipeline/launched_by": "cli", **cli_run_tags()},
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                # Dagster's console log repeats a failure with its stack trace: shown with --verbose only.
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if verbose else "CRITICAL"}}}},
             )
             if result.success:
                 print(f"run {result.run_id}: ok ({', '.join(run.campaigns)})", file=sys.stderr)
@@ -382,6 +384,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         dry_run=args.dry_run,
         force=args.force,
+        verbose=args.verbose,
     )
 
 
