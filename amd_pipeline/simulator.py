@@ -206,7 +206,22 @@ class _State:
             "calls": dict(self.calls),
             "clients": dict(Counter(client for _, _, client in self.log)),
             "client_switches": self.client_switches(),
+            "clients_overlap_seconds": self.clients_overlap_seconds(),
         }
+
+    def clients_overlap_seconds(self) -> float:
+        """How long every client was active at once (from its first request to its last answer).
+
+        With one request in flight at a time, a positive value means the clients took turns:
+        one waited for the token while the other held it.
+        """
+        spans: dict[str, tuple[float, float]] = {}
+        for start, end, client in self.log:
+            first, last = spans.get(client, (start, end))
+            spans[client] = (min(first, start), max(last, end))
+        if len(spans) < 2:
+            return 0.0
+        return max(0.0, min(e for _, e in spans.values()) - max(s for s, _ in spans.values()))
 
 
 class _Handler(BaseHTTPRequestHandler):
