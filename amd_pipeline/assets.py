@@ -22,6 +22,8 @@ from amd_pipeline.settings import SettingsError
 from amd_pipeline.store import AMD_DAILY
 
 PROGRESS_LOG_SECONDS = 5.0
+SOURCE_TAG = "amd_pipeline/source"  # who launched the run: backfill (CLI), refresh, restate; ui when absent
+MISSING_ONLY_TAG = "amd_pipeline/missing_only"  # "true": windows already final are not fetched again
 
 
 class LoadFailed(dg.Failure):
@@ -72,6 +74,19 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
     }
     if report.median_latency is not None:
         metadata["median_latency_ms"] = round(report.median_latency * 1000, 1)
+    if report.skipped:
+        metadata["skipped_final_windows"] = report.skipped
+    metadata["restated"] = len(report.changes)
+    if report.changes:
+        metadata["restated_days"] = dg.MetadataValue.md(
+            "| campaign | day | old | new |\n|---|---|---:|---:|\n"
+            + "\n".join(f"| {c} | {d} | {old} | {new} |" for c, d, old, new in report.changes[:500])
+        )
+    if report.deferred:
+        metadata["deferred_windows"] = len(report.deferred)
+        metadata["deferred"] = dg.MetadataValue.md(
+            "\n".join(f"- {r.campaign_id} {r.window.local_date}" for r in report.deferred[:500])
+        )
     return metadata
 
 
@@ -80,7 +95,9 @@ def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> 
     wolkvox.remember_all_refused()
 
 
-def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str) -> dg.AssetsDefinition:
+def build_amd_daily(
+    partitions_def: dg.MultiPartitionsDefinition, timezone: str, freshness: dg.FreshnessPolicy | None = None
+) -> dg.AssetsDefinition:
     """The ``amd_daily`` asset over ``partitions_def`` (campaign x local day in ``timezone``)."""
 
     @dg.asset(
@@ -91,6 +108,7 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
         group_name="wolkvox",
         kinds={"duckdb", "pandas"},
         description=AMD_DAILY.description,
+        freshness_policy=freshness,
     )
     def amd_daily(
         context: dg.AssetExecutionContext, wolkvox: WolkvoxResource, amd_store: AmdStoreResource
@@ -120,7 +138,9 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                 last_log[0] = time.monotonic()
                 context.log.info(f"{p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries")
 
-        with wolkvox.client() as client:
+        tags = context.run.tags
+        source = tags.get(SOURCE_TAG, "ui")
+        with wolkvox.client(source) as client:
             try:
                 report = load(
                     client,
@@ -131,6 +151,8 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                     on_all_refused=lambda: refused_all(context, wolkvox),
                     batch_size=amd_store.batch_size,
                     on_progress=on_progress,
+                    skip_final=tags.get(MISSING_ONLY_TAG) == "true",
+                    request_tags={"source": source, "run_id": context.run.run_id},
                 )
             except LoadFailedError as failed:
                 # Record what did land before failing, so the UI shows those partitions as done.
@@ -146,7 +168,10 @@ def build_amd_daily(partitions_def: dg.MultiPartitionsDefinition, timezone: str)
                 metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
                 if isinstance(failed.cause, RejectedValuesError):
                     metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
-                raise LoadFailed(description=explain(failed.cause), metadata=metadata) from None
+                description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
+                raise LoadFailed(description=description, metadata=metadata) from None
+        if report.changes:
+            context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
         return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})
 
     return amd_daily

@@ -1,7 +1,8 @@
 """The ``amd-pipeline`` command: demo, simulator, backfill, query, migrate-timezone, dev.
 
 Exit statuses: 0 ok, 1 a run or a call failed, 2 bad input (nothing was called or written),
-3 refused by the quota guard, 130 interrupted. Errors are one line on stderr; ``--verbose`` adds the
+3 refused by the quota guard, 4 stopped by the daily call budget or quota (the rest is deferred),
+130 interrupted. Errors are one line on stderr; ``--verbose`` adds the
 traceback.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.settings import SettingsError
+from amd_pipeline.settings import RunSettings, SettingsError
 from amd_pipeline.simulator import FAULTS, SimConfig, Simulator
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
@@ -31,6 +32,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_QUOTA = 3
+EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -98,7 +100,7 @@ class ProgressPrinter:
             print(f"progress: {text}", file=self.stream, flush=True)
 
 
-def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool):
+def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
     """The API calls made before a backfill starts: the quota left, and which campaigns to load.
 
     Returns ``(quota, selected)``. Raises :class:`SettingsError` for an unknown campaign (exit 2),
@@ -109,8 +111,10 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
 
     quota = None
     try:
-        with wolkvox.client() as client:
-            quota = client.token_info()
+        with wolkvox.client("cli") as client:
+            quota = client.token_info_today or client.token_info()
+    except errors.BudgetExhaustedError as exc:
+        raise CliExit(EXIT_BUDGET, f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called") from None
     except errors.QuotaExhaustedError as exc:
         raise CliExit(EXIT_QUOTA, explain(exc)) from None
     except (errors.FatalError, errors.TransportError) as exc:
@@ -120,7 +124,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
 
     if not explicit:
         try:
-            selected = campaign_source.resolve(wolkvox)
+            selected = campaign_source.resolve(wolkvox, store=store)
         except errors.WolkvoxError as exc:
             raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
         if not selected:
@@ -128,7 +132,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
         return quota, selected
     if not force:
         try:
-            known = campaign_source.discover(wolkvox)
+            known = campaign_source.discover(wolkvox, store=store)
         except errors.WolkvoxError as exc:
             print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
         else:
@@ -151,14 +155,17 @@ def run_backfill(
     dry_run: bool = False,
     force: bool = False,
     verbose: bool = False,
+    refetch: bool = False,
 ) -> int:
     """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit status.
 
     Every argument and setting is checked first (exit 2, nothing called or written). Then it asks
-    the server how much of the daily quota is left (``token_info``, one call), plans the calls and
-    refuses a backfill that needs more unless ``force`` (exit 3).
+    the server how much of the daily quota is left (``token_info``, one call), plans the calls for
+    the windows that are not final yet (all of them with ``refetch``) and refuses a backfill that
+    needs more than the quota or the pipeline's daily budget leaves, unless ``force`` (exit 3).
+    A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
     """
-    from amd_pipeline.settings import RunSettings, check_campaign_id
+    from amd_pipeline.settings import check_campaign_id
     from amd_pipeline.store import AmdStore, StoreLockedError
 
     settings = RunSettings.from_env()
@@ -184,12 +191,13 @@ def run_backfill(
     import dagster as dg
 
     from amd_pipeline import progress
-    from amd_pipeline.assets import observed_latency
+    from amd_pipeline.assets import MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
     from amd_pipeline.instance import cli_run_tags, get_instance, prepare_home, release_dead_cli_runs
     from amd_pipeline.loader import CampaignAll, Plan, WindowRequest, plan_calls
     from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
     from amd_pipeline.runs import days_between, quota_refusal, ranged_runs
+    from amd_pipeline.store import AMD_DAILY
     from amd_pipeline.windows import day_window
 
     defs = build_definitions(settings.definition)
@@ -198,37 +206,56 @@ def run_backfill(
         {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}
     ) as built:
         wolkvox = built.wolkvox
-        quota, selected = _preflight_calls(wolkvox, built.campaign_source, explicit, force)
+        quota, selected = _preflight_calls(
+            wolkvox, built.campaign_source, explicit, force, AmdStore(settings.duckdb_path, timezone=timezone)
+        )
         mode = wolkvox.campaign_all_mode()
+
+        ledger = wolkvox.ledger()
+        budget = wolkvox.budget(ledger)
+        used = sum(ledger.usage().values())
 
     days = days_between(start, end)
     requests = [WindowRequest(c, day_window(d, timezone)) for d in days for c in selected]
+    final = set()
+    if not refetch:
+        with contextlib.suppress(StoreLockedError):
+            final = AmdStore(settings.duckdb_path, lock_timeout=0).final_keys(
+                AMD_DAILY, [(r.campaign_id, r.window.start) for r in requests]
+            )
+    missing = [r for r in requests if (r.campaign_id, r.window.start) not in final]
     home_path = prepare_home(home)
     instance = get_instance(home_path)
     daily = settings.numbers["WOLKVOX_DAILY_QUOTA"] or (quota["token_limit"] if quota else 0)
     plan = Plan(
-        windows=len(requests),
-        calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+        windows=len(missing),
+        calls=len(plan_calls(missing, use_all=mode != CampaignAll.OFF)),
         daily_quota=daily or None,
         quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
         median_latency=observed_latency(instance, dg.AssetKey("amd_daily")),
+        budget_limit=budget.limit,
+        budget_used=used,
     )
     existing = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
-    missing = [c for c in selected if c not in existing]
-    runs = ranged_runs([*existing, *missing], selected, start, end)
+    new_partitions = [c for c in selected if c not in existing]
+    runs = ranged_runs([*existing, *new_partitions], selected, start, end)
+    skipped = f", {len(final)} already final (--refetch to fetch them again)" if final else ""
     print(
         f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(runs)} run(s), "
-        f"campaign_id=all {mode}: {plan.describe()}",
+        f"campaign_id=all {mode}{skipped}: {plan.describe()}",
         file=sys.stderr,
     )
     if dry_run:
         return EXIT_OK
+    if not missing:
+        print("nothing to fetch: every window is final", file=sys.stderr)
+        return EXIT_OK
     refusal = quota_refusal(plan)
     if refusal and not force:
         raise CliExit(EXIT_QUOTA, refusal)
-    if missing:
-        instance.add_dynamic_partitions(campaigns_partitions.name, missing)
-        print(f"added campaign partitions: {', '.join(missing)}", file=sys.stderr)
+    if new_partitions:
+        instance.add_dynamic_partitions(campaigns_partitions.name, new_partitions)
+        print(f"added campaign partitions: {', '.join(new_partitions)}", file=sys.stderr)
     for run_id in release_dead_cli_runs(instance):
         print(f"run {run_id} of a dead amd-pipeline process: marked failed, its token slot freed", file=sys.stderr)
 
@@ -239,7 +266,12 @@ def run_backfill(
         for run in runs:
             result = job.execute_in_process(
                 instance=instance,
-                tags={**run.tags(), "amd_pipeline/launched_by": "cli", **cli_run_tags()},
+                tags={
+                    **run.tags(),
+                    SOURCE_TAG: "backfill",
+                    MISSING_ONLY_TAG: "false" if refetch else "true",
+                    **cli_run_tags(),
+                },
                 raise_on_error=False,
                 # Dagster's console log repeats a failure with its stack trace: shown with --verbose only.
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if verbose else "CRITICAL"}}}},
@@ -247,30 +279,33 @@ def run_backfill(
             if result.success:
                 print(f"run {result.run_id}: ok ({', '.join(run.campaigns)})", file=sys.stderr)
             else:
-                failures.append((result.run_id, _failure_text(result)))
-    for run_id, text in failures:
+                failures.append((result.run_id, *_failure_of(result)))
+    for run_id, text, _ in failures:
         print(f"error: {text}", file=sys.stderr)
         print(
             f"run {run_id} failed; its logs: `amd-pipeline dev`, then http://localhost:3000/runs/{run_id}",
             file=sys.stderr,
         )
+    if any(deferred for _, _, deferred in failures):
+        return EXIT_BUDGET
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _failure_text(result) -> str:
-    """The sentence a failed run's step gave (its Failure description), else the run's own message."""
+def _failure_of(result) -> tuple[str, bool]:
+    """The sentence a failed run's step gave (its Failure description), and whether windows were deferred."""
     for event in result.all_events:
         data = event.step_failure_data if event.is_step_failure else None
         if data is None:
             continue
         if data.user_failure_data and data.user_failure_data.description:
-            return data.user_failure_data.description.strip()
+            deferred = "deferred_windows" in (data.user_failure_data.metadata or {})
+            return data.user_failure_data.description.strip(), deferred
         if data.error:
-            return data.error.message.strip().splitlines()[-1]
+            return data.error.message.strip().splitlines()[-1], False
     for event in result.all_events:
         if event.is_failure and event.message:
-            return event.message.strip()
-    return "the run failed before its step started"
+            return event.message.strip(), False
+    return "the run failed before its step started", False
 
 
 def _summary(duckdb_path: str, start: dt.date, end: dt.date):
@@ -385,6 +420,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         force=args.force,
         verbose=args.verbose,
+        refetch=args.refetch,
     )
 
 
@@ -411,6 +447,51 @@ def cmd_query(args: argparse.Namespace) -> int:
     if len(frame) > args.max_rows:
         print(f"({len(frame)} rows, first {args.max_rows} shown; --max-rows or --csv for more)", file=sys.stderr)
     return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
+    import dagster as dg
+
+    from amd_pipeline.definitions import build_definitions
+    from amd_pipeline.runs import Cadence, calls_per_refresh, ticks_per_day
+    from amd_pipeline.schedules import valid_campaigns
+
+    settings = RunSettings.from_env()
+    definition = settings.definition
+    top_level = build_definitions(definition).get_repository_def().get_top_level_resources()
+    with dg.build_resources({"wolkvox": top_level["wolkvox"]}) as built:
+        wolkvox = built.wolkvox
+        ledger = wolkvox.ledger()
+        usage, budget = ledger.usage(), wolkvox.budget(ledger)
+        use_all = wolkvox.campaign_all_mode().value != "off"
+    campaigns = list(settings.campaigns)
+    home = Path(args.home or os.environ.get("DAGSTER_HOME") or ".dagster_home")
+    if not campaigns and (home / "dagster.yaml").exists():
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            campaigns = valid_campaigns(instance)[1]
+    used = sum(usage.values())
+    quota = settings.numbers["WOLKVOX_DAILY_QUOTA"] or budget.daily_quota
+    source = "WOLKVOX_DAILY_QUOTA" if settings.numbers["WOLKVOX_DAILY_QUOTA"] else "token_info"
+    print(f"day: {ledger.today()} ({definition.timezone}); the count restarts at its midnight")
+    if budget.limit is None:
+        print("budget: unknown (set WOLKVOX_DAILY_QUOTA, or the next load reads it from token_info)")
+    else:
+        print(f"budget: {budget.limit} calls = {source} {quota} x AMD_QUOTA_SHARE {settings.quota_share:g}")
+    per_source = ", ".join(f"{name} {count}" for name, count in sorted(usage.items())) or "none"
+    left = f"; left: {max(budget.limit - used, 0)}" if budget.limit is not None else ""
+    print(f"used today: {used} ({per_source}){left}")
+    per_refresh = calls_per_refresh(len(campaigns), use_all)
+    cadence = Cadence(per_refresh, ticks_per_day(definition.refresh_cron, definition.timezone), budget.limit)
+    restate_runs = ticks_per_day(definition.restate_cron, definition.timezone)
+    restate = restate_runs * definition.restate_days * per_refresh
+    print(f"campaigns: {len(campaigns)}; campaign_id=all {'used' if use_all else 'not used'}")
+    print(f"refresh ({definition.refresh_cron}): {cadence.describe()}")
+    print(
+        f"restate ({definition.restate_cron}): {restate_runs} run(s) x {definition.restate_days} day(s) x "
+        f"{per_refresh} call(s) = {restate} calls/day"
+    )
+    return EXIT_OK
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
@@ -473,11 +554,55 @@ def cmd_dev(args: argparse.Namespace) -> int:
     executable = str(beside) if beside.exists() else shutil.which("dagster")
     if executable is None:
         raise SettingsError("the dagster command is not installed in this environment: run `make install`")
+    argv = [executable, "dev", "-w", args.workspace, "-p", str(args.port)]
     sys.stdout.flush()
     sys.stderr.flush()
-    # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
-    os.execv(executable, [executable, "dev", "-w", args.workspace, "-p", str(args.port)])
-    return 0  # pragma: no cover - exec does not return
+    if not args.demo:
+        # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
+        os.execv(executable, argv)
+    return _dev_demo(args, home, argv)
+
+
+def _dev_demo(args: argparse.Namespace, home: Path, argv: list[str]) -> int:
+    """`dagster dev` on the built-in simulator: scheduled refreshes every minute, no Wolkvox account."""
+    import signal
+    import subprocess
+
+    foreign = _foreign_campaigns(args.duckdb, home, {c.campaign_id for c in SimConfig().campaigns})
+    if foreign:
+        raise SettingsError(
+            f"{args.duckdb} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
+            f"({', '.join(foreign[:5])}); pass --duckdb and --home to run the demo elsewhere"
+        )
+    config = SimConfig(token=secrets.token_urlsafe(24), latency_ms=args.latency_ms, daily_quota=20000, seed=7)
+    with Simulator(config) as sim:
+        env = {k: v for k, v in os.environ.items() if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS")}
+        env.update(
+            WOLKVOX_BASE_URL=sim.url,
+            WOLKVOX_TOKEN=config.token,
+            WOLKVOX_DAILY_QUOTA=str(config.daily_quota),
+            AMD_REFRESH_CRON=os.environ.get("AMD_REFRESH_CRON", "* * * * *"),
+            AMD_DUCKDB_PATH=str(Path(args.duckdb).resolve()),
+            DAGSTER_HOME=str(home),
+        )
+        print(
+            f"demo: Wolkvox simulator at {sim.url}; amd_daily_refresh every minute into {args.duckdb}; "
+            f"UI on http://localhost:{args.port}; Ctrl-C stops both",
+            file=sys.stderr,
+            flush=True,
+        )
+        child = subprocess.Popen(argv, env=env)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the terminal sent SIGINT to dagster dev too: wait for it to stop
+            try:
+                return child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--force", action="store_true", help="launch even beyond today's quota left, or for a campaign id not found"
     )
+    backfill.add_argument(
+        "--refetch", action="store_true", help="fetch final windows again too (default: only what is not final)"
+    )
 
     query = command("query", "run read-only SQL on the DuckDB file", cmd_query)
     query.add_argument("sql")
@@ -535,10 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
     migrate.add_argument("--dry-run", action="store_true", help="say what would be kept and dropped; change nothing")
 
+    budget = command("budget", "today's calls per source, the daily budget, and what the schedules cost", cmd_budget)
+    budget.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
+
     dev = command("dev", "start the Dagster UI and daemon on the project's DAGSTER_HOME", cmd_dev)
     dev.add_argument("--port", type=_number(int, 1, 65535), default=3000)
     dev.add_argument("--workspace", default="workspace.yaml")
     dev.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
+    dev.add_argument("--demo", action="store_true", help="run on the built-in simulator, refreshing every minute")
+    dev.add_argument("--duckdb", default="data/amd.duckdb", help="with --demo: the database file")
+    dev.add_argument("--latency-ms", type=_number(float, 0), default=5.0, help="with --demo: simulator latency")
     return parser
 
 

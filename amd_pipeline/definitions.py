@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import dagster as dg
 
 from amd_pipeline.assets import build_amd_daily
+from amd_pipeline.checks import build_checks
 from amd_pipeline.partitions import daily_partitions
 from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
+from amd_pipeline.runs import ticks_per_day
+from amd_pipeline.schedules import build_schedules
 from amd_pipeline.sensors import campaign_partitions_sensor
 from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, INT_SETTINGS, DefinitionSettings
 
@@ -26,7 +30,14 @@ def env_int_or(name: str):
 
 
 def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
-    amd_daily = build_amd_daily(daily_partitions(settings.start_date, settings.timezone), settings.timezone)
+    # Fresh means today was refreshed within three refresh intervals.
+    interval = dt.timedelta(minutes=1440 / max(ticks_per_day(settings.refresh_cron, settings.timezone), 1))
+    amd_daily = build_amd_daily(
+        daily_partitions(settings.start_date, settings.timezone),
+        settings.timezone,
+        freshness=dg.FreshnessPolicy.time_window(fail_window=3 * interval),
+    )
+    job = dg.define_asset_job(AMD_DAILY_JOB, selection=[amd_daily])
     wolkvox = WolkvoxResource(
         # Unset, the token is "" and every use says so in one line (sensors skip) instead of failing
         # resource initialisation with a stack trace. Set, it is an EnvVar: never in the snapshot.
@@ -42,10 +53,14 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         lock_dir=env_or("AMD_LOCK_DIR", ""),
         campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
         daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
+        quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),
+        timezone=settings.timezone,
     )
     return dg.Definitions(
         assets=[amd_daily],
-        jobs=[dg.define_asset_job(AMD_DAILY_JOB, selection=[amd_daily])],
+        asset_checks=build_checks(amd_daily, settings),
+        jobs=[job],
+        schedules=build_schedules(job, settings),
         sensors=[campaign_partitions_sensor],
         resources={
             "wolkvox": wolkvox,

@@ -17,11 +17,13 @@ import enum
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
 
 from amd_pipeline.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
 from amd_pipeline.settings import check_campaign_id
-from amd_pipeline.store import AmdStore, TableSpec
+from amd_pipeline.store import REQUEST_COLUMNS, AmdStore, TableSpec
 from amd_pipeline.windows import Window
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import WolkvoxClient
@@ -77,6 +79,9 @@ class LoadReport:
     empty_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
     rejects: list[InvalidValueError] = dataclasses.field(default_factory=list)
     written: list[tuple[str, dt.datetime]] = dataclasses.field(default_factory=list)
+    skipped: int = 0  # windows already final, not fetched again (``skip_final``)
+    deferred: list[WindowRequest] = dataclasses.field(default_factory=list)  # left for when the quota resets
+    changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)  # restated totals
     median_latency: float | None = None
     elapsed: float = 0.0
 
@@ -149,6 +154,12 @@ class Plan:
     daily_quota: int | None = None
     quota_remaining: int | None = None
     median_latency: float | None = None
+    budget_limit: int | None = None  # this pipeline's share of the daily quota
+    budget_used: int = 0  # calls already made today by every process
+
+    @property
+    def budget_remaining(self) -> int | None:
+        return max(self.budget_limit - self.budget_used, 0) if self.budget_limit is not None else None
 
     @property
     def quota_share(self) -> float | None:
@@ -161,7 +172,8 @@ class Plan:
 
     @property
     def exceeds_remaining(self) -> bool:
-        return self.quota_remaining is not None and self.calls > self.quota_remaining
+        """More calls than the token's quota or this pipeline's budget leaves today."""
+        return any(left is not None and self.calls > left for left in (self.quota_remaining, self.budget_remaining))
 
     @property
     def eta_seconds(self) -> float | None:
@@ -173,6 +185,8 @@ class Plan:
             parts.append(f"{self.quota_share:.1%} of the daily quota of {self.daily_quota}")
         if self.quota_remaining is not None:
             parts.append(f"{self.quota_remaining} calls left today")
+        if self.budget_limit is not None:
+            parts.append(f"{self.budget_remaining} of the pipeline's daily budget of {self.budget_limit} left")
         if self.eta_seconds is not None:
             parts.append(f"ETA {self.eta_seconds:.0f} s at {self.median_latency * 1000:.0f} ms per call (median seen)")
         else:
@@ -191,10 +205,16 @@ def load(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    skip_final: bool = False,
+    request_tags: Mapping[str, str] | None = None,
 ) -> LoadReport:
     """Fetch every requested window, write them batch by batch (``batch_size`` rows), and report.
 
     The client may make at most :func:`call_allowance` HTTP attempts in this load, whatever happens.
+    With ``skip_final``, windows whose stored row is already final are not fetched again. Every HTTP
+    attempt is written to ``api_requests`` with the batch it belongs to, tagged with ``request_tags``
+    (``source``, ``run_id``). When the daily call budget or the token's quota runs out, what was
+    fetched is written and the remaining windows are listed in ``report.deferred``.
 
     Raises:
         LoadFailedError: carrying the report of what was written, caused by a
@@ -204,8 +224,12 @@ def load(
     """
     report = LoadReport(windows=len(requests))
     try:
+        store.prepare(table)
+        if skip_final:
+            final = store.final_keys(table, [(r.campaign_id, r.window.start) for r in requests])
+            requests = [r for r in requests if (r.campaign_id, r.window.start) not in final]
+            report.skipped = report.windows - len(requests)
         client.max_calls = client.stats.calls + call_allowance(requests, campaign_all, client.retry.max_attempts)
-        store.check_timezone(table)
         _load(
             client,
             store,
@@ -217,13 +241,36 @@ def load(
             batch_size=batch_size,
             on_progress=on_progress,
             clock=clock,
+            request_tags=dict(request_tags or {}),
         )
     except Exception as exc:
         raise LoadFailedError(report, exc) from exc
     return report
 
 
-def _load(client, store, table, requests, report, *, campaign_all, on_all_refused, batch_size, on_progress, clock):
+def _attempts_frame(client: WolkvoxClient, tags: dict[str, str]) -> pd.DataFrame:
+    """The client's attempts since the last write, as ``api_requests`` rows (and forget them)."""
+    rows = [{**attempt, **tags} for attempt in client.attempts]
+    client.attempts.clear()
+    frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
+    frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
+    return frame.astype({"attempt": "Int32", "http_status": "Int32", "latency_ms": "float64", "bytes": "Int64"})
+
+
+def _load(
+    client,
+    store,
+    table,
+    requests,
+    report,
+    *,
+    campaign_all,
+    on_all_refused,
+    batch_size,
+    on_progress,
+    clock,
+    request_tags,
+):
     pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
     started = clock()
     done = 0
@@ -232,10 +279,14 @@ def _load(client, store, table, requests, report, *, campaign_all, on_all_refuse
 
     def flush() -> None:
         nonlocal store_failed
-        if records and not store_failed:
+        if (records or client.attempts) and not store_failed:
             store_failed = True  # until the write succeeds: a failed write is not retried in `finally`
-            report.rows_written += store.replace(table, to_frame(records))
+            written = store.replace(table, to_frame(records), requests=_attempts_frame(client, request_tags))
             store_failed = False
+            report.rows_written += written.rows
+            report.changes.extend(written.changes)
+            if not records:
+                return
             report.batches += 1
             for record in records:
                 campaign = record["campaign_id"]
@@ -251,6 +302,10 @@ def _load(client, store, table, requests, report, *, campaign_all, on_all_refuse
             call = pending.popleft()
             try:
                 answer = client.amd_accumulated(call.campaign, call.window)
+            except (errors.BudgetExhaustedError, errors.QuotaExhaustedError):
+                # Come back when the quota resets: what was fetched is written, the rest is deferred.
+                report.deferred = [WindowRequest(c, p.window) for p in [call, *pending] for c in p.covers]
+                raise
             except (errors.BadRequestError, errors.UnexpectedResponseError):
                 if call.campaign != ALL or campaign_all != CampaignAll.AUTO:
                     raise

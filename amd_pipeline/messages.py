@@ -18,8 +18,18 @@ def _attempts(exc: errors.WolkvoxError) -> str:
     return f"{exc.attempts} attempt" + ("s" if exc.attempts != 1 else "")
 
 
-def explain(exc: BaseException) -> str:
-    """The sentence a person reads for ``exc``: what happened, in words, and what to do about it."""
+def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str:
+    """The sentence a person reads for ``exc``: what happened, in words, and what to do about it.
+
+    ``deferred`` windows were left for later when a budget or quota ran out (in ``timezone``'s day).
+    """
+    later = f"; a backfill after midnight {timezone} fetches them" if timezone else "; a later backfill fetches them"
+    if isinstance(exc, errors.BudgetExhaustedError):
+        return f"daily call budget of {exc.limit} reached ({exc.used} used): {deferred} windows deferred{later}"
+    if isinstance(exc, errors.QuotaExhaustedError) and deferred:
+        return (
+            f"the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED): {deferred} windows deferred{later}"
+        )
     if isinstance(exc, errors.TransportError):
         return f"could not reach {exc.host} ({exc.reason}, {_attempts(exc)}): {ALLOW_LIST_HINT}"
     if isinstance(exc, errors.InvalidTokenError):

@@ -4,7 +4,8 @@ Every value Wolkvox sends is a string. ``total_amd`` is parsed strictly: digits 
 white space ignored). Anything else (``""``, ``null``, ``"1,234"``, ``"12.5"``, ``"-3"``, letters)
 raises :class:`InvalidValueError` naming the campaign, window and raw value; it never becomes 0 or
 NaN. A campaign the answer leaves out, or a "no rows" answer, is a real zero with
-``fetch_status = 'fetched_empty'``.
+``fetch_status = 'fetched_empty'``. A row fetched before its window ended (today's) is partial:
+``is_final`` is false until a fetch after the window's end replaces it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COLUMNS: dict[str, str] = {
     "total_amd": "int64",
     "fetch_status": "str",
     "fetched_at": "datetime64[us, UTC]",
+    "is_final": "bool",  # fetched after the window ended: the total can only change by restatement
 }
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "١٢" is not a count we accept
@@ -108,6 +110,7 @@ def records_for(fetched: Fetched) -> tuple[list[dict[str, Any]], list[InvalidVal
             "total_amd": totals.get(campaign_id, 0),
             "fetch_status": FETCHED if campaign_id in totals else FETCHED_EMPTY,
             "fetched_at": answer.received_at,
+            "is_final": answer.received_at >= window.end,
         }
         for campaign_id in fetched.campaign_ids
         if campaign_id not in rejected
@@ -120,7 +123,7 @@ def to_frame(records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> pd
     frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
     for column in ("window_start", "window_end", "fetched_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True).astype(COLUMNS[column])
-    return frame.astype({"campaign_id": "str", "total_amd": "int64", "fetch_status": "str"})
+    return frame.astype({"campaign_id": "str", "total_amd": "int64", "fetch_status": "str", "is_final": "bool"})
 
 
 def normalize(items: Iterable[Fetched]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from amd_pipeline.budget import Budget, CallLedger
 from amd_pipeline.campaigns import discover_campaign_ids
 from amd_pipeline.loader import CampaignAll
 from amd_pipeline.settings import (
@@ -17,12 +18,14 @@ from amd_pipeline.settings import (
     SettingsError,
     base_url_for,
     check_campaign_all,
+    check_share,
     check_token,
     parse_campaign_list,
 )
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
+from amd_pipeline.wolkvox.errors import WolkvoxError
 
 TOKEN_POOL = "wolkvox_token"
 ALL_REFUSED = "campaign_all_refused_at"
@@ -46,7 +49,13 @@ class WolkvoxResource(dg.ConfigurableResource):
         default="auto", description="auto | on | off: one campaign_id=all call per window (WOLKVOX_CAMPAIGN_ALL)."
     )
     daily_quota: int = Field(
-        default=0, description="Calls per day (licenses x 1000); 0 = unknown (WOLKVOX_DAILY_QUOTA)."
+        default=0, description="Calls per day (licenses x 1000); 0 = ask token_info once a day (WOLKVOX_DAILY_QUOTA)."
+    )
+    quota_share: str = Field(
+        default="0.5", description="Share of the daily quota this pipeline may spend (AMD_QUOTA_SHARE)."
+    )
+    timezone: str = Field(
+        default="America/Bogota", description="The operation's zone: the call budget resets at its midnight."
     )
 
     def url(self) -> str:
@@ -58,6 +67,7 @@ class WolkvoxResource(dg.ConfigurableResource):
         check_token(self.token)
         self.url()
         check_campaign_all(self.campaign_all)
+        check_share(self.quota_share)
         for name, value in (("WOLKVOX_MAX_IN_FLIGHT", self.max_in_flight), ("WOLKVOX_MAX_ATTEMPTS", self.max_attempts)):
             _, low, high = INT_SETTINGS[name]
             if not low <= value <= high:
@@ -81,10 +91,26 @@ class WolkvoxResource(dg.ConfigurableResource):
             lock_dir=Path(self.lock_dir) if self.lock_dir else None,
         )
 
+    def ledger(self) -> CallLedger:
+        """Today's calls with this token, per source (shared by every process using the lock folder)."""
+        guard = self.guard()
+        return CallLedger(guard.lock_dir / f"{guard.key}.calls.json", self.timezone)
+
+    def budget(self, ledger: CallLedger | None = None) -> Budget:
+        """The daily call budget as far as it is known without a call."""
+        quota = self.daily_quota or (ledger or self.ledger()).token_limit()
+        return Budget(quota or None, check_share(self.quota_share))
+
     @contextlib.contextmanager
-    def client(self) -> Iterator[WolkvoxClient]:
-        """A client whose every HTTP attempt holds the token lease."""
+    def client(self, source: str = "cli") -> Iterator[WolkvoxClient]:
+        """A client whose every HTTP attempt holds the token lease and is counted against the daily budget.
+
+        When ``WOLKVOX_DAILY_QUOTA`` is unset and ``token_info`` was not asked today, the client asks it
+        first (one call, counted) and remembers the token's limit for the rest of the day.
+        """
         self.check()
+        ledger = self.ledger()
+        limit: list[int | None] = [None]
         client = WolkvoxClient(
             self.url(),
             self.token,
@@ -96,7 +122,15 @@ class WolkvoxResource(dg.ConfigurableResource):
                 maintenance_delay=self.maintenance_delay_ms / 1000,
             ),
             lease=self.guard().lease,
+            before_call=lambda: ledger.charge(source, limit[0]),
         )
+        budget = self.budget(ledger)
+        if budget.daily_quota is None:
+            with contextlib.suppress(WolkvoxError):  # no quota known: the run still respects the vendor's own
+                client.token_info_today = client.token_info()
+                ledger.remember_token_limit(client.token_info_today["token_limit"])
+                budget = self.budget(ledger)
+        limit[0] = budget.limit
         try:
             yield client
         finally:
@@ -127,11 +161,14 @@ class CampaignSource(dg.ConfigurableResource):
     def configured(self) -> list[str]:
         return parse_campaign_list(self.campaign_ids)
 
-    def discover(self, wolkvox: WolkvoxResource) -> list[str]:
-        """The operation's campaigns of the kept types (one API call)."""
+    def discover(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
+        """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list."""
         types = [t for t in self.discover_types.split(",") if t.strip()]
-        with wolkvox.client() as client:
-            return discover_campaign_ids(client.campaigns(), types)
+        with wolkvox.client(source) as client:
+            rows = list(client.campaigns())
+        if store is not None:
+            store.record_campaigns(rows, dt.datetime.now(dt.UTC))
+        return discover_campaign_ids(rows, types)
 
-    def resolve(self, wolkvox: WolkvoxResource) -> list[str]:
-        return self.configured() or self.discover(wolkvox)
+    def resolve(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
+        return self.configured() or self.discover(wolkvox, source, store)

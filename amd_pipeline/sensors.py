@@ -4,8 +4,9 @@ import dagster as dg
 
 from amd_pipeline.messages import explain
 from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
-from amd_pipeline.resources import CampaignSource, WolkvoxResource
+from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.settings import SettingsError
+from amd_pipeline.store import StoreLockedError
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
 
@@ -18,17 +19,21 @@ def missing_campaigns(instance: dg.DagsterInstance, wanted: list[str]) -> list[s
     name="campaign_partitions",
     minimum_interval_seconds=3600,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds campaign partitions from AMD_CAMPAIGNS, or discovers predictive campaigns (one API call).",
+    description="Adds campaign partitions from AMD_CAMPAIGNS, or discovers predictive campaigns (one API call) "
+    "and keeps the operation's campaign list in the DuckDB table `campaigns`.",
 )
 def campaign_partitions_sensor(
-    context: dg.SensorEvaluationContext, wolkvox: WolkvoxResource, campaign_source: CampaignSource
+    context: dg.SensorEvaluationContext,
+    wolkvox: WolkvoxResource,
+    campaign_source: CampaignSource,
+    amd_store: AmdStoreResource,
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        wanted = campaign_source.resolve(wolkvox)
+        wanted = campaign_source.resolve(wolkvox, source="sensor", store=amd_store.store())
     except SettingsError as exc:
         # A missing setting is not a failure of the sensor: say which one, once per tick, without a trace.
         return dg.SkipReason(f"cannot list campaigns: {exc}")
-    except WolkvoxError as exc:
+    except (WolkvoxError, StoreLockedError) as exc:
         context.log.warning(explain(exc))
         return dg.SkipReason(f"cannot list campaigns: {explain(exc)}")
     new = missing_campaigns(context.instance, wanted)

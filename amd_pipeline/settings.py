@@ -19,9 +19,14 @@ import re
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
+
 DEFAULT_TIMEZONE = "America/Bogota"
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
 DEFAULT_DUCKDB_PATH = "data/amd.duckdb"
+DEFAULT_REFRESH_CRON = "*/5 * * * *"
+DEFAULT_RESTATE_CRON = "30 4 * * *"
+DEFAULT_RESTATE_DAYS = 3
 CAMPAIGN_ALL_MODES = ("auto", "on", "off")
 
 _CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
@@ -43,6 +48,7 @@ INT_SETTINGS: dict[str, tuple[int, int, int]] = {
     "WOLKVOX_DAILY_QUOTA": (0, 0, 10_000_000),
     "AMD_BATCH_SIZE": (250, 1, 100_000),
     "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS": (120, 0, 86_400),
+    "AMD_RESTATE_DAYS": (3, 1, 31),
 }
 
 
@@ -105,6 +111,26 @@ def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
     return f"https://wv{server}.wolkvox.com"
 
 
+def check_cron(text: str, setting: str) -> str:
+    """A five-field cron expression (minute hour day month weekday), read in WOLKVOX_TIMEZONE."""
+    text = " ".join(text.split())
+    if len(text.split()) != 5 or not croniter.is_valid(text):
+        raise SettingsError(f"{setting}={text!r} is not a cron expression with five fields, like */5 * * * *")
+    return text
+
+
+def check_share(text: str | None) -> float:
+    """``AMD_QUOTA_SHARE``: the share of the token's daily quota this pipeline may spend, in (0, 1]."""
+    raw = (text or "").strip() or "0.5"
+    try:
+        share = float(raw)
+    except ValueError:
+        raise SettingsError(f"AMD_QUOTA_SHARE={text!r} is not a number: use a share like 0.5") from None
+    if not 0 < share <= 1:
+        raise SettingsError(f"AMD_QUOTA_SHARE={share:g} is out of range: use a share in (0, 1], like 0.5")
+    return share
+
+
 def check_token(token: str | None) -> str:
     if not token or not token.strip():
         raise SettingsError("WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN")
@@ -129,10 +155,13 @@ def int_setting(name: str, environ: Mapping[str, str] | None = None) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class DefinitionSettings:
-    """Settings that shape the Definitions (partitions)."""
+    """Settings that shape the Definitions (partitions, schedules)."""
 
     timezone: str = DEFAULT_TIMEZONE
     start_date: dt.date = DEFAULT_START_DATE
+    refresh_cron: str = DEFAULT_REFRESH_CRON
+    restate_cron: str = DEFAULT_RESTATE_CRON
+    restate_days: int = DEFAULT_RESTATE_DAYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DefinitionSettings:
@@ -143,7 +172,13 @@ class DefinitionSettings:
             start = dt.date.fromisoformat(raw_start) if raw_start else DEFAULT_START_DATE
         except ValueError:
             raise SettingsError(f"AMD_START_DATE={raw_start!r} is not a date like 2025-01-01") from None
-        return cls(timezone=timezone, start_date=start)
+        return cls(
+            timezone=timezone,
+            start_date=start,
+            refresh_cron=check_cron(env.get("AMD_REFRESH_CRON") or DEFAULT_REFRESH_CRON, "AMD_REFRESH_CRON"),
+            restate_cron=check_cron(env.get("AMD_RESTATE_CRON") or DEFAULT_RESTATE_CRON, "AMD_RESTATE_CRON"),
+            restate_days=int_setting("AMD_RESTATE_DAYS", env),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +191,7 @@ class RunSettings:
     campaigns: tuple[str, ...]
     numbers: Mapping[str, int]
     duckdb_path: str
+    quota_share: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSettings:
@@ -171,4 +207,5 @@ class RunSettings:
             campaigns=tuple(parse_campaign_list(env.get("AMD_CAMPAIGNS") or "")),
             numbers={name: int_setting(name, env) for name in INT_SETTINGS},
             duckdb_path=env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
+            quota_share=check_share(env.get("AMD_QUOTA_SHARE")),
         )

@@ -28,6 +28,47 @@ from amd_pipeline.windows import day_window
 META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
 TIMEZONE_KEY = "timezone"
 
+# The request ledger: one row per HTTP attempt, written in the transaction of the batch it belongs to.
+REQUEST_COLUMNS: dict[str, str] = {
+    "requested_at": "TIMESTAMPTZ",
+    "source": "VARCHAR",
+    "run_id": "VARCHAR",
+    "api": "VARCHAR",
+    "campaign": "VARCHAR",
+    "date_ini": "VARCHAR",
+    "date_end": "VARCHAR",
+    "attempt": "INTEGER",
+    "http_status": "INTEGER",
+    "outcome": "VARCHAR",
+    "latency_ms": "DOUBLE",
+    "bytes": "BIGINT",
+}
+REQUESTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS api_requests ("
+    + ", ".join(f"{name} {kind}" for name, kind in REQUEST_COLUMNS.items())
+    + ")"
+)
+
+
+CAMPAIGNS_DDL = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    campaign_id VARCHAR PRIMARY KEY,
+    campaign_name VARCHAR,
+    type_campaign VARCHAR,
+    status VARCHAR,
+    first_seen TIMESTAMPTZ NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL,
+    listed BOOLEAN NOT NULL
+)"""
+
+
+@dataclasses.dataclass
+class Written:
+    """What one write did: rows replaced, and final days whose total changed (restatements)."""
+
+    rows: int = 0
+    changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)
+
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
@@ -47,6 +88,7 @@ class TableSpec:
             total_amd BIGINT NOT NULL CHECK (total_amd >= 0),
             fetch_status VARCHAR NOT NULL,
             fetched_at TIMESTAMPTZ NOT NULL,
+            is_final BOOLEAN NOT NULL,
             PRIMARY KEY (campaign_id, window_start)
         )"""
 
@@ -120,40 +162,115 @@ class AmdStore:
                 waited += delay
                 delay = min(delay * 2, 5.0)
 
-    def replace(self, table: TableSpec, frame: pd.DataFrame) -> int:
-        """Replace the frame's (campaign_id, window_start) rows in one transaction. Returns rows written."""
+    def replace(self, table: TableSpec, frame: pd.DataFrame, *, requests: pd.DataFrame | None = None) -> Written:
+        """Replace the frame's (campaign_id, window_start) rows and append ``requests`` (the HTTP
+        attempts that fetched them, :data:`REQUEST_COLUMNS`) in one transaction.
+
+        Returns what was written, with every final day whose total the batch changed.
+        """
         if list(frame.columns) != list(COLUMNS):
             raise ValueError(f"frame columns {list(frame.columns)} are not the AMD columns {list(COLUMNS)}")
-        if frame.empty:
-            return 0
+        has_requests = requests is not None and not requests.empty
+        if frame.empty and not has_requests:
+            return Written()
+        written = Written(rows=len(frame))
         conn = self.connect()
         try:
-            conn.execute(table.ddl)
+            _ensure_schema(conn, table)
             conn.register("batch", frame)
             conn.execute("BEGIN TRANSACTION")
             try:
                 self._claim_timezone(conn, table)
+                written.changes = [
+                    (c, d, old, new)
+                    for c, d, old, new in conn.execute(
+                        f"SELECT t.campaign_id, t.local_date, t.total_amd, b.total_amd FROM {table.name} t "
+                        "JOIN batch b ON t.campaign_id = b.campaign_id AND t.window_start = b.window_start "
+                        "WHERE t.is_final AND t.total_amd <> b.total_amd ORDER BY ALL"
+                    ).fetchall()
+                ]
                 conn.execute(
                     f"DELETE FROM {table.name} USING batch "
                     f"WHERE {table.name}.campaign_id = batch.campaign_id "
                     f"AND {table.name}.window_start = batch.window_start"
                 )
                 conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM batch")
+                if has_requests:
+                    conn.register("attempts", requests)
+                    conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         finally:
             conn.close()
-        return len(frame)
+        return written
 
-    def check_timezone(self, table: TableSpec) -> None:
-        """Record this store's zone in a new file, or raise :class:`TimezoneMismatchError` (before any call)."""
-        if self.timezone is None:
-            return
+    def record_campaigns(self, rows: list[dict], seen_at: dt.datetime) -> int:
+        """Keep the operation's campaign list (``information.php?api=campaigns``) in table ``campaigns``.
+
+        Listed campaigns are added or updated (``last_seen``); campaigns no longer listed are kept,
+        with ``listed = false``, so their history still has a name. Returns how many are listed.
+        """
+        frame = pd.DataFrame(
+            [
+                {
+                    "campaign_id": str(row.get("campaign_id") or "").strip(),
+                    "campaign_name": row.get("campaign_name"),
+                    "type_campaign": row.get("type_campaign"),
+                    "status": row.get("status"),
+                }
+                for row in rows
+                if str(row.get("campaign_id") or "").strip()
+            ],
+            columns=["campaign_id", "campaign_name", "type_campaign", "status"],
+        ).drop_duplicates("campaign_id")
         conn = self.connect()
         try:
-            conn.execute(table.ddl)
+            conn.execute(CAMPAIGNS_DDL)
+            conn.register("listed_now", frame)
+            conn.execute("BEGIN TRANSACTION")
+            conn.execute(
+                "UPDATE campaigns SET listed = false WHERE campaign_id NOT IN (SELECT campaign_id FROM listed_now)"
+            )
+            conn.execute(
+                "INSERT INTO campaigns SELECT campaign_id, campaign_name, type_campaign, status, ?, ?, true "
+                "FROM listed_now ON CONFLICT (campaign_id) DO UPDATE SET campaign_name = excluded.campaign_name, "
+                "type_campaign = excluded.type_campaign, status = excluded.status, last_seen = excluded.last_seen, "
+                "listed = true",
+                [seen_at, seen_at],
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return len(frame)
+
+    def final_keys(self, table: TableSpec, keys: list[tuple[str, dt.datetime]]) -> set[tuple[str, dt.datetime]]:
+        """Which of ``keys`` (campaign_id, window_start) already hold a final row (read-only)."""
+        if not keys or not self.path.exists():
+            return set()
+        conn = self.connect(read_only=True)
+        try:
+            if not _has_table(conn, table.name):
+                return set()
+            wanted = pd.DataFrame(
+                {"campaign_id": [c for c, _ in keys], "epoch": [int(start.timestamp()) for _, start in keys]}
+            )
+            conn.register("wanted", wanted)
+            found = conn.execute(
+                f"SELECT t.campaign_id, epoch(t.window_start)::BIGINT FROM {table.name} t JOIN wanted w "
+                "ON t.campaign_id = w.campaign_id AND epoch(t.window_start)::BIGINT = w.epoch WHERE t.is_final"
+            ).fetchall()
+        finally:
+            conn.close()
+        return {(c, dt.datetime.fromtimestamp(e, dt.UTC)) for c, e in found}
+
+    def prepare(self, table: TableSpec) -> None:
+        """Create or update the schema and record this store's zone, or raise
+        :class:`TimezoneMismatchError`: what a load does before its first call."""
+        conn = self.connect()
+        try:
+            _ensure_schema(conn, table)
             conn.execute("BEGIN TRANSACTION")
             try:
                 self._claim_timezone(conn, table)
@@ -238,6 +355,16 @@ class AmdStore:
             return conn.execute(sql, params or []).df()
         finally:
             conn.close()
+
+
+def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+    """Create the tables; give a table from before ``is_final`` existed that column, computed."""
+    conn.execute(table.ddl)
+    conn.execute(REQUESTS_DDL)
+    columns = {r[0] for r in conn.execute(f"SELECT column_name FROM (DESCRIBE {table.name})").fetchall()}
+    if "is_final" not in columns:
+        conn.execute(f"ALTER TABLE {table.name} ADD COLUMN is_final BOOLEAN")
+        conn.execute(f"UPDATE {table.name} SET is_final = fetched_at >= window_end")
 
 
 def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:

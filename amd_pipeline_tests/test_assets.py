@@ -25,6 +25,7 @@ def env(monkeypatch, sim, token, tmp_path):
     monkeypatch.setenv("WOLKVOX_BACKOFF_BASE_MS", "1")
     monkeypatch.setenv("WOLKVOX_MAINTENANCE_DELAY_MS", "1")
     monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "off")
+    monkeypatch.setenv("WOLKVOX_DAILY_QUOTA", "100000")  # a known quota: no token_info call in the counts
     for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "AMD_START_DATE"):
         monkeypatch.delenv(name, raising=False)
     return AmdStore(tmp_path / "amd.duckdb")

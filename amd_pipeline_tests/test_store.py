@@ -33,8 +33,8 @@ def rows(store: AmdStore):
 def test_writing_the_same_batch_twice_leaves_one_row_per_campaign_and_day(tmp_path):
     store = AmdStore(tmp_path / "amd.duckdb")
     batch = frame_for({("1", 1): "5", ("1", 2): "6", ("2", 1): "7"})
-    assert store.replace(AMD_DAILY, batch) == 3
-    assert store.replace(AMD_DAILY, batch) == 3
+    assert store.replace(AMD_DAILY, batch).rows == 3
+    assert store.replace(AMD_DAILY, batch).rows == 3
     assert len(rows(store)) == 3
 
 
@@ -67,6 +67,7 @@ def test_the_table_has_the_declared_schema_and_primary_key(tmp_path):
         "total_amd": "BIGINT",
         "fetch_status": "VARCHAR",
         "fetched_at": "TIMESTAMP WITH TIME ZONE",
+        "is_final": "BOOLEAN",
     }
     conn = store.connect()
     with pytest.raises(duckdb.ConstraintException):
@@ -130,8 +131,8 @@ def test_a_file_written_before_zones_were_recorded_is_adopted_only_if_its_days_a
     path = tmp_path / "amd.duckdb"
     AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))  # no zone recorded, Bogota days
     with pytest.raises(TimezoneMismatchError, match="another time zone"):
-        AmdStore(path, timezone="Asia/Tokyo").check_timezone(AMD_DAILY)
-    AmdStore(path, timezone="America/Lima").check_timezone(AMD_DAILY)  # same instants as Bogota: adopted
+        AmdStore(path, timezone="Asia/Tokyo").prepare(AMD_DAILY)
+    AmdStore(path, timezone="America/Lima").prepare(AMD_DAILY)  # same instants as Bogota: adopted
     assert AmdStore(path).stored_timezone() == "America/Lima"
 
 
@@ -146,4 +147,4 @@ def test_migrating_keeps_days_whose_windows_are_unchanged_and_drops_the_others(t
     assert madrid.dropped_days == [dt.date(2026, 11, 1), dt.date(2026, 11, 2)] and madrid.dropped_rows == 3
     assert rows(AmdStore(path)) == []
     assert AmdStore(path).stored_timezone() == "Europe/Madrid"
-    AmdStore(path, timezone="Europe/Madrid").check_timezone(AMD_DAILY)
+    AmdStore(path, timezone="Europe/Madrid").prepare(AMD_DAILY)

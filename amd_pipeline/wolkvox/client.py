@@ -200,6 +200,10 @@ class WolkvoxClient:
         now: wall clock (UTC) for ``received_at``.
         max_calls: most HTTP attempts this client may make (``None``: no limit); the loader sets it to
             the plan's calls x attempts, so no bug can turn a load into a loop that spends the quota.
+        before_call: called before every HTTP attempt; it may refuse the attempt by raising
+            (the daily call budget: :meth:`amd_pipeline.budget.CallLedger.charge`).
+
+    Every attempt is also recorded in :attr:`attempts` (for the ``api_requests`` ledger), the token never.
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class WolkvoxClient:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         max_calls: int | None = None,
+        before_call: Callable[[], object] = lambda: None,
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -230,6 +235,9 @@ class WolkvoxClient:
         self.stats = CallStats()
         self.quota_exhausted = False
         self.max_calls = max_calls
+        self._before_call = before_call
+        self.attempts: list[dict[str, Any]] = []
+        self.token_info_today: dict[str, int] | None = None  # set by whoever asked token_info for this client
 
     def __repr__(self) -> str:
         return f"WolkvoxClient(base_url={self.base_url!r}, token=<redacted>)"
@@ -283,8 +291,9 @@ class WolkvoxClient:
                     "not calling again",
                     request=request,
                 )
+            self._before_call()
             try:
-                return self._attempt(url, params, headers, request), attempt, self._now()
+                return self._attempt(url, params, headers, request, attempt), attempt, self._now()
             except errors.QuotaExhaustedError:
                 self.quota_exhausted = True
                 raise
@@ -297,7 +306,20 @@ class WolkvoxClient:
                 self._sleep(self.retry.delay(attempt, exc, self._rng))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(self, url: str, params: dict[str, str], headers: dict[str, str], request: str):
+    def _attempt(self, url: str, params: dict[str, str], headers: dict[str, str], request: str, attempt: int):
+        record: dict[str, Any] = {
+            "requested_at": self._now(),
+            "api": params.get("api", ""),
+            "campaign": params.get("campaign_id"),
+            "date_ini": params.get("date_ini"),
+            "date_end": params.get("date_end"),
+            "attempt": attempt,
+            "http_status": None,
+            "outcome": "ok",
+            "latency_ms": None,
+            "bytes": None,
+        }
+        self.attempts.append(record)
         started = self._clock()
         try:
             with self._lease():
@@ -308,12 +330,15 @@ class WolkvoxClient:
                 body = response.content
         except requests.RequestException as exc:
             reason = _transport_reason(exc, self.timeouts)
+            record.update(outcome="TransportError", latency_ms=(self._clock() - started) * 1000)
             raise errors.TransportError(
                 f"could not reach {self.base_url} ({reason})", host=self.base_url, reason=reason, request=request
             ) from None
-        self.stats.latencies.append(self._clock() - started)
+        latency = self._clock() - started
+        self.stats.latencies.append(latency)
+        record.update(http_status=response.status_code, latency_ms=latency * 1000, bytes=len(body))
         try:
-            return map_response(
+            rows = map_response(
                 response.status_code,
                 body,
                 request=request,
@@ -321,8 +346,12 @@ class WolkvoxClient:
                 headers=dict(response.headers),
             )
         except errors.WolkvoxError as exc:
+            record["outcome"] = type(exc).__name__
             exc.args = (self._redact(exc.args[0]),)
             raise
+        if not rows:
+            record["outcome"] = "empty"
+        return rows
 
     def _redact(self, value: object) -> str:
         text = str(value)

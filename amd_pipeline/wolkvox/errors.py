@@ -8,6 +8,7 @@
     │   ├── UnexpectedResponseError  404 that is not a Wolkvox envelope, other 4xx
     │   └── CallLimitError       the load already made every call its plan allows: no further call
     ├── QuotaExhaustedError      403 TOKEN LIMIT EXCEEDED: stop calling until the quota resets
+    ├── BudgetExhaustedError     our own daily call budget is spent: no call is made (not an answer)
     └── RetryableError           retried with exponential backoff and jitter
         ├── TokenBusyError       403 EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS
         ├── MaintenanceError     403 with any other text (backups disable the API for a while)
@@ -71,6 +72,20 @@ class CallLimitError(FatalError):
 
 class QuotaExhaustedError(WolkvoxError):
     """HTTP 403 TOKEN LIMIT EXCEEDED: the daily quota is spent; no further call is made."""
+
+
+class BudgetExhaustedError(WolkvoxError):
+    """This pipeline's daily call budget (a share of the token's quota) is spent; the call was not made.
+
+    Attributes:
+        limit: calls per day this pipeline may make.
+        used: calls made today (all processes).
+    """
+
+    def __init__(self, message: str, *, limit: int, used: int, **kwargs):
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.used = used
 
 
 class RetryableError(WolkvoxError):

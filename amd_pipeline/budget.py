@@ -1,0 +1,103 @@
+"""The daily call budget: every HTTP attempt of every process with one token, counted per vendor day. No dagster.
+
+Wolkvox gives an operation ``licenses x 1000`` calls a day, shared with every other integration it
+runs. This pipeline may spend ``AMD_QUOTA_SHARE`` of them. Each attempt is counted before it is made,
+in a small JSON file beside the token's lock files, under an exclusive ``flock``: check and increment
+are one step, so processes that share the folder never spend more than the budget between them, and
+the count survives restarts. The day is the operation's local day (the vendor does not say when its
+quota resets; local midnight is assumed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from amd_pipeline.wolkvox.errors import BudgetExhaustedError
+
+SOURCES = ("backfill", "refresh", "restate", "ui", "sensor", "cli")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Calls per day this pipeline may make: ``floor(daily_quota x share)``; no limit while the quota is unknown."""
+
+    daily_quota: int | None
+    share: float
+
+    @property
+    def limit(self) -> int | None:
+        return math.floor(self.daily_quota * self.share) if self.daily_quota else None
+
+
+class CallLedger:
+    """Today's calls per source, and the token's daily quota once learned, in one file.
+
+    Args:
+        path: the ledger file (``<lock dir>/<token key>.calls.json``); its ``.lock`` sibling is flocked.
+        timezone: the operation's zone; the count restarts at its midnight.
+        now: the wall clock (tests move it).
+    """
+
+    def __init__(self, path: Path, timezone: str, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        self.path = Path(path)
+        self.zone = ZoneInfo(timezone)
+        self._now = now
+
+    def today(self) -> dt.date:
+        return self._now().astimezone(self.zone).date()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                data = json.loads(self.path.read_text())
+            except (FileNotFoundError, ValueError):
+                data = {}
+            today = self.today().isoformat()
+            if data.get("day") != today:
+                data = {"day": today, "calls": {}, "token_limit": None}
+            before = json.dumps(data, sort_keys=True)
+            yield data
+            if json.dumps(data, sort_keys=True) != before:
+                tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(data, sort_keys=True))
+                os.replace(tmp, self.path)
+        finally:
+            os.close(fd)
+
+    def charge(self, source: str, limit: int | None) -> int:
+        """Count one call for ``source``, or raise :class:`BudgetExhaustedError` (nothing counted)."""
+        with self._locked() as data:
+            used = sum(data["calls"].values())
+            if limit is not None and used >= limit:
+                raise BudgetExhaustedError(
+                    f"daily call budget of {limit} reached ({used} used)", limit=limit, used=used, request=""
+                )
+            data["calls"][source] = data["calls"].get(source, 0) + 1
+            return used + 1
+
+    def usage(self) -> dict[str, int]:
+        """Today's calls per source."""
+        with self._locked() as data:
+            return dict(data["calls"])
+
+    def token_limit(self) -> int | None:
+        """The token's daily quota as ``token_info`` said today, if it was asked."""
+        with self._locked() as data:
+            return data["token_limit"]
+
+    def remember_token_limit(self, limit: int) -> None:
+        with self._locked() as data:
+            data["token_limit"] = limit

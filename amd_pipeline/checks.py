@@ -1,0 +1,95 @@
+"""Asset checks on amd_daily: they read the DuckDB file read-only for milliseconds, after each load."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from amd_pipeline.partitions import CAMPAIGN_DIMENSION
+from amd_pipeline.resources import AmdStoreResource
+from amd_pipeline.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.store import AMD_DAILY, AmdStore
+
+SHOWN = 50  # missing campaign-days listed in the check's metadata
+
+
+def _table_exists(store: AmdStore) -> bool:
+    if not store.path.exists():
+        return False
+    return AMD_DAILY.name in set(store.query("SELECT table_name FROM duckdb_tables()").table_name)
+
+
+def build_checks(asset: dg.AssetsDefinition, settings: DefinitionSettings) -> list[dg.AssetChecksDefinition]:
+    """``amd_daily_totals_non_negative``, ``amd_daily_one_row_per_key`` and ``amd_daily_complete``."""
+
+    @dg.asset_check(asset=asset, name="amd_daily_totals_non_negative", description="No total_amd is negative.")
+    def totals_non_negative(amd_store: AmdStoreResource) -> dg.AssetCheckResult:
+        store = amd_store.store()
+        if not _table_exists(store):
+            return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
+        bad = int(store.query(f"SELECT count(*) AS n FROM {AMD_DAILY.name} WHERE total_amd < 0").n[0])
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"negative_rows": bad})
+
+    @dg.asset_check(
+        asset=asset,
+        name="amd_daily_one_row_per_key",
+        description="One row per campaign and window, and per campaign and local date (no day counted twice).",
+    )
+    def one_row_per_key(amd_store: AmdStoreResource) -> dg.AssetCheckResult:
+        store = amd_store.store()
+        if not _table_exists(store):
+            return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
+        counts = store.query(
+            f"SELECT count(*) AS n_rows, count(DISTINCT (campaign_id, window_start)) AS n_windows, "
+            f"count(DISTINCT (campaign_id, local_date)) AS n_days FROM {AMD_DAILY.name}"
+        ).iloc[0]
+        doubled = int(counts.n_rows - min(counts.n_windows, counts.n_days))
+        return dg.AssetCheckResult(
+            passed=doubled == 0, metadata={"rows": int(counts.n_rows), "rows_doubling_a_key": doubled}
+        )
+
+    @dg.asset_check(
+        asset=asset,
+        name="amd_daily_complete",
+        description="Every campaign partition has a row for every day since AMD_START_DATE (WARN lists the gaps).",
+    )
+    def complete(context: dg.AssetCheckExecutionContext, amd_store: AmdStoreResource) -> dg.AssetCheckResult:
+        campaigns = []
+        for campaign in context.instance.get_dynamic_partitions(CAMPAIGN_DIMENSION):
+            try:
+                campaigns.append(check_campaign_id(campaign))
+            except SettingsError:
+                continue
+        today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
+        expected = len(campaigns) * ((today - settings.start_date).days + 1)
+        store = amd_store.store()
+        if _table_exists(store) and campaigns:
+            missing = store.query(
+                f"""
+                SELECT c.campaign_id, d::DATE AS local_date
+                FROM unnest(?::VARCHAR[]) AS c(campaign_id),
+                     generate_series(?::DATE, ?::DATE, INTERVAL 1 DAY) AS g(d)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM {AMD_DAILY.name} t WHERE t.campaign_id = c.campaign_id AND t.local_date = d::DATE
+                )
+                ORDER BY local_date DESC, campaign_id
+                """,
+                [campaigns, settings.start_date, today],
+            )
+            gaps = [(r.campaign_id, r.local_date.date()) for r in missing.itertuples()]
+        else:
+            gaps = [
+                (c, today - dt.timedelta(days=i))
+                for i in range((today - settings.start_date).days + 1)
+                for c in campaigns
+            ]
+        listed = "\n".join(f"- {c} {d}" for c, d in gaps[:SHOWN])
+        more = f"\n- ... and {len(gaps) - SHOWN} more" if len(gaps) > SHOWN else ""
+        metadata = {"expected_campaign_days": expected, "missing_campaign_days": len(gaps)}
+        if gaps:
+            first, last = min(d for _, d in gaps), max(d for _, d in gaps)
+            metadata["missing"] = dg.MetadataValue.md(listed + more)
+            metadata["backfill"] = f"amd-pipeline backfill --start {first} --end {last}"
+        return dg.AssetCheckResult(passed=not gaps, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+    return [totals_non_negative, one_row_per_key, complete]

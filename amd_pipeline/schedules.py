@@ -1,0 +1,136 @@
+"""Schedules: keep today's numbers fresh within the daily call budget, and restate recent closed days.
+
+Both launch ONE ranged run over every campaign partition (one ``campaign_id=all`` call per day where
+the server takes it), tagged with their source so the budget ledger and the UI tell them apart, and
+skip a tick with a reason while their previous run is still queued or running.
+"""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from amd_pipeline.assets import SOURCE_TAG
+from amd_pipeline.loader import CampaignAll
+from amd_pipeline.partitions import CAMPAIGN_DIMENSION
+from amd_pipeline.resources import WolkvoxResource
+from amd_pipeline.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
+from amd_pipeline.settings import DefinitionSettings, SettingsError, check_campaign_id
+
+REFRESH = "amd_daily_refresh"
+RESTATE = "amd_daily_restate"
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def valid_campaigns(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
+    """The campaign partitions in order, and those of them that are campaign ids (digits)."""
+    existing = list(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+    valid = []
+    for campaign in existing:
+        try:
+            valid.append(check_campaign_id(campaign))
+        except SettingsError:
+            continue
+    return existing, valid
+
+
+def _runs_of(instance: dg.DagsterInstance, source: str, statuses=None, limit: int = 1):
+    return instance.get_run_records(
+        filters=dg.RunsFilter(tags={SOURCE_TAG: source}, statuses=statuses or []), limit=limit
+    )
+
+
+def _busy(instance: dg.DagsterInstance, source: str) -> dg.SkipReason | None:
+    active = _runs_of(instance, source, IN_PROGRESS)
+    if not active:
+        return None
+    run = active[0].dagster_run
+    return dg.SkipReason(
+        f"the previous {source} run {run.run_id[:8]} is still {run.status.value.lower()}: "
+        "ticks do not pile up behind the token"
+    )
+
+
+def _requests(existing, valid, first: dt.date, last: dt.date, source: str, tick: str):
+    runs = ranged_runs(existing, valid, first, last)
+    return [
+        dg.RunRequest(run_key=f"{source}:{tick}:{i}" if len(runs) > 1 else None, tags={**r.tags(), SOURCE_TAG: source})
+        for i, r in enumerate(runs)
+    ]
+
+
+def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefinition]:
+    """``amd_daily_refresh`` and ``amd_daily_restate`` for ``job``, in the operation's time zone."""
+    zone = ZoneInfo(settings.timezone)
+
+    @dg.schedule(
+        name=REFRESH,
+        job=job,
+        cron_schedule=settings.refresh_cron,
+        execution_timezone=settings.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Re-fetches today (and yesterday, on the first tick after midnight) for every campaign, "
+        f"at {settings.refresh_cron} ({settings.timezone}), spaced to stay within the daily call budget.",
+    )
+    def refresh(context: dg.ScheduleEvaluationContext, wolkvox: WolkvoxResource):
+        instance = context.instance
+        busy = _busy(instance, "refresh")
+        if busy:
+            return busy
+        existing, valid = valid_campaigns(instance)
+        if not valid:
+            return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
+        now = (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
+        today = now.date()
+        if today < settings.start_date:
+            return dg.SkipReason(f"today ({today}) is before AMD_START_DATE={settings.start_date}")
+        try:
+            use_all = wolkvox.campaign_all_mode() != CampaignAll.OFF
+            limit = wolkvox.budget().limit
+        except SettingsError as exc:
+            return dg.SkipReason(f"cannot refresh: {exc}")
+        cadence = Cadence(
+            calls_per_refresh(len(valid), use_all), ticks_per_day(settings.refresh_cron, settings.timezone), limit
+        )
+        last = _runs_of(instance, "refresh")
+        spacing = cadence.min_interval_minutes
+        if (
+            spacing
+            and last
+            and now - last[0].create_timestamp < dt.timedelta(minutes=spacing) - dt.timedelta(seconds=30)
+        ):
+            return dg.SkipReason(cadence.describe())
+        done = _runs_of(instance, "refresh", [dg.DagsterRunStatus.SUCCESS])
+        first = refresh_days(today, settings.start_date, done[0].create_timestamp if done else None, settings.timezone)
+        return _requests(existing, valid, first, today, "refresh", now.isoformat())
+
+    @dg.schedule(
+        name=RESTATE,
+        job=job,
+        cron_schedule=settings.restate_cron,
+        execution_timezone=settings.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Re-fetches the last {settings.restate_days} closed days for every campaign at "
+        f"{settings.restate_cron} ({settings.timezone}): the vendor's counts can change after the fact.",
+    )
+    def restate(context: dg.ScheduleEvaluationContext):
+        instance = context.instance
+        busy = _busy(instance, "restate")
+        if busy:
+            return busy
+        existing, valid = valid_campaigns(instance)
+        if not valid:
+            return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
+        now = (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
+        last = now.date() - dt.timedelta(days=1)
+        first = max(last - dt.timedelta(days=settings.restate_days - 1), settings.start_date)
+        if last < first:
+            return dg.SkipReason(f"no closed day since AMD_START_DATE={settings.start_date} yet")
+        return _requests(existing, valid, first, last, "restate", now.isoformat())
+
+    return [refresh, restate]
