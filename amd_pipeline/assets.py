@@ -20,6 +20,7 @@ from amd_pipeline.partitions import window_request
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.settings import SettingsError
 from amd_pipeline.store import AMD_DAILY
+from amd_pipeline.wolkvox.errors import WolkvoxError
 
 PROGRESS_LOG_SECONDS = 5.0
 SOURCE_TAG = "amd_pipeline/source"  # who launched the run: backfill (CLI), refresh, restate; ui when absent
@@ -95,6 +96,17 @@ def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> 
     wolkvox.remember_all_refused()
 
 
+def report_written(context: dg.AssetExecutionContext, report: LoadReport, requests, keys) -> None:
+    """Record the partitions a failed load did write, so the UI shows them as done."""
+    key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
+    for written in report.written:
+        context.instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                context.asset_key, partition=key_of[written], tags={"amd_pipeline/run_id": context.run.run_id}
+            )
+        )
+
+
 def build_amd_daily(
     partitions_def: dg.MultiPartitionsDefinition, timezone: str, freshness: dg.FreshnessPolicy | None = None
 ) -> dg.AssetsDefinition:
@@ -140,8 +152,8 @@ def build_amd_daily(
 
         tags = context.run.tags
         source = tags.get(SOURCE_TAG, "ui")
-        with wolkvox.client(source) as client:
-            try:
+        try:
+            with wolkvox.client(source) as client:
                 report = load(
                     client,
                     amd_store.store(timezone),
@@ -154,22 +166,15 @@ def build_amd_daily(
                     skip_final=tags.get(MISSING_ONLY_TAG) == "true",
                     request_tags={"source": source, "run_id": context.run.run_id},
                 )
-            except LoadFailedError as failed:
-                # Record what did land before failing, so the UI shows those partitions as done.
-                key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
-                for written in failed.report.written:
-                    context.instance.report_runless_asset_event(
-                        dg.AssetMaterialization(
-                            context.asset_key,
-                            partition=key_of[written],
-                            tags={"amd_pipeline/run_id": context.run.run_id},
-                        )
-                    )
-                metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
-                if isinstance(failed.cause, RejectedValuesError):
-                    metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
-                description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
-                raise LoadFailed(description=description, metadata=metadata) from None
+        except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
+            raise LoadFailed(description=explain(exc)) from None
+        except LoadFailedError as failed:
+            report_written(context, failed.report, requests, keys)
+            metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
+            if isinstance(failed.cause, RejectedValuesError):
+                metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
+            description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
+            raise LoadFailed(description=description, metadata=metadata) from None
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
         return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})

@@ -24,6 +24,7 @@ from amd_pipeline.settings import (
 )
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
+from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
@@ -126,8 +127,14 @@ class WolkvoxResource(dg.ConfigurableResource):
         )
         budget = self.budget(ledger)
         if budget.daily_quota is None:
-            with contextlib.suppress(WolkvoxError):  # no quota known: the run still respects the vendor's own
+            try:
                 client.token_info_today = client.token_info()
+            except (errors.FatalError, errors.TransportError, errors.QuotaExhaustedError):
+                client.close()
+                raise  # the token or the host is wrong, or the quota is gone: no load can work
+            except WolkvoxError:
+                pass  # token_info unusable: no budget known, the vendor's own quota still stops the load
+            else:
                 ledger.remember_token_limit(client.token_info_today["token_limit"])
                 budget = self.budget(ledger)
         limit[0] = budget.limit

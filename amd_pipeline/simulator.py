@@ -84,6 +84,7 @@ class SimConfig:
     timezone: str = "America/Bogota"  # the operation's wall clock: the quota resets at its midnight
     clock_offset_seconds: float = 0.0  # added to the real time (tests move the simulated day)
     refuse_everything: str | None = None  # "400", "500" or "html404": every API request gets that answer
+    restatements: dict[str, int] = dataclasses.field(default_factory=dict)  # "campaign|YYYY-MM-DD" -> added later
 
 
 # --- ground truth -----------------------------------------------------------------------------
@@ -420,7 +421,11 @@ class _Handler(BaseHTTPRequestHandler):
             ids = [campaign_id] if campaign_id in {c.campaign_id for c in config.campaigns} else []
         data = []
         for cid in ids:
-            total = truth(cid, ini, end)
+            total = truth(cid, ini, end) + sum(
+                extra
+                for key, extra in config.restatements.items()
+                if key.split("|")[0] == cid and ini.date() <= dt.date.fromisoformat(key.split("|")[1]) <= end.date()
+            )
             if cid in config.bad_values:
                 data.append({"campaign_id": cid, "total_amd": config.bad_values[cid]})
             elif total > 0:  # campaigns with no detections are left out, as Wolkvox is believed to do
@@ -496,8 +501,10 @@ class Simulator:
 
     def day_total(self, campaign_id: str, day: dt.date) -> int:
         """What this server answers for ``campaign_id`` over the whole local ``day`` (0 for unknown ids)."""
-        known = {c.campaign_id for c in self.state.config.campaigns}
-        return truth_for_day(campaign_id, day) if campaign_id in known else 0
+        config = self.state.config
+        if campaign_id not in {c.campaign_id for c in config.campaigns}:
+            return 0
+        return truth_for_day(campaign_id, day) + config.restatements.get(f"{campaign_id}|{day.isoformat()}", 0)
 
     def queue_faults(self, *faults: str) -> None:
         with self.state.lock:

@@ -285,7 +285,7 @@ class AmdStore:
         if self.timezone is None:
             return
         conn.execute(META_DDL)
-        found = conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchone()
+        found = next(iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None)
         stored = found[0] if found else None
         if stored is None and _days_in_other_zone(conn, table, self.timezone):
             stored = "another time zone (the file does not say which)"
@@ -306,7 +306,9 @@ class AmdStore:
         try:
             if not _has_table(conn, "amd_meta"):
                 return None
-            found = conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchone()
+            found = next(
+                iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None
+            )
             return found[0] if found else None
         finally:
             conn.close()
@@ -322,7 +324,7 @@ class AmdStore:
         try:
             has_meta = _has_table(conn, "amd_meta")
             found = (
-                conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchone()
+                next(iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None)
                 if has_meta
                 else None
             )
@@ -332,7 +334,7 @@ class AmdStore:
             if dropped:
                 rows = conn.execute(
                     f"SELECT count(*) FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
-                ).fetchone()[0]
+                ).fetchall()[0][0]
             if not dry_run:
                 conn.execute("BEGIN TRANSACTION")
                 conn.execute(META_DDL)
@@ -368,7 +370,7 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
 
 
 def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
+    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
 def _stored_days(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> list:

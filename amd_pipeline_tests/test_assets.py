@@ -36,10 +36,15 @@ def instance(tmp_path, monkeypatch):
     """An instance built from the shipped dagster.yaml, so the token pool limit applies as in production."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     home = prepare_home(tmp_path / "dagster_home")
-    with dg.DagsterInstance.from_config(str(home)) as inst:
+    # Not entered as a context manager: that sets a context variable pytest's teardown cannot reset,
+    # and later Definitions would find a disposed instance through it.
+    inst = dg.DagsterInstance.from_config(str(home))
+    try:
         assert inst.get_concurrency_config().pool_config.default_pool_limit == 1
         inst.add_dynamic_partitions("campaign", CAMPAIGNS)
         yield inst
+    finally:
+        inst.dispose()
 
 
 def run(instance, first=CAMPAIGNS[0], last=CAMPAIGNS[-1], start=START, end=END) -> dg.ExecuteInProcessResult:

@@ -11,6 +11,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -260,7 +261,10 @@ def test_a_backfill_beyond_the_remaining_quota_is_refused_unless_forced(sim, tmp
     assert "needs 30 calls but only 19 of today's 20 remain; it needs 2 day(s) of quota" in refused.stderr
     assert sim.stats()["requests"] == 1  # token_info only: no campaign_6 call
     forced = backfill(env, tmp_path, "--force", "--quiet")
-    assert forced.returncode == 1 and "TOKEN LIMIT EXCEEDED" in forced.stderr
+    assert forced.returncode == 4
+    assert "error: the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED): 12 windows deferred" in (
+        forced.stderr
+    )
     assert len(AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT * FROM amd_daily")) == 18
 
 
@@ -300,24 +304,28 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
 
 
-def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_path):
-    """The UI path: `amd-pipeline dev`, GraphQL launchPartitionBackfill, the daemon's runs."""
+def graphql(port, query, variables=None):
     import json
-    import signal
-    import socket
     import urllib.request
 
-    def graphql(port, query, variables=None):
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)["data"]
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tmp_path):
+    """The daemon, not a test harness: `amd-pipeline dev`, the sensor, the refresh schedule at
+    `* * * * *`, and a backfill launched as the UI does (GraphQL launchPartitionBackfill)."""
+    import signal
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with Simulator(SimConfig(token="SECRET-ui-" + os.urandom(8).hex(), latency_ms=5)) as sim:
-        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717,20718")
+        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), AMD_REFRESH_CRON="* * * * *")
+        env["WOLKVOX_DAILY_QUOTA"] = "20000"
         root = Path(__file__).resolve().parents[1]
         dev = subprocess.Popen(
             [CLI, "dev", "--port", str(port), "--workspace", str(root / "workspace.yaml")],
@@ -328,10 +336,15 @@ def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_
             text=True,
             start_new_session=True,
         )
+        store = AmdStore(env["AMD_DUCKDB_PATH"])
+        refresh_query = (
+            'query { runsOrError(filter: {tags: [{key: "amd_pipeline/source", value: "refresh"}]}) {'
+            " ... on Runs { results { runId status } } } }"
+        )
         try:
-            deadline = time.monotonic() + 120
+            started = time.monotonic()
             names = []
-            while time.monotonic() < deadline and len(names) < 2:  # the sensor adds the campaigns
+            while time.monotonic() - started < 120 and len(names) < 3:  # the sensor adds the campaigns
                 time.sleep(1)
                 try:
                     nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
@@ -339,8 +352,8 @@ def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_
                     continue
                 dims = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}
                 names = dims["campaign"]
-            assert names == ["20717", "20718"]
-            keys = [f"{c}|{d}" for c in names for d in ("2026-10-05", "2026-10-06")]
+            assert names == CAMPAIGNS
+            keys = [f"{c}|{d}" for c in names[:2] for d in ("2026-10-05", "2026-10-06")]
             launched = graphql(
                 port,
                 "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
@@ -348,23 +361,20 @@ def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_
                 {"p": {"partitionNames": keys, "assetSelection": [{"path": ["amd_daily"]}]}},
             )
             backfill_id = launched["launchPartitionBackfill"]["backfillId"]
-            status = None
-            while time.monotonic() < deadline + 60:
-                time.sleep(1)
+            refreshes, status = [], None
+            while time.monotonic() - started < 300:
+                time.sleep(2)
                 status = graphql(
                     port,
                     "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
                     " ... on PartitionBackfill { status runs { status } } } }",
                     {"id": backfill_id},
                 )["partitionBackfillOrError"]
-                runs = status["runs"]
-                if (
-                    runs
-                    and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs)
-                    and status["status"] != "REQUESTED"
-                ):
+                refreshes = graphql(port, refresh_query)["runsOrError"]["results"]
+                backfill_done = status["runs"] and all(r["status"] in ("SUCCESS", "FAILURE") for r in status["runs"])
+                if backfill_done and sum(r["status"] == "SUCCESS" for r in refreshes) >= 2:
                     break
-            assert status and {r["status"] for r in status["runs"]} == {"SUCCESS"}, status
+            elapsed = time.monotonic() - started
         finally:
             os.killpg(dev.pid, signal.SIGINT)
             try:
@@ -372,15 +382,31 @@ def test_a_ui_backfill_through_the_daemon_lands_the_rows_and_leaks_no_token(tmp_
             except subprocess.TimeoutExpired:
                 os.killpg(dev.pid, signal.SIGKILL)
                 output, _ = dev.communicate()
-        rows = AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
-        assert len(rows) == 4
-        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+        assert status and {r["status"] for r in status["runs"]} == {"SUCCESS"}, status
+        succeeded = [r["runId"] for r in refreshes if r["status"] == "SUCCESS"]
+        assert len(succeeded) >= 2, (refreshes, elapsed)
+        # Each refresh is one run with one campaign_id=all call per day it covers: today, and on the
+        # first refresh of a day (here the very first) yesterday too.
+        calls = store.query(
+            "SELECT run_id, count(*) AS calls, count(DISTINCT date_ini) AS days, min(campaign) AS campaign "
+            "FROM api_requests WHERE source = 'refresh' GROUP BY run_id"
+        )
+        assert set(succeeded) <= set(calls.run_id)
+        assert (calls.calls == calls.days).all() and set(calls.campaign) == {"all"}
+        assert sorted(calls.days)[-1] <= 2 and sorted(calls.days)[0] == 1
+        today = dt.datetime.now(ZoneInfo("America/Bogota")).date()
+        rows = store.query("SELECT campaign_id, local_date, total_amd, is_final FROM amd_daily ORDER BY ALL")
+        backfilled = rows[rows.local_date.dt.date < today - dt.timedelta(days=1)]
+        assert len(backfilled) == 4
+        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in backfilled.itertuples())
+        todays = rows[rows.local_date.dt.date == today]
+        assert sorted(todays.campaign_id) == CAMPAIGNS and not todays.is_final.any()
         assert sim.stats()["overlaps"] == 0
         token = sim.config.token
         assert token not in output
         compute_logs = list((tmp_path / "dagster_home" / "storage").rglob("compute_logs/*.err"))
         assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
-        assert secret_hits(tmp_path, token) == []  # instance, compute logs, DuckDB
+        assert secret_hits(tmp_path, token) == []  # instance, compute logs, DuckDB (api_requests included)
 
 
 def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
@@ -513,3 +539,86 @@ def test_a_file_in_another_time_zone_is_refused_before_any_call_and_can_be_migra
     assert again.returncode == 0, again.stderr
     rows = AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT local_date, total_amd FROM amd_daily ORDER BY ALL")
     assert len(rows) == 30  # one row per day, in the new zone; no second row for any local date
+
+
+def ledger_of(lock_dir: Path) -> dict:
+    import json
+
+    [path] = lock_dir.glob("*.calls.json")
+    return json.loads(path.read_text())
+
+
+def a_day_passes(lock_dir: Path, sim: Simulator) -> None:
+    """Local midnight, simulated: the ledger's day becomes yesterday and the simulator's clock moves on."""
+    import json
+
+    [path] = lock_dir.glob("*.calls.json")
+    data = json.loads(path.read_text())
+    data["day"] = (dt.date.fromisoformat(data["day"]) - dt.timedelta(days=1)).isoformat()
+    path.write_text(json.dumps(data))
+    sim.state.config.clock_offset_seconds += 86400
+
+
+def test_a_backfill_stops_at_the_daily_budget_and_later_days_fetch_only_what_is_missing(tmp_path):
+    start, end = dt.date(2026, 8, 1), dt.date(2026, 9, 29)  # 60 days x 3 campaigns: 60 campaign_id=all calls
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), daily_quota=40)) as sim:
+        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), WOLKVOX_DAILY_QUOTA="40", AMD_QUOTA_SHARE="0.5")
+        store, locks = AmdStore(env["AMD_DUCKDB_PATH"]), Path(env["AMD_LOCK_DIR"])
+
+        def run(*extra):
+            return amd(env, "backfill", "--start", str(start), "--end", str(end), "--quiet", *extra, cwd=tmp_path)
+
+        refused = run()
+        assert refused.returncode == 3 and "19 of the pipeline's daily budget of 20 left" in refused.stderr
+        first = run("--force")
+        assert first.returncode == 4, first.stderr
+        stats = sim.stats()
+        assert stats["requests"] == 20 == sum(ledger_of(locks)["calls"].values())  # the ledger and the server agree
+        rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        assert len(rows) == 3 * stats["calls"]["campaign_6:all"]
+        assert all(r.total_amd == sim.day_total(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+        deferred = 180 - len(rows)
+        assert (
+            f"error: daily call budget of 20 reached (20 used): {deferred} windows deferred; a backfill after "
+            "midnight America/Bogota fetches them"
+        ) in first.stderr
+        ledger_rows = store.query("SELECT count(*) AS n FROM api_requests WHERE source = 'backfill'").n[0]
+        assert ledger_rows == stats["calls"]["campaign_6:all"]  # one api_requests row per campaign_6 attempt
+
+        again = run("--force")
+        assert again.returncode == 4 and sim.stats()["requests"] == 20  # no call at all
+        assert "daily call budget of 20 reached (20 used)" in again.stderr and "nothing was called" in again.stderr
+
+        for _ in range(5):  # a day's budget at a time, never a finished window again
+            a_day_passes(locks, sim)
+            later = run("--force")
+            if later.returncode == 0:
+                break
+            assert later.returncode == 4, later.stderr
+        assert later.returncode == 0, later.stderr
+        assert sim.stats()["calls"]["campaign_6:all"] == 60  # each window fetched exactly once
+        rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        assert len(rows) == 180
+        assert all(r.total_amd == sim.day_total(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+
+
+def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=200, daily_quota=40)) as sim:
+        env = cli_env(sim, tmp_path, WOLKVOX_DAILY_QUOTA="40", WOLKVOX_CAMPAIGN_ALL="off")
+        # Two Dagster homes, so that no pool serialises the runs: only the shared lock folder (token
+        # lock and call ledger) stands between them, request by request.
+        envs = {"20717": env, "20718": {**env, "DAGSTER_HOME": str(tmp_path / "other_home")}}
+        results = []
+
+        def go(campaign):
+            results.append(backfill(envs[campaign], tmp_path, "--campaign", campaign, "--force", "--quiet"))
+
+        threads = [threading.Thread(target=go, args=(c,)) for c in envs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(r.returncode for r in results) == [4, 4], [r.stderr for r in results]
+    stats = sim.stats()
+    assert stats["requests"] == 20 == sum(ledger_of(Path(env["AMD_LOCK_DIR"]))["calls"].values())
+    assert len(stats["clients"]) == 2 and stats["client_switches"] >= 3, stats  # they really took turns

@@ -17,8 +17,10 @@ def evaluate(instance):
     defs = build_definitions(DefinitionSettings())
     sensor = defs.get_sensor_def("campaign_partitions")
     repo = defs.get_repository_def()
-    context = dg.build_sensor_context(instance=instance, repository_def=repo, resources=repo.get_top_level_resources())
-    return sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        instance=instance, repository_def=repo, resources=repo.get_top_level_resources()
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_the_sensor_adds_configured_campaigns_once(defs_env, monkeypatch, sim):

@@ -1,0 +1,73 @@
+"""The daily call budget: counted per source and local day, exactly, across processes."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from amd_pipeline.budget import Budget, CallLedger
+from amd_pipeline.wolkvox.errors import BudgetExhaustedError
+
+BOGOTA = "America/Bogota"
+
+
+class Clock:
+    def __init__(self, at: dt.datetime):
+        self.at = at
+
+    def __call__(self) -> dt.datetime:
+        return self.at
+
+
+def test_the_budget_is_the_share_of_the_quota_rounded_down():
+    assert Budget(1000, 0.5).limit == 500
+    assert Budget(45, 0.5).limit == 22
+    assert Budget(None, 0.5).limit is None
+
+
+def test_calls_are_counted_per_source_and_refused_at_the_limit(tmp_path):
+    ledger = CallLedger(tmp_path / "k.calls.json", BOGOTA)
+    assert [ledger.charge("backfill", 3) for _ in range(2)] == [1, 2]
+    ledger.charge("refresh", 3)
+    with pytest.raises(BudgetExhaustedError) as caught:
+        ledger.charge("refresh", 3)
+    assert (caught.value.limit, caught.value.used) == (3, 3)
+    assert str(caught.value) == "daily call budget of 3 reached (3 used)"
+    assert ledger.usage() == {"backfill": 2, "refresh": 1}  # the refused call was not counted
+    assert ledger.charge("sensor", None) == 4  # no limit known: counted, never refused
+
+
+def test_the_count_restarts_at_the_operations_local_midnight(tmp_path):
+    clock = Clock(dt.datetime(2026, 11, 28, 4, 59, 59, tzinfo=dt.UTC))  # 23:59:59 in Bogota
+    ledger = CallLedger(tmp_path / "k.calls.json", BOGOTA, now=clock)
+    ledger.charge("backfill", 1)
+    ledger.remember_token_limit(1000)
+    with pytest.raises(BudgetExhaustedError):
+        ledger.charge("backfill", 1)
+    clock.at += dt.timedelta(seconds=1)  # 00:00:00 the next local day
+    assert ledger.today() == dt.date(2026, 11, 28)
+    assert ledger.charge("backfill", 1) == 1
+    assert ledger.token_limit() is None  # token_info is asked again once on the new day
+    assert json.loads((tmp_path / "k.calls.json").read_text())["day"] == "2026-11-28"
+
+
+def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path):
+    script = textwrap.dedent(f"""
+        from amd_pipeline.budget import CallLedger
+        from amd_pipeline.wolkvox.errors import BudgetExhaustedError
+        ledger, made = CallLedger({str(tmp_path / "k.calls.json")!r}, "America/Bogota"), 0
+        for _ in range(200):
+            try:
+                ledger.charge("backfill", 150)
+                made += 1
+            except BudgetExhaustedError:
+                pass
+        print(made)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    made = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert sum(made) == 150 and all(m > 0 for m in made)  # all three spent some, none overspent
+    assert CallLedger(tmp_path / "k.calls.json", BOGOTA).usage() == {"backfill": 150}
