@@ -56,7 +56,7 @@ class CallLedger:
         return self._now().astimezone(self.zone).date()
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict]:
+    def _locked(self, write: bool = False) -> Iterator[dict]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -68,9 +68,8 @@ class CallLedger:
             today = self.today().isoformat()
             if data.get("day") != today:
                 data = {"day": today, "calls": {}, "token_limit": None}
-            before = json.dumps(data, sort_keys=True)
             yield data
-            if json.dumps(data, sort_keys=True) != before:
+            if write:
                 tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_text(json.dumps(data, sort_keys=True))
                 os.replace(tmp, self.path)
@@ -79,7 +78,7 @@ class CallLedger:
 
     def charge(self, source: str, limit: int | None) -> int:
         """Count one call for ``source``, or raise :class:`BudgetExhaustedError` (nothing counted)."""
-        with self._locked() as data:
+        with self._locked(write=True) as data:
             used = sum(data["calls"].values())
             if limit is not None and used >= limit:
                 raise BudgetExhaustedError(
@@ -99,5 +98,5 @@ class CallLedger:
             return data["token_limit"]
 
     def remember_token_limit(self, limit: int) -> None:
-        with self._locked() as data:
+        with self._locked(write=True) as data:
             data["token_limit"] = limit

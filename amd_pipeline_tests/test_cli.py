@@ -255,17 +255,21 @@ def test_a_dry_run_prints_calls_quota_share_and_eta_and_launches_nothing(sim, tm
 
 def test_a_backfill_beyond_the_remaining_quota_is_refused_unless_forced(sim, tmp_path):
     sim.state.config.daily_quota = 20
-    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717", WOLKVOX_CAMPAIGN_ALL="off")
+    # A share of 1: the vendor's own quota, not the pipeline's budget, is what runs out here.
+    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717", WOLKVOX_CAMPAIGN_ALL="off", AMD_QUOTA_SHARE="1")
     refused = backfill(env, tmp_path)
     assert refused.returncode == 3
     assert "needs 30 calls but only 19 of today's 20 remain; it needs 2 day(s) of quota" in refused.stderr
     assert sim.stats()["requests"] == 1  # token_info only: no campaign_6 call
+    sim.state.quota_used += 5  # the operation's other integrations spend some of the quota meanwhile
     forced = backfill(env, tmp_path, "--force", "--quiet")
     assert forced.returncode == 4
-    assert "error: the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED): 12 windows deferred" in (
+    # token_info (7 used), 13 windows (20 used), then 403 TOKEN LIMIT EXCEEDED: the vendor's quota ran
+    # out before the pipeline's own budget (20 at a share of 1, 15 spent) did.
+    assert "error: the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED): 17 windows deferred" in (
         forced.stderr
     )
-    assert len(AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT * FROM amd_daily")) == 18
+    assert len(AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT * FROM amd_daily")) == 13
 
 
 def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(tmp_path):
@@ -401,6 +405,8 @@ def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tm
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in backfilled.itertuples())
         todays = rows[rows.local_date.dt.date == today]
         assert sorted(todays.campaign_id) == CAMPAIGNS and not todays.is_final.any()
+        # (The simulator knows a day's detections in advance, so a partial day equals its whole-day truth.)
+        assert all(r.total_amd == truth_for_day(r.campaign_id, today) for r in todays.itertuples())
         assert sim.stats()["overlaps"] == 0
         token = sim.config.token
         assert token not in output

@@ -203,3 +203,49 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
     assert isinstance(caught.value.cause, StoreLockedError)
     assert 2.0 <= sum(waits) < 4.0  # one wait of the lock timeout; the old code waited again in `finally`
     assert sim.stats()["requests"] == 2  # the load stopped at the batch it could not write
+
+
+def test_the_budget_stops_the_load_writes_what_was_fetched_and_defers_the_rest(make_client, sim, tmp_path):
+    from amd_pipeline.budget import CallLedger
+
+    ledger = CallLedger(tmp_path / "k.calls.json", "America/Bogota")
+    client = make_client(before_call=lambda: ledger.charge("backfill", 4))
+    store = AmdStore(tmp_path / "amd.duckdb")
+    requests = requests_for(["20717", "20718"], DAYS[:5])
+    with pytest.raises(LoadFailedError) as caught:
+        load(client, store, AMD_DAILY, requests, campaign_all=CampaignAll.ON, request_tags={"source": "backfill"})
+    assert isinstance(caught.value.cause, errors.BudgetExhaustedError)
+    assert sim.stats()["requests"] == 4
+    assert len(stored(store)) == 8 and len(caught.value.report.deferred) == 2
+    assert {r.window.local_date for r in caught.value.report.deferred} == {DAYS[4]}
+    assert_matches_truth(stored(store))
+    attempts = store.query("SELECT source, api, campaign, attempt, http_status, outcome FROM api_requests")
+    assert attempts.values.tolist() == [["backfill", "campaign_6", "all", 1, 200, "ok"]] * 4
+
+
+def test_every_http_attempt_is_in_the_request_ledger_and_the_token_is_not(make_client, sim, tmp_path, token):
+    sim.queue_faults("500", "busy")
+    store = AmdStore(tmp_path / "amd.duckdb")
+    load(make_client(), store, AMD_DAILY, requests_for(["20717"], DAYS[:3]), request_tags={"run_id": "r1"})
+    ledger = store.query("SELECT run_id, date_ini, attempt, http_status, outcome, bytes FROM api_requests ORDER BY ALL")
+    assert len(ledger) == sim.stats()["requests"] == 5
+    assert ledger.outcome.tolist().count("ServerError") == 1 and ledger.outcome.tolist().count("TokenBusyError") == 1
+    assert set(ledger.run_id) == {"r1"} and ledger.attempt.max() == 3 and (ledger.bytes > 0).all()
+    assert token.encode() not in (tmp_path / "amd.duckdb").read_bytes()
+
+
+def test_todays_row_is_partial_and_a_closed_days_is_final(make_client, tmp_path):
+    today = dt.datetime.now(dt.UTC).astimezone(day_window(DAYS[0], "America/Bogota").tz).date()
+    store = AmdStore(tmp_path / "amd.duckdb")
+    load(make_client(), store, AMD_DAILY, requests_for(["20717"], [today - dt.timedelta(days=1), today]))
+    rows = store.query("SELECT local_date, is_final FROM amd_daily ORDER BY local_date")
+    assert rows.is_final.tolist() == [True, False]
+
+
+def test_skip_final_fetches_only_what_is_not_final(make_client, sim, tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    load(make_client(), store, AMD_DAILY, requests_for(["20717"], DAYS[:3]))
+    sim.reset()
+    report = load(make_client(), store, AMD_DAILY, requests_for(["20717"], DAYS[:5]), skip_final=True)
+    assert report.skipped == 3 and sim.stats()["requests"] == 2
+    assert len(stored(store)) == 5
