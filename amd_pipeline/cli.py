@@ -595,7 +595,9 @@ def _dev_demo(args: argparse.Namespace, home: Path, argv: list[str]) -> int:
         previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         try:
             return child.wait()
-        except KeyboardInterrupt:  # the terminal sent SIGINT to dagster dev too: wait for it to stop
+        except KeyboardInterrupt:  # Ctrl-C (a terminal sends it to dagster dev too) or kill -INT of this process
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
             try:
                 return child.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -628,3 +628,52 @@ def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
     stats = sim.stats()
     assert stats["requests"] == 20 == sum(ledger_of(Path(env["AMD_LOCK_DIR"]))["calls"].values())
     assert len(stats["clients"]) == 2 and stats["client_switches"] >= 3, stats  # they really took turns
+
+
+def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_started(tmp_path):
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    root = Path(__file__).resolve().parents[1]
+    dev = subprocess.Popen(
+        [CLI, "dev", "--demo", "--port", str(port), "--workspace", str(root / "workspace.yaml")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, names = time.monotonic() + 120, []
+        while time.monotonic() < deadline and len(names) < 3:  # discovered from the simulator by the sensor
+            time.sleep(1)
+            try:
+                nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
+            except OSError:
+                continue
+            names = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}[
+                "campaign"
+            ]
+        schedules = graphql(
+            port,
+            '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
+            '"amd_pipeline"}) { ... on Schedules { results { name cronSchedule scheduleState { status } } } } }',
+        )["schedulesOrError"]["results"]
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = dev.communicate(timeout=90)
+    assert names == CAMPAIGNS
+    refresh = next(s for s in schedules if s["name"] == "amd_daily_refresh")
+    assert refresh["cronSchedule"] == "* * * * *" and refresh["scheduleState"]["status"] == "RUNNING"
+    assert "demo: Wolkvox simulator at http://127.0.0.1:" in output
+    deadline = time.monotonic() + 60  # code servers stop a few seconds after their parent
+    while leftovers := subprocess.run(["pgrep", "-s", str(dev.pid)], capture_output=True, text=True).stdout.split():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert leftovers == []  # dagster dev, its webserver, daemon and code servers all stopped
