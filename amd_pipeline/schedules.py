@@ -45,15 +45,19 @@ def _runs_of(instance: dg.DagsterInstance, source: str, statuses=None, limit: in
     )
 
 
-def _busy(instance: dg.DagsterInstance, source: str) -> dg.SkipReason | None:
-    active = _runs_of(instance, source, IN_PROGRESS)
-    if not active:
-        return None
-    run = active[0].dagster_run
-    return dg.SkipReason(
-        f"the previous {source} run {run.run_id[:8]} is still {run.status.value.lower()}: "
-        "ticks do not pile up behind the token"
-    )
+def _tick(context: dg.ScheduleEvaluationContext, source: str, zone: ZoneInfo):
+    """What both schedules check first: ``(campaign partitions, valid ones, local now)`` or a SkipReason."""
+    active = _runs_of(context.instance, source, IN_PROGRESS)
+    if active:
+        run = active[0].dagster_run
+        return dg.SkipReason(
+            f"the previous {source} run {run.run_id[:8]} is still {run.status.value.lower()}: "
+            "ticks do not pile up behind the token"
+        )
+    existing, valid = valid_campaigns(context.instance)
+    if not valid:
+        return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
+    return existing, valid, (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
 
 
 def _requests(existing, valid, first: dt.date, last: dt.date, source: str, tick: str):
@@ -78,14 +82,10 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         f"at {settings.refresh_cron} ({settings.timezone}), spaced to stay within the daily call budget.",
     )
     def refresh(context: dg.ScheduleEvaluationContext, wolkvox: WolkvoxResource):
-        instance = context.instance
-        busy = _busy(instance, "refresh")
-        if busy:
-            return busy
-        existing, valid = valid_campaigns(instance)
-        if not valid:
-            return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
-        now = (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
+        started = _tick(context, "refresh", zone)
+        if isinstance(started, dg.SkipReason):
+            return started
+        existing, valid, now = started
         today = now.date()
         if today < settings.start_date:
             return dg.SkipReason(f"today ({today}) is before AMD_START_DATE={settings.start_date}")
@@ -97,7 +97,7 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         cadence = Cadence(
             calls_per_refresh(len(valid), use_all), ticks_per_day(settings.refresh_cron, settings.timezone), limit
         )
-        last = _runs_of(instance, "refresh")
+        last = _runs_of(context.instance, "refresh")
         spacing = cadence.min_interval_minutes
         if (
             spacing
@@ -105,7 +105,7 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
             and now - last[0].create_timestamp < dt.timedelta(minutes=spacing) - dt.timedelta(seconds=30)
         ):
             return dg.SkipReason(cadence.describe())
-        done = _runs_of(instance, "refresh", [dg.DagsterRunStatus.SUCCESS])
+        done = _runs_of(context.instance, "refresh", [dg.DagsterRunStatus.SUCCESS])
         first = refresh_days(today, settings.start_date, done[0].create_timestamp if done else None, settings.timezone)
         return _requests(existing, valid, first, today, "refresh", now.isoformat())
 
@@ -119,14 +119,10 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         f"{settings.restate_cron} ({settings.timezone}): the vendor's counts can change after the fact.",
     )
     def restate(context: dg.ScheduleEvaluationContext):
-        instance = context.instance
-        busy = _busy(instance, "restate")
-        if busy:
-            return busy
-        existing, valid = valid_campaigns(instance)
-        if not valid:
-            return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
-        now = (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
+        started = _tick(context, "restate", zone)
+        if isinstance(started, dg.SkipReason):
+            return started
+        existing, valid, now = started
         last = now.date() - dt.timedelta(days=1)
         first = max(last - dt.timedelta(days=settings.restate_days - 1), settings.start_date)
         if last < first:

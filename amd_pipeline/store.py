@@ -12,10 +12,11 @@ day; :meth:`AmdStore.migrate_timezone` moves a file to a new zone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -178,8 +179,9 @@ class AmdStore:
         try:
             _ensure_schema(conn, table)
             conn.register("batch", frame)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            if has_requests:
+                conn.register("attempts", requests)
+            with _transaction(conn):
                 self._claim_timezone(conn, table)
                 written.changes = [
                     (c, d, old, new)
@@ -196,12 +198,7 @@ class AmdStore:
                 )
                 conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM batch")
                 if has_requests:
-                    conn.register("attempts", requests)
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
         return written
@@ -229,18 +226,17 @@ class AmdStore:
         try:
             conn.execute(CAMPAIGNS_DDL)
             conn.register("listed_now", frame)
-            conn.execute("BEGIN TRANSACTION")
-            conn.execute(
-                "UPDATE campaigns SET listed = false WHERE campaign_id NOT IN (SELECT campaign_id FROM listed_now)"
-            )
-            conn.execute(
-                "INSERT INTO campaigns SELECT campaign_id, campaign_name, type_campaign, status, ?, ?, true "
-                "FROM listed_now ON CONFLICT (campaign_id) DO UPDATE SET campaign_name = excluded.campaign_name, "
-                "type_campaign = excluded.type_campaign, status = excluded.status, last_seen = excluded.last_seen, "
-                "listed = true",
-                [seen_at, seen_at],
-            )
-            conn.execute("COMMIT")
+            with _transaction(conn):
+                conn.execute(
+                    "UPDATE campaigns SET listed = false WHERE campaign_id NOT IN (SELECT campaign_id FROM listed_now)"
+                )
+                conn.execute(
+                    "INSERT INTO campaigns SELECT campaign_id, campaign_name, type_campaign, status, ?, ?, true "
+                    "FROM listed_now ON CONFLICT (campaign_id) DO UPDATE SET campaign_name = excluded.campaign_name, "
+                    "type_campaign = excluded.type_campaign, status = excluded.status, "
+                    "last_seen = excluded.last_seen, listed = true",
+                    [seen_at, seen_at],
+                )
         finally:
             conn.close()
         return len(frame)
@@ -271,13 +267,8 @@ class AmdStore:
         conn = self.connect()
         try:
             _ensure_schema(conn, table)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(conn):
                 self._claim_timezone(conn, table)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
 
@@ -336,13 +327,14 @@ class AmdStore:
                     f"SELECT count(*) FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
                 ).fetchall()[0][0]
             if not dry_run:
-                conn.execute("BEGIN TRANSACTION")
-                conn.execute(META_DDL)
-                if dropped:
-                    conn.execute(f"DELETE FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped])
-                conn.execute("DELETE FROM amd_meta WHERE key = ?", [TIMEZONE_KEY])
-                conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, new])
-                conn.execute("COMMIT")
+                with _transaction(conn):
+                    conn.execute(META_DDL)
+                    if dropped:
+                        conn.execute(
+                            f"DELETE FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
+                        )
+                    conn.execute("DELETE FROM amd_meta WHERE key = ?", [TIMEZONE_KEY])
+                    conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, new])
             kept = len({d for d, _, _ in days}) - len(dropped)
             return Migration(found[0] if found else None, new, kept, dropped, rows)
         finally:
@@ -357,6 +349,18 @@ class AmdStore:
             return conn.execute(sql, params or []).df()
         finally:
             conn.close()
+
+
+@contextlib.contextmanager
+def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed when the body ends, rolled back when it raises."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:

@@ -1,15 +1,21 @@
-"""Shared fixtures: a simulator on loopback, a secret-looking token, a client that never really sleeps."""
+"""Shared fixtures: a simulator on loopback, a secret-looking token, a client that never really sleeps,
+the pipeline's environment pointed at them, and an instance made from the shipped dagster.yaml."""
 
 from __future__ import annotations
 
 import random
 import secrets
 
+import dagster as dg
 import pytest
 
+from amd_pipeline.instance import prepare_home
 from amd_pipeline.simulator import SimConfig, Simulator
+from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
+
+CAMPAIGNS = ["20717", "20718", "20731"]
 
 
 @pytest.fixture
@@ -59,3 +65,36 @@ def make_client(sim, token, fake_sleep, tmp_path):
     yield make
     for client in made:
         client.close()
+
+
+@pytest.fixture
+def pipeline_env(monkeypatch, sim, token, tmp_path) -> AmdStore:
+    """The environment of a run against ``sim``, everything in ``tmp_path``; returns its DuckDB store."""
+    monkeypatch.setenv("WOLKVOX_TOKEN", token)
+    monkeypatch.setenv("WOLKVOX_BASE_URL", sim.url)
+    monkeypatch.setenv("AMD_DUCKDB_PATH", str(tmp_path / "amd.duckdb"))
+    monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("WOLKVOX_BACKOFF_BASE_MS", "1")
+    monkeypatch.setenv("WOLKVOX_MAINTENANCE_DELAY_MS", "1")
+    monkeypatch.setenv("WOLKVOX_DAILY_QUOTA", "100000")  # a known quota: no token_info call in the counts
+    for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "AMD_START_DATE", "WOLKVOX_CAMPAIGN_ALL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AMD_REFRESH_CRON", "AMD_RESTATE_CRON", "AMD_RESTATE_DAYS", "AMD_QUOTA_SHARE"):
+        monkeypatch.delenv(name, raising=False)
+    return AmdStore(tmp_path / "amd.duckdb")
+
+
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    """An instance built from the shipped dagster.yaml (the token pool limit applies), with CAMPAIGNS."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = prepare_home(tmp_path / "dagster_home")
+    # Not entered as a context manager: that sets a context variable pytest's teardown cannot reset,
+    # and later Definitions would find a disposed instance through it.
+    inst = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert inst.get_concurrency_config().pool_config.default_pool_limit == 1
+        inst.add_dynamic_partitions("campaign", CAMPAIGNS)
+        yield inst
+    finally:
+        inst.dispose()

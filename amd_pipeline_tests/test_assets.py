@@ -6,45 +6,19 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-from amd_pipeline.instance import prepare_home
 from amd_pipeline.partitions import day_key
 from amd_pipeline.settings import DefinitionSettings
 from amd_pipeline.simulator import truth_for_day
 from amd_pipeline.store import AmdStore
+from amd_pipeline_tests.conftest import CAMPAIGNS
 
-CAMPAIGNS = ["20717", "20718", "20731"]
 START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
 
 
 @pytest.fixture
-def env(monkeypatch, sim, token, tmp_path):
-    monkeypatch.setenv("WOLKVOX_TOKEN", token)
-    monkeypatch.setenv("WOLKVOX_BASE_URL", sim.url)
-    monkeypatch.setenv("AMD_DUCKDB_PATH", str(tmp_path / "amd.duckdb"))
-    monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setenv("WOLKVOX_BACKOFF_BASE_MS", "1")
-    monkeypatch.setenv("WOLKVOX_MAINTENANCE_DELAY_MS", "1")
+def env(pipeline_env, monkeypatch):
     monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "off")
-    monkeypatch.setenv("WOLKVOX_DAILY_QUOTA", "100000")  # a known quota: no token_info call in the counts
-    for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "AMD_START_DATE"):
-        monkeypatch.delenv(name, raising=False)
-    return AmdStore(tmp_path / "amd.duckdb")
-
-
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    """An instance built from the shipped dagster.yaml, so the token pool limit applies as in production."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    home = prepare_home(tmp_path / "dagster_home")
-    # Not entered as a context manager: that sets a context variable pytest's teardown cannot reset,
-    # and later Definitions would find a disposed instance through it.
-    inst = dg.DagsterInstance.from_config(str(home))
-    try:
-        assert inst.get_concurrency_config().pool_config.default_pool_limit == 1
-        inst.add_dynamic_partitions("campaign", CAMPAIGNS)
-        yield inst
-    finally:
-        inst.dispose()
+    return pipeline_env
 
 
 def run(instance, first=CAMPAIGNS[0], last=CAMPAIGNS[-1], start=START, end=END) -> dg.ExecuteInProcessResult:

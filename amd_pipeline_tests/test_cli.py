@@ -318,28 +318,49 @@ def graphql(port, query, variables=None):
         return json.load(response)["data"]
 
 
-def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tmp_path):
-    """The daemon, not a test harness: `amd-pipeline dev`, the sensor, the refresh schedule at
-    `* * * * *`, and a backfill launched as the UI does (GraphQL launchPartitionBackfill)."""
-    import signal
+def start_dev(env, cwd, *extra) -> tuple[subprocess.Popen, int]:
+    """`amd-pipeline dev` on a free port, in a session of its own so a test can Ctrl-C all of it."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    dev = subprocess.Popen(
+        [CLI, "dev", *extra, "--port", str(port), "--workspace", str(workspace)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return dev, port
+
+
+def wait_for_campaign_partitions(port, count: int, seconds: float = 120) -> list[str]:
+    """The campaign partitions once the sensor has added ``count`` of them (or what there is at the deadline)."""
+    deadline, names = time.monotonic() + seconds, []
+    while time.monotonic() < deadline and len(names) < count:
+        time.sleep(1)
+        try:
+            nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
+        except OSError:
+            continue
+        dims = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}
+        names = dims["campaign"]
+    return names
+
+
+def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tmp_path):
+    """The daemon, not a test harness: `amd-pipeline dev`, the sensor, the refresh schedule at
+    `* * * * *`, and a backfill launched as the UI does (GraphQL launchPartitionBackfill)."""
+    import signal
+
     with Simulator(SimConfig(token="SECRET-ui-" + os.urandom(8).hex(), latency_ms=5)) as sim:
         env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), AMD_REFRESH_CRON="* * * * *")
         env["WOLKVOX_DAILY_QUOTA"] = "20000"
-        root = Path(__file__).resolve().parents[1]
-        dev = subprocess.Popen(
-            [CLI, "dev", "--port", str(port), "--workspace", str(root / "workspace.yaml")],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        dev, port = start_dev(env, tmp_path)
         store = AmdStore(env["AMD_DUCKDB_PATH"])
         refresh_query = (
             'query { runsOrError(filter: {tags: [{key: "amd_pipeline/source", value: "refresh"}]}) {'
@@ -347,15 +368,7 @@ def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tm
         )
         try:
             started = time.monotonic()
-            names = []
-            while time.monotonic() - started < 120 and len(names) < 3:  # the sensor adds the campaigns
-                time.sleep(1)
-                try:
-                    nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
-                except OSError:
-                    continue
-                dims = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}
-                names = dims["campaign"]
+            names = wait_for_campaign_partitions(port, 3)  # the sensor adds the campaigns
             assert names == CAMPAIGNS
             keys = [f"{c}|{d}" for c in names[:2] for d in ("2026-10-05", "2026-10-06")]
             launched = graphql(
@@ -632,33 +645,11 @@ def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
 
 def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_started(tmp_path):
     import signal
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
-    root = Path(__file__).resolve().parents[1]
-    dev = subprocess.Popen(
-        [CLI, "dev", "--demo", "--port", str(port), "--workspace", str(root / "workspace.yaml")],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    dev, port = start_dev(env, tmp_path, "--demo")
     try:
-        deadline, names = time.monotonic() + 120, []
-        while time.monotonic() < deadline and len(names) < 3:  # discovered from the simulator by the sensor
-            time.sleep(1)
-            try:
-                nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
-            except OSError:
-                continue
-            names = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}[
-                "campaign"
-            ]
+        names = wait_for_campaign_partitions(port, 3)  # discovered from the simulator by the sensor
         schedules = graphql(
             port,
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '

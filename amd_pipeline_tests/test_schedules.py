@@ -11,39 +11,15 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-from amd_pipeline.instance import prepare_home
 from amd_pipeline.settings import DefinitionSettings
-from amd_pipeline.store import AmdStore
 
-CAMPAIGNS = ["20717", "20718", "20731"]
 BOGOTA = ZoneInfo("America/Bogota")
 
 
 @pytest.fixture
-def env(monkeypatch, sim, token, tmp_path):
-    monkeypatch.setenv("WOLKVOX_TOKEN", token)
-    monkeypatch.setenv("WOLKVOX_BASE_URL", sim.url)
-    monkeypatch.setenv("AMD_DUCKDB_PATH", str(tmp_path / "amd.duckdb"))
-    monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setenv("WOLKVOX_DAILY_QUOTA", "100000")
+def env(pipeline_env, monkeypatch):
     monkeypatch.setenv("AMD_START_DATE", "2026-01-01")
-    for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "WOLKVOX_TIMEZONE", "WOLKVOX_CAMPAIGN_ALL", "AMD_REFRESH_CRON"):
-        monkeypatch.delenv(name, raising=False)
-    return AmdStore(tmp_path / "amd.duckdb")
-
-
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    home = prepare_home(tmp_path / "dagster_home")
-    # Not entered as a context manager: that sets a context variable pytest's teardown cannot reset,
-    # and later Definitions would find a disposed instance through it.
-    inst = dg.DagsterInstance.from_config(str(home))
-    try:
-        inst.add_dynamic_partitions("campaign", CAMPAIGNS)
-        yield inst
-    finally:
-        inst.dispose()
+    return pipeline_env
 
 
 def tick(instance, name: str, at: dt.datetime | None = None):
