@@ -464,7 +464,8 @@ def cmd_budget(args: argparse.Namespace) -> int:
         wolkvox = built.wolkvox
         ledger = wolkvox.ledger()
         usage, budget = ledger.usage(), wolkvox.budget(ledger)
-        use_all = wolkvox.campaign_all_mode().value != "off"
+        mode = wolkvox.campaign_all_mode().value
+        use_all = mode != "off"
     campaigns = list(settings.campaigns)
     home = Path(args.home or os.environ.get("DAGSTER_HOME") or ".dagster_home")
     if not campaigns and (home / "dagster.yaml").exists():
@@ -485,7 +486,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     cadence = Cadence(per_refresh, ticks_per_day(definition.refresh_cron, definition.timezone), budget.limit)
     restate_runs = ticks_per_day(definition.restate_cron, definition.timezone)
     restate = restate_runs * definition.restate_days * per_refresh
-    print(f"campaigns: {len(campaigns)}; campaign_id=all {'used' if use_all else 'not used'}")
+    print(f"campaigns: {len(campaigns)}; WOLKVOX_CAMPAIGN_ALL {mode}")
     print(f"refresh ({definition.refresh_cron}): {cadence.describe()}")
     print(
         f"restate ({definition.restate_cron}): {restate_runs} run(s) x {definition.restate_days} day(s) x "

@@ -604,6 +604,14 @@ def test_a_backfill_stops_at_the_daily_budget_and_later_days_fetch_only_what_is_
         ledger_rows = store.query("SELECT count(*) AS n FROM api_requests WHERE source = 'backfill'").n[0]
         assert ledger_rows == stats["calls"]["campaign_6:all"]  # one api_requests row per campaign_6 attempt
 
+        budget = amd(env, "budget", cwd=tmp_path)
+        assert budget.returncode == 0 and sim.stats()["requests"] == 20  # `budget` makes no call
+        assert "budget: 20 calls = WOLKVOX_DAILY_QUOTA 40 x AMD_QUOTA_SHARE 0.5" in budget.stdout
+        assert "used today: 20 (backfill 18, cli 2); left: 0" in budget.stdout  # cli: two token_info calls
+        assert "refresh (*/5 * * * *): 1 call(s) per refresh x 288 ticks = 288 calls/day would pass half" in (
+            budget.stdout
+        )
+
         again = run("--force")
         assert again.returncode == 4 and sim.stats()["requests"] == 20  # no call at all
         assert "daily call budget of 20 reached (20 used)" in again.stderr and "nothing was called" in again.stderr
