@@ -118,10 +118,14 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         description=f"Re-fetches the last {settings.restate_days} closed days for every campaign at "
         f"{settings.restate_cron} ({settings.timezone}): the vendor's counts can change after the fact.",
     )
-    def restate(context: dg.ScheduleEvaluationContext):
+    def restate(context: dg.ScheduleEvaluationContext, wolkvox: WolkvoxResource):
         started = _tick(context, "restate", zone)
         if isinstance(started, dg.SkipReason):
             return started
+        try:
+            wolkvox.check()
+        except SettingsError as exc:
+            return dg.SkipReason(f"cannot restate: {exc}")
         existing, valid, now = started
         last = now.date() - dt.timedelta(days=1)
         first = max(last - dt.timedelta(days=settings.restate_days - 1), settings.start_date)

@@ -100,10 +100,11 @@ def test_a_cadence_that_would_pass_half_the_budget_is_spaced_out(env, instance, 
     assert tick(instance, "amd_daily_refresh", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=60)).run_requests
 
 
-def test_without_a_token_the_refresh_skips_naming_it(env, instance, monkeypatch):
+@pytest.mark.parametrize(("schedule", "verb"), [("amd_daily_refresh", "refresh"), ("amd_daily_restate", "restate")])
+def test_without_a_token_the_schedules_skip_naming_it(env, instance, monkeypatch, schedule, verb):
     monkeypatch.delenv("WOLKVOX_TOKEN")
-    assert tick(instance, "amd_daily_refresh").skip_message == (
-        "cannot refresh: WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN"
+    assert tick(instance, schedule).skip_message == (
+        f"cannot {verb}: WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN"
     )
 
 

@@ -100,6 +100,9 @@ def env_for(sim: Sim, workdir: Path, home: Path, duckdb_path: Path, campaign_all
         AMD_LOCK_DIR=str(workdir / "locks"),
         DAGSTER_HOME=str(home),
         WOLKVOX_CAMPAIGN_ALL=campaign_all,
+        # No scheduled refresh or restatement during a measurement (they would share the token).
+        AMD_REFRESH_CRON="0 0 1 1 *",
+        AMD_RESTATE_CRON="0 0 1 1 *",
     )
     return env
 
