@@ -16,7 +16,7 @@ from amd_pipeline.loader import (
     plan_calls,
 )
 from amd_pipeline.messages import explain
-from amd_pipeline.partitions import window_request
+from amd_pipeline.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.settings import SettingsError
 from amd_pipeline.store import AMD_DAILY
@@ -111,6 +111,7 @@ def build_amd_daily(
     partitions_def: dg.MultiPartitionsDefinition, timezone: str, freshness: dg.FreshnessPolicy | None = None
 ) -> dg.AssetsDefinition:
     """The ``amd_daily`` asset over ``partitions_def`` (campaign x local day in ``timezone``)."""
+    start_date = partitions_def.get_partitions_def_for_dimension(DAY_DIMENSION).start.date()
 
     @dg.asset(
         name="amd_daily",
@@ -156,7 +157,7 @@ def build_amd_daily(
             with wolkvox.client(source) as client:
                 report = load(
                     client,
-                    amd_store.store(timezone),
+                    amd_store.store(timezone, start_date),
                     AMD_DAILY,
                     requests,
                     campaign_all=mode,

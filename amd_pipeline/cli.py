@@ -248,6 +248,8 @@ def run_backfill(
     if dry_run:
         return EXIT_OK
     if not missing:
+        # No run, but the file still gets this version's schema and views.
+        AmdStore(settings.duckdb_path, timezone=timezone, start_date=settings.definition.start_date).prepare(AMD_DAILY)
         print("nothing to fetch: every window is final", file=sys.stderr)
         return EXIT_OK
     refusal = quota_refusal(plan)
@@ -442,8 +444,29 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.csv:
         print(frame.to_csv(index=False), end="")
         return 0
-    with pd.option_context("display.width", 200):
-        print(frame.head(args.max_rows).to_string(index=False))
+    if args.json:
+        print(frame.to_json(orient="records", date_format="iso", force_ascii=False))
+        return 0
+    shown = frame.head(args.max_rows)
+    if sys.stdout.isatty():  # a table for people; plain text when piped
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*[str(c) for c in shown.columns], show_lines=False)
+
+        def cell(value) -> str:
+            if pd.isna(value):
+                return ""
+            if isinstance(value, pd.Timestamp) and value.tz is None and value == value.normalize():
+                return value.date().isoformat()  # a DATE column
+            return str(value)
+
+        for values in shown.itertuples(index=False):
+            table.add_row(*[cell(v) for v in values])
+        Console().print(table)
+    else:
+        with pd.option_context("display.width", 200):
+            print(shown.to_string(index=False))
     if len(frame) > args.max_rows:
         print(f"({len(frame)} rows, first {args.max_rows} shown; --max-rows or --csv for more)", file=sys.stderr)
     return 0
@@ -656,7 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     query = command("query", "run read-only SQL on the DuckDB file", cmd_query)
     query.add_argument("sql")
     query.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
-    query.add_argument("--csv", action="store_true")
+    output = query.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV on stdout, every row")
+    output.add_argument("--json", action="store_true", help="a JSON array of row objects on stdout, every row")
     query.add_argument("--max-rows", type=_number(int, 1), default=200)
 
     migrate = command(

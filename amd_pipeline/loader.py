@@ -328,6 +328,14 @@ def _load(
     finally:
         # Write what was fetched even when a call failed: nothing fetched is lost.
         flush()
+        if not store_failed:  # and say which windows could not be written, and why
+            store.record_issues(
+                [(r.campaign_id, r.window.start, r.window.local_date, "rejected", str(r)) for r in report.rejects]
+                + [
+                    (r.campaign_id, r.window.start, r.window.local_date, "deferred", "daily call budget or quota")
+                    for r in report.deferred
+                ]
+            )
         report.calls = client.stats.calls
         report.retries = client.stats.retries
         report.median_latency = client.stats.median_latency()

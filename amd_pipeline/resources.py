@@ -154,9 +154,9 @@ class AmdStoreResource(dg.ConfigurableResource):
     )
     batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
 
-    def store(self, timezone: str | None = None) -> AmdStore:
+    def store(self, timezone: str | None = None, start_date: dt.date | None = None) -> AmdStore:
         """The store; with ``timezone``, writes refuse a file whose days are in another zone."""
-        return AmdStore(self.path, timezone=timezone, lock_timeout=self.lock_timeout_seconds)
+        return AmdStore(self.path, timezone=timezone, start_date=start_date, lock_timeout=self.lock_timeout_seconds)
 
 
 class CampaignSource(dg.ConfigurableResource):

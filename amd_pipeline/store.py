@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from amd_pipeline.normalize import COLUMNS
+from amd_pipeline.views import create_views
 from amd_pipeline.windows import day_window
 
 META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
@@ -60,6 +61,18 @@ CREATE TABLE IF NOT EXISTS campaigns (
     first_seen TIMESTAMPTZ NOT NULL,
     last_seen TIMESTAMPTZ NOT NULL,
     listed BOOLEAN NOT NULL
+)"""
+
+
+ISSUES_DDL = """
+CREATE TABLE IF NOT EXISTS amd_window_issues (
+    campaign_id VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    local_date DATE NOT NULL,
+    status VARCHAR NOT NULL,
+    detail VARCHAR,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (campaign_id, window_start)
 )"""
 
 
@@ -126,6 +139,7 @@ class AmdStore:
     Args:
         path: the database file; its folder is created on first write.
         timezone: the IANA zone of the days written; writes refuse a file that records another one.
+        start_date: the first day of the partition matrix, recorded for the completeness view.
         lock_timeout: seconds to keep retrying while another process holds the file.
         sleep: waits between those retries (tests pass a fake).
     """
@@ -135,11 +149,13 @@ class AmdStore:
         path: str | Path,
         *,
         timezone: str | None = None,
+        start_date: dt.date | None = None,
         lock_timeout: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.path = Path(path)
         self.timezone = timezone
+        self.start_date = start_date
         self.lock_timeout = lock_timeout
         self._sleep = sleep
 
@@ -197,6 +213,10 @@ class AmdStore:
                     f"AND {table.name}.window_start = batch.window_start"
                 )
                 conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM batch")
+                conn.execute(
+                    "DELETE FROM amd_window_issues USING batch WHERE amd_window_issues.campaign_id = batch.campaign_id "
+                    "AND amd_window_issues.window_start = batch.window_start"
+                )
                 if has_requests:
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
         finally:
@@ -262,13 +282,40 @@ class AmdStore:
         return {(c, dt.datetime.fromtimestamp(e, dt.UTC)) for c, e in found}
 
     def prepare(self, table: TableSpec) -> None:
-        """Create or update the schema and record this store's zone, or raise
+        """Create or update the schema and the views, record this store's zone and first day, or raise
         :class:`TimezoneMismatchError`: what a load does before its first call."""
         conn = self.connect()
         try:
             _ensure_schema(conn, table)
             with _transaction(conn):
                 self._claim_timezone(conn, table)
+                if self.start_date is not None:
+                    conn.execute("DELETE FROM amd_meta WHERE key = 'start_date'")
+                    conn.execute("INSERT INTO amd_meta VALUES ('start_date', ?)", [self.start_date.isoformat()])
+                create_views(conn)
+        finally:
+            conn.close()
+
+    def record_issues(self, issues: list[tuple[str, dt.datetime, dt.date, str, str]]) -> None:
+        """Windows a load could not write: ``(campaign_id, window_start, local_date, status, detail)``
+        with status ``rejected`` (a value failed parsing) or ``deferred`` (the budget or quota ran out).
+
+        A later write of the window removes its issue (in :meth:`replace`).
+        """
+        if not issues:
+            return
+        frame = pd.DataFrame(issues, columns=["campaign_id", "window_start", "local_date", "status", "detail"])
+        frame["recorded_at"] = pd.Timestamp.now(tz="UTC")
+        conn = self.connect()
+        try:
+            conn.execute(META_DDL)
+            conn.execute(ISSUES_DDL)
+            conn.register("issues", frame)
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO amd_window_issues BY NAME SELECT * FROM issues ON CONFLICT DO UPDATE SET "
+                    "status = excluded.status, detail = excluded.detail, recorded_at = excluded.recorded_at"
+                )
         finally:
             conn.close()
 
@@ -367,6 +414,9 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     """Create the tables; give a table from before ``is_final`` existed that column, computed."""
     conn.execute(table.ddl)
     conn.execute(REQUESTS_DDL)
+    conn.execute(META_DDL)
+    conn.execute(CAMPAIGNS_DDL)
+    conn.execute(ISSUES_DDL)
     columns = {r[0] for r in conn.execute(f"SELECT column_name FROM (DESCRIBE {table.name})").fetchall()}
     if "is_final" not in columns:
         conn.execute(f"ALTER TABLE {table.name} ADD COLUMN is_final BOOLEAN")

@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import sqlite3
@@ -231,6 +232,12 @@ def test_the_demo_runs_end_to_end_and_query_reads_its_table(tmp_path):
     lines = csv.stdout.splitlines()
     assert csv.returncode == 0 and lines[0] == "campaign_id,total_amd" and len(lines) == 3
     assert lines[1].split(",")[0] == "20717" and lines[1].split(",")[1].isdigit()
+    as_json = amd(
+        env, "query", "SELECT campaign_id, avg_7d FROM amd_daily_trend ORDER BY ALL LIMIT 2", "--json", cwd=tmp_path
+    )
+    records = json.loads(as_json.stdout)
+    assert as_json.returncode == 0 and [r["campaign_id"] for r in records] == ["20717", "20717"]
+    assert all(isinstance(r["avg_7d"], float) for r in records)  # the analyst views exist in the demo's file
     # query shows instants in the operation's zone: a window starts at local midnight there.
     sql = "SELECT current_setting('TimeZone') AS tz, strftime(min(window_start), '%H:%M') AS t FROM amd_daily"
     bogota = amd(env, "query", sql, "--csv", cwd=tmp_path).stdout.splitlines()
@@ -309,7 +316,6 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
 
 
 def graphql(port, query, variables=None):
-    import json
     import urllib.request
 
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -561,7 +567,6 @@ def test_a_file_in_another_time_zone_is_refused_before_any_call_and_can_be_migra
 
 
 def ledger_of(lock_dir: Path) -> dict:
-    import json
 
     [path] = lock_dir.glob("*.calls.json")
     return json.loads(path.read_text())
@@ -569,7 +574,6 @@ def ledger_of(lock_dir: Path) -> dict:
 
 def a_day_passes(lock_dir: Path, sim: Simulator) -> None:
     """Local midnight, simulated: the ledger's day becomes yesterday and the simulator's clock moves on."""
-    import json
 
     [path] = lock_dir.glob("*.calls.json")
     data = json.loads(path.read_text())

@@ -1,0 +1,76 @@
+"""The analyst views, defined in one place: named for what a row is. No dagster.
+
+They read ``amd_daily``, ``campaigns``, ``amd_window_issues`` and ``amd_meta`` (``timezone``,
+``start_date``), so "today" and "the last 8 weeks" are the operation's local days whatever the
+reader's session time zone is.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# today in the operation's zone, and the first day of the partition matrix (else the first stored day)
+_TODAY = "timezone((SELECT value FROM amd_meta WHERE key = 'timezone'), now())::DATE"
+_FIRST_DAY = (
+    "coalesce((SELECT value FROM amd_meta WHERE key = 'start_date')::DATE, (SELECT min(local_date) FROM amd_daily))"
+)
+
+VIEWS: dict[str, str] = {
+    # One row per campaign and local day: the total, whether it is final, its 7-day mean (the day and
+    # the 6 before it that have a row) and the change against the same weekday a week earlier.
+    "amd_daily_trend": """
+        SELECT d.campaign_id,
+               c.campaign_name,
+               d.local_date,
+               d.total_amd,
+               d.is_final,
+               round(avg(d.total_amd) OVER (
+                   PARTITION BY d.campaign_id ORDER BY d.local_date
+                   RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW), 2) AS avg_7d,
+               d.total_amd - w.total_amd AS vs_week_before
+        FROM amd_daily d
+        LEFT JOIN campaigns c ON c.campaign_id = d.campaign_id
+        LEFT JOIN amd_daily w ON w.campaign_id = d.campaign_id AND w.local_date = d.local_date - 7
+    """,
+    # One row per campaign and day from the first day to today: fetched, zero, partial, rejected,
+    # deferred, or missing (never fetched). Campaigns are those with a row or an issue.
+    "amd_completeness": f"""
+        WITH ids AS (
+            SELECT campaign_id FROM amd_daily UNION SELECT campaign_id FROM amd_window_issues
+        ), days AS (
+            SELECT unnest(generate_series({_FIRST_DAY}, {_TODAY}, INTERVAL 1 DAY))::DATE AS local_date
+        )
+        SELECT ids.campaign_id,
+               days.local_date,
+               CASE
+                   WHEN a.campaign_id IS NOT NULL AND NOT a.is_final THEN 'partial'
+                   WHEN a.campaign_id IS NOT NULL AND a.total_amd = 0 THEN 'zero'
+                   WHEN a.campaign_id IS NOT NULL THEN 'fetched'
+                   WHEN i.status IS NOT NULL THEN i.status
+                   ELSE 'missing'
+               END AS status,
+               a.total_amd,
+               a.fetched_at,
+               i.detail
+        FROM ids CROSS JOIN days
+        LEFT JOIN amd_daily a ON a.campaign_id = ids.campaign_id AND a.local_date = days.local_date
+        LEFT JOIN amd_window_issues i ON i.campaign_id = ids.campaign_id AND i.local_date = days.local_date
+    """,
+    # One row per campaign and weekday: the mean total of its final days in the last 8 weeks.
+    "amd_weekday_profile": f"""
+        SELECT campaign_id,
+               isodow(local_date) AS weekday_number,
+               dayname(local_date) AS weekday,
+               round(avg(total_amd), 2) AS avg_total_amd,
+               count(*) AS days
+        FROM amd_daily
+        WHERE is_final AND local_date > {_TODAY} - 56
+        GROUP BY ALL
+    """,
+}
+
+
+def create_views(conn: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create every analyst view on ``conn`` (its tables must exist)."""
+    for name, sql in VIEWS.items():
+        conn.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")

@@ -1,0 +1,98 @@
+"""The analyst views on a small hand-made dataset; expected numbers are written out here, not re-computed in SQL."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
+from amd_pipeline.store import AMD_DAILY, AmdStore
+from amd_pipeline.windows import day_window
+
+BOGOTA = ZoneInfo("America/Bogota")
+TODAY = dt.datetime.now(BOGOTA).date()
+FIRST = TODAY - dt.timedelta(days=13)
+
+
+def day(k: int) -> dt.date:
+    return FIRST + dt.timedelta(days=k)
+
+
+def row(campaign: str, k: int, total: int, final: bool = True) -> dict:
+    window = day_window(day(k), BOGOTA)
+    fetched_at = window.end + dt.timedelta(hours=1) if final else dt.datetime.now(dt.UTC)
+    return {
+        "campaign_id": campaign,
+        "window_start": window.start,
+        "window_end": window.end,
+        "local_date": window.local_date,
+        "total_amd": total,
+        "fetch_status": FETCHED if total else FETCHED_EMPTY,
+        "fetched_at": fetched_at,
+        "is_final": fetched_at >= window.end,
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Campaign 1: days 0..12 final with totals 10, 20, ..., 130 and today (day 13) partial with 5.
+    Campaign 2: day 0 a final zero, day 1 rejected, day 2 deferred, nothing else."""
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota", start_date=FIRST)
+    store.prepare(AMD_DAILY)
+    rows = [row("1", k, 10 * (k + 1)) for k in range(13)] + [row("1", 13, 5, final=False), row("2", 0, 0)]
+    store.replace(AMD_DAILY, to_frame(rows))
+    store.record_issues(
+        [
+            ("2", day_window(day(1), BOGOTA).start, day(1), "rejected", "total_amd = '1,234'"),
+            ("2", day_window(day(2), BOGOTA).start, day(2), "deferred", "daily call budget or quota"),
+        ]
+    )
+    store.record_campaigns([{"campaign_id": "1", "campaign_name": "Cobranza", "type_campaign": "predictive"}], FIRST)
+    return store
+
+
+def test_the_trend_has_the_7_day_mean_and_the_change_against_a_week_before(store):
+    trend = store.query("SELECT * FROM amd_daily_trend WHERE campaign_id = '1' ORDER BY local_date")
+    assert len(trend) == 14 and set(trend.campaign_name) == {"Cobranza"}
+    by_day = {r.local_date.date(): r for r in trend.itertuples()}
+    assert by_day[day(0)].avg_7d == 10.0 and by_day[day(2)].avg_7d == 20.0  # fewer than 7 days so far
+    assert by_day[day(12)].avg_7d == 100.0  # (70 + 80 + ... + 130) / 7
+    assert by_day[day(13)].avg_7d == 90.71  # (80 + ... + 130 + 5) / 7, today partial
+    assert trend.vs_week_before.isna().tolist() == [True] * 7 + [False] * 7  # no row a week before days 0..6
+    assert by_day[day(7)].vs_week_before == 70  # 80 - 10
+    assert by_day[day(13)].vs_week_before == -65  # 5 - 70
+    assert trend.is_final.tolist() == [True] * 13 + [False]
+
+
+def test_completeness_names_every_campaign_day_since_the_first(store):
+    rows = store.query("SELECT campaign_id, local_date, status FROM amd_completeness ORDER BY ALL")
+    assert len(rows) == 2 * 14  # two campaigns x day 0 .. today
+    status = {(r.campaign_id, r.local_date.date()): r.status for r in rows.itertuples()}
+    assert [status["1", day(k)] for k in range(14)] == ["fetched"] * 13 + ["partial"]
+    assert [status["2", day(k)] for k in range(4)] == ["zero", "rejected", "deferred", "missing"]
+    assert sum(1 for k in range(14) if status["2", day(k)] == "missing") == 11
+
+
+def test_a_later_fetch_clears_the_windows_issue(store):
+    store.replace(AMD_DAILY, to_frame([row("2", 1, 7)]))
+    rows = store.query(f"SELECT status FROM amd_completeness WHERE campaign_id = '2' AND local_date = '{day(1)}'")
+    assert rows.status.tolist() == ["fetched"]
+
+
+def test_the_weekday_profile_averages_final_days_per_weekday(store):
+    rows = store.query("SELECT * FROM amd_weekday_profile ORDER BY campaign_id, weekday_number")
+    one = {r.weekday_number: (r.avg_total_amd, r.days) for r in rows.itertuples() if r.campaign_id == "1"}
+    # days k and k + 7 share a weekday: (10(k+1) + 10(k+8)) / 2 for k = 0..5; day 6 is alone (70);
+    # today's partial row is left out.
+    expected = {day(0).isoweekday(): (45.0, 2), day(1).isoweekday(): (55.0, 2), day(2).isoweekday(): (65.0, 2)}
+    expected |= {day(3).isoweekday(): (75.0, 2), day(4).isoweekday(): (85.0, 2), day(5).isoweekday(): (95.0, 2)}
+    expected |= {day(6).isoweekday(): (70.0, 1)}
+    assert one == expected
+    two = [(r.weekday_number, r.avg_total_amd, r.days) for r in rows.itertuples() if r.campaign_id == "2"]
+    assert two == [(day(0).isoweekday(), 0.0, 1)]
+
+
+def test_the_views_use_the_operations_day_whatever_the_session_zone(store):
+    for zone in ("UTC", "Asia/Tokyo", "America/Bogota"):
+        rows = store.query("SELECT max(local_date) AS last FROM amd_completeness", timezone=zone)
+        assert rows["last"][0].date() == TODAY
