@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+import duckdb
 
 from amd_pipeline import progress
 from amd_pipeline.loader import (
@@ -19,7 +20,7 @@ from amd_pipeline.messages import explain
 from amd_pipeline.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.settings import SettingsError
-from amd_pipeline.store import AMD_DAILY
+from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
 PROGRESS_LOG_SECONDS = 5.0
@@ -36,6 +37,46 @@ class LoadFailed(dg.Failure):
 
 
 LoadFailed.__module__ = "builtins"
+
+AMD_PUBLISHED = dg.AssetSpec(
+    "amd_published",
+    deps=["amd_daily"],
+    group_name="wolkvox",
+    kinds={"duckdb"},
+    description="The DuckDB file analysts read (AMD_DUCKDB_PATH): a complete copy of amd_daily, its companion "
+    "tables and the analyst views, published atomically by every load that wrote rows. Readers never block loads.",
+)
+
+
+def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource) -> None:
+    """Publish the working file for analysts and record it as a materialisation of ``amd_published``."""
+    try:
+        done = working.publish(amd_store.path)
+    except (OSError, duckdb.Error, StoreLockedError) as exc:
+        raise LoadFailed(
+            description=f"the load's rows are in {working.path}, but publishing {amd_store.path} for analysts "
+            f"failed ({explain(exc)}); the next load publishes again"
+        ) from None
+    summary = (
+        AmdStore(amd_store.path)
+        .query(
+            "SELECT count(*) AS rows_, count(DISTINCT campaign_id) AS campaigns, min(local_date) AS first_day, "
+            "max(local_date) AS last_day FROM amd_daily"
+        )
+        .iloc[0]
+    )
+    status = AmdStore(amd_store.path).query("SELECT status, count(*) AS n FROM amd_completeness GROUP BY ALL")
+    metadata: dict[str, dg.MetadataValue | int | float | str] = {
+        "dagster/row_count": int(summary.rows_),
+        "campaigns": int(summary.campaigns),
+        "first_day": str(summary.first_day.date()) if summary.rows_ else "",
+        "last_day": str(summary.last_day.date()) if summary.rows_ else "",
+        "publish_seconds": round(done.seconds, 3),
+        "size_bytes": done.bytes,
+        "path": dg.MetadataValue.path(str(amd_store.path)),
+    }
+    metadata.update({f"campaign_days_{r.status}": int(r.n) for r in status.itertuples()})
+    context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
 
 
 def observed_latency(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
@@ -153,11 +194,12 @@ def build_amd_daily(
 
         tags = context.run.tags
         source = tags.get(SOURCE_TAG, "ui")
+        working = amd_store.store(timezone, start_date)
         try:
             with wolkvox.client(source) as client:
                 report = load(
                     client,
-                    amd_store.store(timezone, start_date),
+                    working,
                     AMD_DAILY,
                     requests,
                     campaign_all=mode,
@@ -171,6 +213,8 @@ def build_amd_daily(
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
             report_written(context, failed.report, requests, keys)
+            if failed.report.rows_written:  # what was written is valid: analysts get it now
+                publish(context, working, amd_store)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
@@ -178,6 +222,7 @@ def build_amd_daily(
             raise LoadFailed(description=description, metadata=metadata) from None
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
+        publish(context, working, amd_store)
         return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})
 
     return amd_daily

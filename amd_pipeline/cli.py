@@ -181,10 +181,10 @@ def run_backfill(
         )
     stored = None
     with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
-        stored = AmdStore(settings.duckdb_path, lock_timeout=0).stored_timezone()
+        stored = AmdStore(settings.working_path, lock_timeout=0).stored_timezone()
     if stored not in (None, timezone):
         raise SettingsError(
-            f"{settings.duckdb_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
+            f"{settings.working_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
             f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
         )
 
@@ -207,7 +207,7 @@ def run_backfill(
     ) as built:
         wolkvox = built.wolkvox
         quota, selected = _preflight_calls(
-            wolkvox, built.campaign_source, explicit, force, AmdStore(settings.duckdb_path, timezone=timezone)
+            wolkvox, built.campaign_source, explicit, force, AmdStore(settings.working_path, timezone=timezone)
         )
         mode = wolkvox.campaign_all_mode()
 
@@ -220,7 +220,7 @@ def run_backfill(
     final = set()
     if not refetch:
         with contextlib.suppress(StoreLockedError):
-            final = AmdStore(settings.duckdb_path, lock_timeout=0).final_keys(
+            final = AmdStore(settings.working_path, lock_timeout=0).final_keys(
                 AMD_DAILY, [(r.campaign_id, r.window.start) for r in requests]
             )
     missing = [r for r in requests if (r.campaign_id, r.window.start) not in final]
@@ -249,7 +249,9 @@ def run_backfill(
         return EXIT_OK
     if not missing:
         # No run, but the file still gets this version's schema and views.
-        AmdStore(settings.duckdb_path, timezone=timezone, start_date=settings.definition.start_date).prepare(AMD_DAILY)
+        working = AmdStore(settings.working_path, timezone=timezone, start_date=settings.definition.start_date)
+        working.prepare(AMD_DAILY)
+        working.publish(settings.duckdb_path)
         print("nothing to fetch: every window is final", file=sys.stderr)
         return EXIT_OK
     refusal = quota_refusal(plan)
@@ -330,17 +332,20 @@ def _summary(duckdb_path: str, start: dt.date, end: dt.date):
 
 
 def _foreign_campaigns(duckdb_path: str, home: Path, demo_ids: set[str]) -> list[str]:
-    """Campaigns that are not the simulator's, already in the DuckDB file or the instance."""
+    """Campaigns that are not the simulator's, already in the DuckDB files (published, working) or the instance."""
     import dagster as dg
 
     from amd_pipeline.partitions import CAMPAIGN_DIMENSION
+    from amd_pipeline.settings import working_path_for
     from amd_pipeline.store import AmdStore
 
     found: set[str] = set()
-    if Path(duckdb_path).exists():
-        tables = AmdStore(duckdb_path).query("SELECT table_name FROM information_schema.tables")
+    for path in (duckdb_path, working_path_for(duckdb_path)):
+        if not Path(path).exists():
+            continue
+        tables = AmdStore(path).query("SELECT table_name FROM information_schema.tables")
         if "amd_daily" in set(tables.table_name):
-            found |= set(AmdStore(duckdb_path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
+            found |= set(AmdStore(path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
     if (home / "dagster.yaml").exists():
         instance = dg.DagsterInstance.from_config(str(home))
         found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
@@ -384,6 +389,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS"):
             os.environ.pop(name, None)
         os.environ["AMD_DUCKDB_PATH"] = duckdb_path
+        os.environ.pop("AMD_WORKING_DUCKDB_PATH", None)
         print(
             f"demo: Wolkvox simulator at {sim.url} "
             f"({args.latency_ms:g} ms per answer, faults on {args.fault_rate:.0%} of calls)"
@@ -519,14 +525,17 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, check_timezone
+    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, check_timezone, working_path_for
     from amd_pipeline.store import AMD_DAILY, AmdStore
 
     new = check_timezone(args.to, "--to")
-    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    published = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
-        raise SettingsError(f"{path} does not exist: nothing to migrate")
+        raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
     done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
+    if not args.dry_run:
+        AmdStore(path).publish(published)
     verb = "would keep" if args.dry_run else "kept"
     print(
         f"{path}: days in {done.old or 'an unrecorded zone'} -> {done.new}: {verb} {done.kept_days} day(s) whose "
@@ -600,7 +609,11 @@ def _dev_demo(args: argparse.Namespace, home: Path, argv: list[str]) -> int:
         )
     config = SimConfig(token=secrets.token_urlsafe(24), latency_ms=args.latency_ms, daily_quota=20000, seed=7)
     with Simulator(config) as sim:
-        env = {k: v for k, v in os.environ.items() if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "AMD_WORKING_DUCKDB_PATH")
+        }
         env.update(
             WOLKVOX_BASE_URL=sim.url,
             WOLKVOX_TOKEN=config.token,
@@ -688,7 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate-timezone", "move the DuckDB file's days to another WOLKVOX_TIMEZONE", cmd_migrate_timezone
     )
     migrate.add_argument("--to", required=True, help="the new IANA zone, e.g. America/Lima")
-    migrate.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
+    migrate.add_argument(
+        "--duckdb", help="published file (default: $AMD_DUCKDB_PATH or data/amd.duckdb); its working file moves"
+    )
     migrate.add_argument("--dry-run", action="store_true", help="say what would be kept and dropped; change nothing")
 
     budget = command("budget", "today's calls per source, the daily budget, and what the schedules cost", cmd_budget)

@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from amd_pipeline.assets import build_amd_daily
+from amd_pipeline.assets import AMD_PUBLISHED, build_amd_daily
 from amd_pipeline.checks import build_checks
 from amd_pipeline.partitions import daily_partitions
 from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
@@ -57,7 +57,7 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         timezone=settings.timezone,
     )
     return dg.Definitions(
-        assets=[amd_daily],
+        assets=[amd_daily, AMD_PUBLISHED],
         asset_checks=build_checks(amd_daily, settings),
         jobs=[job],
         schedules=build_schedules(job, settings),
@@ -66,6 +66,7 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
             "wolkvox": wolkvox,
             "amd_store": AmdStoreResource(
                 path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+                working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
                 batch_size=env_int_or("AMD_BATCH_SIZE"),
                 lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
             ),

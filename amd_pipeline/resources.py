@@ -21,6 +21,7 @@ from amd_pipeline.settings import (
     check_share,
     check_token,
     parse_campaign_list,
+    working_path_for,
 )
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
@@ -145,9 +146,12 @@ class WolkvoxResource(dg.ConfigurableResource):
 
 
 class AmdStoreResource(dg.ConfigurableResource):
-    """The DuckDB file analysts read (AMD_DUCKDB_PATH)."""
+    """The DuckDB files: the one loads write, and the copy analysts read that every load publishes."""
 
-    path: str = "data/amd.duckdb"
+    path: str = Field(default="data/amd.duckdb", description="The published file analysts read (AMD_DUCKDB_PATH).")
+    working_path: str = Field(
+        default="", description="The file loads write (AMD_WORKING_DUCKDB_PATH); default beside the published one."
+    )
     lock_timeout_seconds: int = Field(
         default=120,
         description="How long a write waits for a file another process holds (AMD_DUCKDB_LOCK_TIMEOUT_SECONDS).",
@@ -155,8 +159,13 @@ class AmdStoreResource(dg.ConfigurableResource):
     batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
 
     def store(self, timezone: str | None = None, start_date: dt.date | None = None) -> AmdStore:
-        """The store; with ``timezone``, writes refuse a file whose days are in another zone."""
-        return AmdStore(self.path, timezone=timezone, start_date=start_date, lock_timeout=self.lock_timeout_seconds)
+        """The working store; with ``timezone``, writes refuse a file whose days are in another zone."""
+        return AmdStore(
+            working_path_for(self.path, self.working_path),
+            timezone=timezone,
+            start_date=start_date,
+            lock_timeout=self.lock_timeout_seconds,
+        )
 
 
 class CampaignSource(dg.ConfigurableResource):

@@ -17,6 +17,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -111,6 +112,15 @@ def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
     return f"https://wv{server}.wolkvox.com"
 
 
+def working_path_for(published: str, configured: str | None = None) -> str:
+    """The file loads write (``AMD_WORKING_DUCKDB_PATH``); by default beside the published one:
+    ``data/amd.duckdb`` -> ``data/amd.working.duckdb``."""
+    if configured:
+        return configured
+    path = Path(published)
+    return str(path.with_name(f"{path.stem}.working{path.suffix or '.duckdb'}"))
+
+
 def check_cron(text: str, setting: str) -> str:
     """A five-field cron expression (minute hour day month weekday), read in WOLKVOX_TIMEZONE."""
     text = " ".join(text.split())
@@ -191,6 +201,7 @@ class RunSettings:
     campaigns: tuple[str, ...]
     numbers: Mapping[str, int]
     duckdb_path: str
+    working_path: str
     quota_share: float
 
     @classmethod
@@ -207,5 +218,8 @@ class RunSettings:
             campaigns=tuple(parse_campaign_list(env.get("AMD_CAMPAIGNS") or "")),
             numbers={name: int_setting(name, env) for name in INT_SETTINGS},
             duckdb_path=env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
+            working_path=working_path_for(
+                env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH, env.get("AMD_WORKING_DUCKDB_PATH")
+            ),
             quota_share=check_share(env.get("AMD_QUOTA_SHARE")),
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,6 +75,15 @@ CREATE TABLE IF NOT EXISTS amd_window_issues (
     recorded_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (campaign_id, window_start)
 )"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """One publish: rows of ``amd_daily`` in the copy, how long it took, the file's size."""
+
+    rows: int
+    seconds: float
+    bytes: int
 
 
 @dataclasses.dataclass
@@ -335,6 +345,59 @@ class AmdStore:
             )
         if found is None:
             conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, self.timezone])
+
+    def publish(self, target: str | Path) -> Published:
+        """Publish a complete copy of this (working) file at ``target``, atomically, with the views.
+
+        The copy is built from a read-only snapshot beside ``target``, synced to disk and renamed over
+        it: a reader that has ``target`` open keeps the state it opened (even a read-write one: the
+        rename does not need its lock), the next connection sees the new state, and a crash at any
+        moment leaves either the old file or the new one, never a half-written one.
+        """
+        started = time.perf_counter()
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        conn = duckdb.connect()
+        try:
+            waited, delay = 0.0, 0.05
+            while True:  # the working file may be held for a moment by another writer (the sensor)
+                try:
+                    conn.execute("ATTACH ? AS working (READ_ONLY)", [str(self.path)])
+                    break
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower() or waited >= self.lock_timeout:
+                        raise
+                    self._sleep(delay)
+                    waited, delay = waited + delay, min(delay * 2, 5.0)
+            conn.execute("ATTACH ? AS published", [str(tmp)])
+            conn.execute("COPY FROM DATABASE working TO published")
+            conn.execute("DETACH working")
+            conn.execute("USE published")
+            create_views(conn)
+            rows = (
+                conn.execute("SELECT count(*) FROM amd_daily").fetchall()[0][0] if _has_table(conn, "amd_daily") else 0
+            )
+            conn.execute("USE memory")
+            conn.execute("DETACH published")
+        except BaseException:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        conn.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        return Published(rows=rows, seconds=time.perf_counter() - started, bytes=target.stat().st_size)
 
     def stored_timezone(self) -> str | None:
         """The zone the file's days are in, when it records one."""

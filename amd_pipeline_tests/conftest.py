@@ -98,3 +98,8 @@ def instance(tmp_path, monkeypatch):
         yield inst
     finally:
         inst.dispose()
+
+
+def daily_materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
+    """The run's amd_daily partition materializations (the step also reports amd_published)."""
+    return [m for m in result.asset_materializations_for_node("amd_daily") if m.asset_key == dg.AssetKey("amd_daily")]

@@ -10,7 +10,7 @@ from amd_pipeline.partitions import day_key
 from amd_pipeline.settings import DefinitionSettings
 from amd_pipeline.simulator import truth_for_day
 from amd_pipeline.store import AmdStore
-from amd_pipeline_tests.conftest import CAMPAIGNS
+from amd_pipeline_tests.conftest import CAMPAIGNS, daily_materializations
 
 START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
 
@@ -62,7 +62,7 @@ def test_running_it_again_changes_no_value_and_adds_no_row(env, instance):
 def test_the_materialization_reports_per_campaign_totals_calls_and_retries(env, instance, sim):
     sim.queue_faults("500")
     result = run(instance, end=START + dt.timedelta(days=1))
-    materializations = result.asset_materializations_for_node("amd_daily")
+    materializations = daily_materializations(result)
     assert len(materializations) == 6
     metadata = materializations[0].metadata
     assert metadata["rows_written"].value == 6
@@ -112,7 +112,7 @@ def test_campaign_all_makes_one_call_per_window_for_every_campaign(env, instance
     rows = table(env)
     assert len(rows) == 30
     assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
-    metadata = result.asset_materializations_for_node("amd_daily")[0].metadata
+    metadata = daily_materializations(result)[0].metadata
     assert metadata["planned_calls"].value == 10 and metadata["campaign_all_calls"].value == 10
 
 

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import zlib
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
-from amd_pipeline.store import AmdStore
+from amd_pipeline.store import AMD_DAILY, AmdStore
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
@@ -295,7 +296,8 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
             time.sleep(0.01)
         proc.kill()
         proc.wait(10)
-        store = AmdStore(env["AMD_DUCKDB_PATH"])
+        # A killed run never published: its batches are in the working file, which the rerun completes.
+        store = AmdStore(tmp_path / "data" / "amd.working.duckdb")
         partial = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
         assert 20 <= len(partial) < 90 and len(partial) % 10 == 0  # whole batches only
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in partial.itertuples())
@@ -680,3 +682,99 @@ def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_st
             break
         time.sleep(1)
     assert leftovers == []  # dagster dev, its webserver, daemon and code servers all stopped
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only reader", "read-write reader"])
+def test_an_analyst_holding_the_published_file_never_blocks_a_load(tmp_path, read_only):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=3)) as sim:
+        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), WOLKVOX_CAMPAIGN_ALL="off")
+        published = env["AMD_DUCKDB_PATH"]
+        first = amd(env, "backfill", "--start", "2026-09-01", "--end", "2026-09-02", "--quiet", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        reader = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
+                    import duckdb, sys, threading, time
+                    conn = duckdb.connect({published!r}, read_only={read_only!r})
+                    stop, seen, errors = threading.Event(), set(), []
+                    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+                    print("open", flush=True)
+                    while not stop.is_set():  # an analyst's notebook, querying all along
+                        try:
+                            seen.add(conn.execute("SELECT count(*) FROM amd_daily_trend").fetchall()[0][0])
+                        except Exception as exc:
+                            errors.append(repr(exc))
+                        time.sleep(0.02)
+                    conn.close()
+                    again = duckdb.connect({published!r}, read_only=True)
+                    print(sorted(seen), len(errors), again.execute("SELECT count(*) FROM amd_daily").fetchall()[0][0])
+                """),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert reader.stdout.readline().strip() == "open"
+            load = amd(env, "backfill", "--start", "2026-09-03", "--end", "2026-10-12", "--quiet", cwd=tmp_path)
+        finally:
+            output, _ = reader.communicate("\n", timeout=60)
+    assert load.returncode == 0, load.stderr  # 3 campaigns x 40 days = 120 windows while the file was held
+    seen, errors, rows_after_reconnect = output.strip().rsplit(" ", 2)[0], *output.strip().rsplit(" ", 2)[1:]
+    assert errors == "0", output
+    assert seen == "[6]"  # the state it opened, complete, all along
+    assert rows_after_reconnect == "126"  # reconnected: every row of both loads
+
+
+def test_a_publish_killed_at_any_moment_leaves_the_previous_file_intact(tmp_path):
+    from amd_pipeline.normalize import FETCHED, to_frame
+    from amd_pipeline.windows import day_window
+
+    working, published = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb"
+
+    def rows(days: int) -> list[dict]:
+        out = []
+        for k in range(days):
+            window = day_window(dt.date(2023, 1, 1) + dt.timedelta(days=k), "America/Bogota")
+            for c in range(50):
+                at = window.end + dt.timedelta(hours=1)
+                out.append(
+                    {
+                        "campaign_id": str(10000 + c),
+                        "window_start": window.start,
+                        "window_end": window.end,
+                        "local_date": window.local_date,
+                        "total_amd": k + c,
+                        "fetch_status": FETCHED,
+                        "fetched_at": at,
+                        "is_final": True,
+                    }
+                )
+        return out
+
+    store = AmdStore(working, timezone="America/Bogota")
+    store.prepare(AMD_DAILY)
+    store.replace(AMD_DAILY, to_frame(rows(10)))
+    store.publish(published)  # the previous state: 500 rows
+    store.replace(AMD_DAILY, to_frame(rows(1000)))  # the next one: 50,000 rows
+    script = textwrap.dedent(f"""
+        from amd_pipeline.store import AmdStore
+        store = AmdStore({str(working)!r})
+        print("publishing", flush=True)
+        store.publish({str(published)!r})
+    """)
+    outcomes = []
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 30.0):  # after the publish started
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "publishing"
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # SIGKILL, mid-publish
+            proc.wait()
+        count = AmdStore(published).query("SELECT count(*) AS n FROM amd_daily").n[0]
+        assert count in (500, 50000)  # the old file or the new one, always openable, never half of one
+        outcomes.append((proc.returncode == -9, int(count)))
+    assert (True, 500) in outcomes and outcomes[-1] == (False, 50000), outcomes  # killed mid-way, then done

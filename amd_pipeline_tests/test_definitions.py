@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_definitions_load_with_the_asset_its_job_sensor_and_resources():
     definitions = build_definitions(DefinitionSettings())
     repo = definitions.get_repository_def()
-    assert [k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()] == ["amd_daily"]
+    assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == ["amd_daily", "amd_published"]
     assert repo.has_job("amd_daily_job")
     assert repo.has_sensor_def("campaign_partitions")
     assert set(repo.get_top_level_resources()) >= {"wolkvox", "amd_store", "campaign_source"}

@@ -12,6 +12,7 @@ import pytest
 
 from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline_tests.conftest import daily_materializations
 
 BOGOTA = ZoneInfo("America/Bogota")
 
@@ -118,7 +119,7 @@ def test_the_restatement_refetches_recent_closed_days_and_lists_what_changed(env
     sim.state.config.restatements = {f"20718|{first}": 7}  # the vendor counts 7 more, after the fact
     result = launch(instance, request)
     assert result.success
-    metadata = result.asset_materializations_for_node("amd_daily")[0].metadata
+    metadata = daily_materializations(result)[0].metadata
     assert metadata["restated"].value == 1
     old = sim.day_total("20718", first) - 7
     assert f"| 20718 | {first} | {old} | {old + 7} |" in metadata["restated_days"].value
