@@ -48,8 +48,9 @@ AMD_PUBLISHED = dg.AssetSpec(
 )
 
 
-def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource) -> None:
-    """Publish the working file for analysts and record it as a materialisation of ``amd_published``."""
+def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary) -> None:
+    """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
+    with what describes the dataset and the summary of the load that led to it."""
     try:
         done = working.publish(amd_store.path)
     except (OSError, duckdb.Error, StoreLockedError) as exc:
@@ -76,15 +77,16 @@ def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: Amd
         "path": dg.MetadataValue.path(str(amd_store.path)),
     }
     metadata.update({f"campaign_days_{r.status}": int(r.n) for r in status.itertuples()})
+    metadata.update({f"load_{name}": value for name, value in run_summary.items()})
     context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
 
 
-def observed_latency(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
-    """Median seconds per call seen by the latest materialization of ``asset_key``, if any."""
-    records = instance.fetch_materializations(asset_key, limit=1).records
+def observed_latency(instance: dg.DagsterInstance) -> float | None:
+    """Median seconds per call seen by the latest load (its summary is on the latest publish), if any."""
+    records = instance.fetch_materializations(AMD_PUBLISHED.key, limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
-    value = records[0].asset_materialization.metadata.get("median_latency_ms")
+    value = records[0].asset_materialization.metadata.get("load_median_latency_ms")
     return value.value / 1000 if value is not None else None
 
 
@@ -137,15 +139,33 @@ def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> 
     wolkvox.remember_all_refused()
 
 
-def report_written(context: dg.AssetExecutionContext, report: LoadReport, requests, keys) -> None:
-    """Record the partitions a failed load did write, so the UI shows them as done."""
+def partition_metadata(record: dict) -> dict[str, dg.MetadataValue | int | float | str | bool]:
+    """What one partition's event carries: its own numbers, nothing of the run's."""
+    return {
+        "total_amd": int(record["total_amd"]),
+        "is_final": bool(record["is_final"]),
+        "fetch_status": record["fetch_status"],
+        "fetched_at": record["fetched_at"].isoformat(timespec="seconds"),
+    }
+
+
+def report_partitions(context: dg.AssetExecutionContext, report: LoadReport, requests, keys, *, failed: bool) -> None:
+    """Give each written partition its own numbers. A failed step records its written partitions as
+    materialisations itself, so the UI shows them as done; a successful one attaches to its own events."""
     key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
-    for written in report.written:
-        context.instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                context.asset_key, partition=key_of[written], tags={"amd_pipeline/run_id": context.run.run_id}
+    for record in report.written:
+        key = key_of[(record["campaign_id"], record["window_start"])]
+        if failed:
+            context.instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    context.asset_key,
+                    partition=key,
+                    metadata=partition_metadata(record),
+                    tags={"amd_pipeline/run_id": context.run.run_id},
+                )
             )
-        )
+        else:
+            context.add_asset_metadata(partition_metadata(record), partition_key=key)
 
 
 def build_amd_daily(
@@ -179,7 +199,7 @@ def build_amd_daily(
                 windows=len(requests),
                 calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
                 daily_quota=wolkvox.daily_quota or None,
-                median_latency=observed_latency(context.instance, context.asset_key),
+                median_latency=observed_latency(context.instance),
             )
         except SettingsError as exc:
             raise LoadFailed(description=explain(exc)) from None
@@ -212,17 +232,19 @@ def build_amd_daily(
         except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
-            report_written(context, failed.report, requests, keys)
-            if failed.report.rows_written:  # what was written is valid: analysts get it now
-                publish(context, working, amd_store)
+            report_partitions(context, failed.report, requests, keys, failed=True)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
+            if failed.report.rows_written:  # what was written is valid: analysts get it now
+                publish(context, working, amd_store, metadata)
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
-        publish(context, working, amd_store)
-        return dg.MaterializeResult(metadata={**plan_metadata(plan), **report_metadata(report)})
+        report_partitions(context, report, requests, keys, failed=False)
+        # The run's summary goes once on the published copy, not on every partition's event.
+        publish(context, working, amd_store, {**plan_metadata(plan), **report_metadata(report)})
+        return dg.MaterializeResult()
 
     return amd_daily

@@ -232,7 +232,7 @@ def run_backfill(
         calls=len(plan_calls(missing, use_all=mode != CampaignAll.OFF)),
         daily_quota=daily or None,
         quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
-        median_latency=observed_latency(instance, dg.AssetKey("amd_daily")),
+        median_latency=observed_latency(instance),
         budget_limit=budget.limit,
         budget_used=used,
     )

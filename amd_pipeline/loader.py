@@ -78,7 +78,7 @@ class LoadReport:
     windows_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
     empty_by_campaign: Counter[str] = dataclasses.field(default_factory=Counter)
     rejects: list[InvalidValueError] = dataclasses.field(default_factory=list)
-    written: list[tuple[str, dt.datetime]] = dataclasses.field(default_factory=list)
+    written: list[dict] = dataclasses.field(default_factory=list)  # the records written, one per window
     skipped: int = 0  # windows already final, not fetched again (``skip_final``)
     deferred: list[WindowRequest] = dataclasses.field(default_factory=list)  # left for when the quota resets
     changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)  # restated totals
@@ -292,7 +292,7 @@ def _load(
                 campaign = record["campaign_id"]
                 report.totals[campaign] += record["total_amd"]
                 report.windows_by_campaign[campaign] += 1
-                report.written.append((campaign, record["window_start"]))
+                report.written.append(record)
                 if record["fetch_status"] == FETCHED_EMPTY:
                     report.empty_by_campaign[campaign] += 1
             records.clear()

@@ -103,3 +103,11 @@ def instance(tmp_path, monkeypatch):
 def daily_materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
     """The run's amd_daily partition materializations (the step also reports amd_published)."""
     return [m for m in result.asset_materializations_for_node("amd_daily") if m.asset_key == dg.AssetKey("amd_daily")]
+
+
+def published_materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
+    """The run's one amd_published materialization: the dataset, and the load's summary (``load_*``)."""
+    [published] = [
+        m for m in result.asset_materializations_for_node("amd_daily") if m.asset_key == dg.AssetKey("amd_published")
+    ]
+    return published

@@ -10,7 +10,7 @@ from amd_pipeline.partitions import day_key
 from amd_pipeline.settings import DefinitionSettings
 from amd_pipeline.simulator import truth_for_day
 from amd_pipeline.store import AmdStore
-from amd_pipeline_tests.conftest import CAMPAIGNS, daily_materializations
+from amd_pipeline_tests.conftest import CAMPAIGNS, daily_materializations, published_materialization
 
 START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
 
@@ -59,16 +59,24 @@ def test_running_it_again_changes_no_value_and_adds_no_row(env, instance):
     assert (second.fetched_at > first.fetched_at).all()
 
 
-def test_the_materialization_reports_per_campaign_totals_calls_and_retries(env, instance, sim):
+def test_each_partition_carries_its_own_numbers_and_the_publish_carries_the_run(env, instance, sim):
     sim.queue_faults("500")
     result = run(instance, end=START + dt.timedelta(days=1))
     materializations = daily_materializations(result)
     assert len(materializations) == 6
-    metadata = materializations[0].metadata
-    assert metadata["rows_written"].value == 6
-    assert metadata["calls"].value == 7 and metadata["retries"].value == 1
+    for m in materializations:
+        campaign, day = m.partition.split("|")
+        own = {k: v.value for k, v in m.metadata.items()}
+        assert set(own) == {"total_amd", "is_final", "fetch_status", "fetched_at"}  # nothing of the run's
+        assert own["total_amd"] == truth_for_day(campaign, dt.date.fromisoformat(day)) and own["is_final"]
+    published = published_materialization(result).metadata
+    assert published["dagster/row_count"].value == 6 and published["campaigns"].value == 3
+    assert published["first_day"].value == str(START) and published["size_bytes"].value > 0
+    assert published["load_rows_written"].value == 6
+    assert published["load_calls"].value == 7 and published["load_retries"].value == 1
     expected = sum(truth_for_day("20717", START + dt.timedelta(days=i)) for i in range(2))
-    assert "| 20717 | 2 | " in metadata["per_campaign"].value and f"| {expected} |" in metadata["per_campaign"].value
+    per_campaign = published["load_per_campaign"].value
+    assert "| 20717 | 2 | " in per_campaign and f"| {expected} |" in per_campaign
 
 
 def test_a_single_partition_run_works(env, instance):
@@ -112,8 +120,8 @@ def test_campaign_all_makes_one_call_per_window_for_every_campaign(env, instance
     rows = table(env)
     assert len(rows) == 30
     assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
-    metadata = daily_materializations(result)[0].metadata
-    assert metadata["planned_calls"].value == 10 and metadata["campaign_all_calls"].value == 10
+    metadata = published_materialization(result).metadata
+    assert metadata["load_planned_calls"].value == 10 and metadata["load_campaign_all_calls"].value == 10
 
 
 def test_auto_falls_back_when_the_server_refuses_all_and_remembers_it(env, instance, sim, monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.settings import DefinitionSettings
-from amd_pipeline_tests.conftest import daily_materializations
+from amd_pipeline_tests.conftest import daily_materializations, published_materialization
 
 BOGOTA = ZoneInfo("America/Bogota")
 
@@ -119,10 +119,12 @@ def test_the_restatement_refetches_recent_closed_days_and_lists_what_changed(env
     sim.state.config.restatements = {f"20718|{first}": 7}  # the vendor counts 7 more, after the fact
     result = launch(instance, request)
     assert result.success
-    metadata = daily_materializations(result)[0].metadata
-    assert metadata["restated"].value == 1
+    metadata = published_materialization(result).metadata
+    assert metadata["load_restated"].value == 1
     old = sim.day_total("20718", first) - 7
-    assert f"| 20718 | {first} | {old} | {old + 7} |" in metadata["restated_days"].value
+    assert f"| 20718 | {first} | {old} | {old + 7} |" in metadata["load_restated_days"].value
+    restated = next(m for m in daily_materializations(result) if m.partition == f"20718|{first}")
+    assert restated.metadata["total_amd"].value == old + 7
     assert any("1 final campaign-day(s) restated" in e.user_message for e in instance.all_logs(result.run_id))
     stored = env.query(f"SELECT total_amd FROM amd_daily WHERE campaign_id = '20718' AND local_date = '{first}'")
     assert stored.total_amd.tolist() == [old + 7]
