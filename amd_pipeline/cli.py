@@ -72,32 +72,51 @@ def _number(kind, low: float, high: float | None = None):
 
 
 class ProgressPrinter:
-    """A progress bar on a terminal, plain lines (every 5 s and at the end) otherwise."""
+    """A `rich` progress bar on a terminal; plain lines (every 5 s and at the end) otherwise."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
         self.tty = stream.isatty()
         self._last = 0.0
+        self._bar = None
+        self._task = None
 
     def __call__(self, p) -> None:
-        now = time.monotonic()
         finished = p.windows_done == p.windows_total
-        rate = p.windows_done / p.elapsed if p.elapsed > 0 else 0.0
-        eta = (p.windows_total - p.windows_done) / rate if rate else 0.0
-        text = f"{p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries, ETA {eta:.0f} s"
         if self.tty:
-            if not finished and now - self._last < 0.1:
-                return
+            self._draw(p, finished)
+            return
+        now = time.monotonic()
+        if finished or now - self._last >= 5.0:
             self._last = now
-            width = 30
-            filled = int(width * p.windows_done / max(p.windows_total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}   ")
-            if finished:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif finished or now - self._last >= 5.0:
-            self._last = now
-            print(f"progress: {text}", file=self.stream, flush=True)
+            rate = p.windows_done / p.elapsed if p.elapsed > 0 else 0.0
+            eta = (p.windows_total - p.windows_done) / rate if rate else 0.0
+            print(
+                f"progress: {p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries, "
+                f"ETA {eta:.0f} s",
+                file=self.stream,
+                flush=True,
+            )
+
+    def _draw(self, p, finished: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("windows"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[calls]} calls, {task.fields[retries]} retries"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+            )
+            self._task = self._bar.add_task("load", total=p.windows_total, calls=0, retries=0)
+            self._bar.start()
+        self._bar.update(self._task, completed=p.windows_done, total=p.windows_total, calls=p.calls, retries=p.retries)
+        if finished:
+            self._bar.stop()
+            self._bar = None
 
 
 def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
@@ -478,6 +497,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from amd_pipeline.report import write_report
+    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH
+    from amd_pipeline.store import AmdStore
+
+    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    if not Path(path).exists():
+        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    images = write_report(
+        AmdStore(path), Path(args.out), days=args.days, png_dir=Path(args.png_dir) if args.png_dir else None
+    )
+    print(f"wrote {args.out}: {len(images)} charts from {path}")
+    return EXIT_OK
+
+
 def cmd_budget(args: argparse.Namespace) -> int:
     """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
     import dagster as dg
@@ -705,6 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--duckdb", help="published file (default: $AMD_DUCKDB_PATH or data/amd.duckdb); its working file moves"
     )
     migrate.add_argument("--dry-run", action="store_true", help="say what would be kept and dropped; change nothing")
+
+    report = command("report", "write a self-contained HTML page of charts from the published file", cmd_report)
+    report.add_argument("--out", default="amd_report.html", help="the HTML file to write (default: amd_report.html)")
+    report.add_argument("--days", type=_number(int, 7, 3660), default=60, help="days shown (default 60)")
+    report.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
+    report.add_argument("--png-dir", help="also write each chart as a PNG file into this folder")
 
     budget = command("budget", "today's calls per source, the daily budget, and what the schedules cost", cmd_budget)
     budget.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")

@@ -96,3 +96,26 @@ def test_the_views_use_the_operations_day_whatever_the_session_zone(store):
     for zone in ("UTC", "Asia/Tokyo", "America/Bogota"):
         rows = store.query("SELECT max(local_date) AS last FROM amd_completeness", timezone=zone)
         assert rows["last"][0].date() == TODAY
+
+
+def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(store, tmp_path):
+    import base64
+    import re
+
+    from amd_pipeline.report import write_report
+
+    out = tmp_path / "report" / "amd_report.html"
+    images = write_report(store, out, days=30, png_dir=tmp_path / "png")
+    page = out.read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == 3 == len(images)
+    for data in embedded:
+        png = base64.b64decode(data)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # a drawn chart, not an empty canvas
+    assert "http" not in page.replace(str(store.path), "")  # nothing to fetch: it opens offline
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "report_completeness.png",
+        "report_trend.png",
+        "report_weekday.png",
+    ]
+    assert "<td>1</td>" in page and "<td>2</td>" in page  # the per-campaign table is there

@@ -1,0 +1,141 @@
+"""`amd-pipeline report`: one self-contained HTML page of charts from the published file. No dagster.
+
+matplotlib draws static PNGs in-process (the Agg backend: no browser, no display, no network), which
+are embedded in the page as data URIs, so the page opens offline and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from amd_pipeline.store import AmdStore
+
+STATUS_COLORS = {
+    "fetched": "#2f855a",
+    "zero": "#9ae6b4",
+    "partial": "#f6ad55",
+    "deferred": "#90cdf4",
+    "rejected": "#e53e3e",
+    "missing": "#e2e8f0",
+}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
+    """The report's charts as PNG bytes: ``trend``, ``weekday`` and ``completeness``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    trend = store.query(
+        f"SELECT * FROM amd_daily_trend WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
+        "ORDER BY campaign_id, local_date"
+    )
+    campaigns = sorted(trend.campaign_id.unique())
+    out: dict[str, bytes] = {}
+
+    figure, axes = plt.subplots(len(campaigns) or 1, 1, figsize=(10, 2.2 * max(len(campaigns), 1)), squeeze=False)
+    for ax, campaign in zip(axes[:, 0], campaigns, strict=False):
+        rows = trend[trend.campaign_id == campaign]
+        name = rows.campaign_name.dropna().iloc[0] if rows.campaign_name.notna().any() else ""
+        ax.bar(rows.local_date, rows.total_amd, color=["#4a5568" if f else "#f6ad55" for f in rows.is_final])
+        ax.plot(rows.local_date, rows.avg_7d, color="#c53030", linewidth=2, label="7-day average")
+        ax.set_title(f"{campaign} {name}".strip(), loc="left", fontsize=10)
+        ax.set_ylabel("AMD per day")
+        ax.legend(loc="upper left", fontsize=8)
+    figure.suptitle(f"Calls answered by a machine, last {days} days (orange: partial day)", fontsize=11)
+    figure.tight_layout()
+    out["trend"] = _png(figure)
+    plt.close(figure)
+
+    profile = store.query("SELECT * FROM amd_weekday_profile ORDER BY campaign_id, weekday_number")
+    grid = profile.pivot_table(index="campaign_id", columns="weekday_number", values="avg_total_amd").reindex(
+        columns=range(1, 8)
+    )
+    figure, ax = plt.subplots(figsize=(8, 0.6 * max(len(grid), 1) + 1.5))
+    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(7), ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+    ax.set_yticks(range(len(grid)), list(grid.index))
+    for (y, x), value in pd.DataFrame(grid.to_numpy()).stack().items():
+        ax.text(x, y, f"{value:.0f}", ha="center", va="center", color="white", fontsize=8)
+    figure.colorbar(image, ax=ax, label="mean AMD per day")
+    ax.set_title("Mean per weekday, final days of the last 8 weeks", loc="left", fontsize=10)
+    out["weekday"] = _png(figure)
+    plt.close(figure)
+
+    status = store.query(
+        f"SELECT campaign_id, local_date, status FROM amd_completeness "
+        f"WHERE local_date > (SELECT max(local_date) FROM amd_completeness) - {int(days)}"
+    )
+    codes = {name: i for i, name in enumerate(STATUS_COLORS)}
+    calendar = status.assign(code=status.status.map(codes)).pivot_table(
+        index="campaign_id", columns="local_date", values="code", aggfunc="first"
+    )
+    figure, ax = plt.subplots(figsize=(10, 0.5 * max(len(calendar), 1) + 1.6))
+    ax.imshow(
+        calendar.to_numpy(dtype=float),
+        cmap=ListedColormap(list(STATUS_COLORS.values())),
+        vmin=-0.5,
+        vmax=len(STATUS_COLORS) - 0.5,
+        aspect="auto",
+    )
+    ax.set_yticks(range(len(calendar)), list(calendar.index))
+    ticks = list(range(0, len(calendar.columns), 7))
+    ax.set_xticks(ticks, [pd.Timestamp(calendar.columns[i]).strftime("%b %d") for i in ticks], fontsize=8)
+    handles = [matplotlib.patches.Patch(color=c, label=s) for s, c in STATUS_COLORS.items()]
+    ax.legend(handles=handles, ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.set_title(f"Completeness, last {days} days", loc="left", fontsize=10)
+    out["completeness"] = _png(figure)
+    plt.close(figure)
+    return out
+
+
+def write_report(store: AmdStore, out: Path, *, days: int = 60, png_dir: Path | None = None) -> dict[str, bytes]:
+    """Write the HTML page (and, with ``png_dir``, each chart as a PNG file). Returns the charts."""
+    images = charts(store, days)
+    totals = store.query(
+        "SELECT campaign_id, count(*) AS days, sum(total_amd)::BIGINT AS total_amd, "
+        "count(*) FILTER (WHERE NOT is_final) AS partial_days, min(local_date) AS first_day, "
+        "max(local_date) AS last_day FROM amd_daily GROUP BY ALL ORDER BY campaign_id"
+    )
+    titles = {
+        "trend": "Daily trend per campaign, with its 7-day average",
+        "weekday": "Weekday x campaign",
+        "completeness": "Which days are missing or partial",
+    }
+    sections = "\n".join(
+        f"<h2>{html.escape(titles[name])}</h2>\n"
+        f'<img alt="{html.escape(titles[name])}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        for name, png in images.items()
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>AMD report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1a202c}} img{{max-width:100%}}
+table{{border-collapse:collapse}} td,th{{padding:4px 10px;border-bottom:1px solid #e2e8f0}}</style>
+</head><body>
+<h1>AMD accumulated: calls answered by a machine</h1>
+<p>From {html.escape(str(store.path))}, made {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.</p>
+{totals.to_html(index=False, border=0)}
+{sections}
+</body></html>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    if png_dir is not None:
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for name, png in images.items():
+            (png_dir / f"report_{name}.png").write_bytes(png)
+    return images
