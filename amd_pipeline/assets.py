@@ -1,5 +1,6 @@
 """The AMD assets: a thin shell of partition keys -> windows -> loader -> metadata."""
 
+import base64
 import time
 
 import dagster as dg
@@ -18,6 +19,7 @@ from amd_pipeline.loader import (
 )
 from amd_pipeline.messages import explain
 from amd_pipeline.partitions import DAY_DIMENSION, window_request
+from amd_pipeline.report import trend_thumbnail
 from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.settings import SettingsError
 from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
@@ -77,6 +79,11 @@ def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: Amd
         "path": dg.MetadataValue.path(str(amd_store.path)),
     }
     metadata.update({f"campaign_days_{r.status}": int(r.n) for r in status.itertuples()})
+    if summary.rows_:
+        thumbnail = base64.b64encode(trend_thumbnail(AmdStore(amd_store.path))).decode()
+        metadata["trend_30_days"] = dg.MetadataValue.md(
+            f"![AMD per day, last 30 days](data:image/png;base64,{thumbnail})"
+        )
     metadata.update({f"load_{name}": value for name, value in run_summary.items()})
     context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
 

@@ -72,6 +72,8 @@ def test_each_partition_carries_its_own_numbers_and_the_publish_carries_the_run(
     published = published_materialization(result).metadata
     assert published["dagster/row_count"].value == 6 and published["campaigns"].value == 3
     assert published["first_day"].value == str(START) and published["size_bytes"].value > 0
+    chart = published["trend_30_days"].value  # a picture the UI shows: a PNG embedded in markdown
+    assert chart.startswith("![AMD per day, last 30 days](data:image/png;base64,iVBORw0KGgo")
     assert published["load_rows_written"].value == 6
     assert published["load_calls"].value == 7 and published["load_retries"].value == 1
     expected = sum(truth_for_day("20717", START + dt.timedelta(days=i)) for i in range(2))
