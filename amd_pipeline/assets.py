@@ -50,9 +50,12 @@ AMD_PUBLISHED = dg.AssetSpec(
 )
 
 
-def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary) -> None:
+def publish(
+    context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary, *, failed: bool
+) -> None:
     """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
-    with what describes the dataset and the summary of the load that led to it."""
+    with what describes the dataset and the summary of the load that led to it. A failing step's
+    logged events are dropped, so it records the materialisation itself (as for its partitions)."""
     try:
         done = working.publish(amd_store.path)
     except (OSError, duckdb.Error, StoreLockedError) as exc:
@@ -60,32 +63,30 @@ def publish(context: dg.AssetExecutionContext, working: AmdStore, amd_store: Amd
             description=f"the load's rows are in {working.path}, but publishing {amd_store.path} for analysts "
             f"failed ({explain(exc)}); the next load publishes again"
         ) from None
-    summary = (
-        AmdStore(amd_store.path)
-        .query(
-            "SELECT count(*) AS rows_, count(DISTINCT campaign_id) AS campaigns, min(local_date) AS first_day, "
-            "max(local_date) AS last_day FROM amd_daily"
-        )
-        .iloc[0]
-    )
-    status = AmdStore(amd_store.path).query("SELECT status, count(*) AS n FROM amd_completeness GROUP BY ALL")
     metadata: dict[str, dg.MetadataValue | int | float | str] = {
-        "dagster/row_count": int(summary.rows_),
-        "campaigns": int(summary.campaigns),
-        "first_day": str(summary.first_day.date()) if summary.rows_ else "",
-        "last_day": str(summary.last_day.date()) if summary.rows_ else "",
+        "dagster/row_count": done.rows,
+        "campaigns": done.campaigns,
+        "first_day": str(done.first_day or ""),
+        "last_day": str(done.last_day or ""),
         "publish_seconds": round(done.seconds, 3),
         "size_bytes": done.bytes,
         "path": dg.MetadataValue.path(str(amd_store.path)),
     }
-    metadata.update({f"campaign_days_{r.status}": int(r.n) for r in status.itertuples()})
-    if summary.rows_:
-        thumbnail = base64.b64encode(trend_thumbnail(AmdStore(amd_store.path))).decode()
+    metadata.update({f"campaign_days_{status}": n for status, n in sorted(done.statuses.items())})
+    if done.rows:
+        thumbnail = base64.b64encode(trend_thumbnail(done.daily)).decode()
         metadata["trend_30_days"] = dg.MetadataValue.md(
             f"![AMD per day, last 30 days](data:image/png;base64,{thumbnail})"
         )
     metadata.update({f"load_{name}": value for name, value in run_summary.items()})
-    context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
+    if failed:
+        context.instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                AMD_PUBLISHED.key, metadata=metadata, tags={"amd_pipeline/run_id": context.run.run_id}
+            )
+        )
+    else:
+        context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
 
 
 def observed_latency(instance: dg.DagsterInstance) -> float | None:
@@ -241,17 +242,17 @@ def build_amd_daily(
         except LoadFailedError as failed:
             report_partitions(context, failed.report, requests, keys, failed=True)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
-            if failed.report.rows_written:  # what was written is valid: analysts get it now
-                publish(context, working, amd_store, metadata)
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
+            if failed.report.rows_written:  # what was written is valid: analysts get it now
+                publish(context, working, amd_store, metadata, failed=True)
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
         report_partitions(context, report, requests, keys, failed=False)
         # The run's summary goes once on the published copy, not on every partition's event.
-        publish(context, working, amd_store, {**plan_metadata(plan), **report_metadata(report)})
+        publish(context, working, amd_store, {**plan_metadata(plan), **report_metadata(report)}, failed=False)
         return dg.MaterializeResult()
 
     return amd_daily

@@ -103,17 +103,13 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     return out
 
 
-def trend_thumbnail(store: AmdStore, days: int = 30) -> bytes:
-    """A small PNG of the last ``days`` days' total over every campaign (for the published asset's metadata)."""
+def trend_thumbnail(daily: pd.DataFrame, days: int = 30) -> bytes:
+    """A small PNG of the daily total over every campaign (``local_date``, ``total``, ``final``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    daily = store.query(
-        "SELECT local_date, sum(total_amd) AS total, bool_and(is_final) AS final FROM amd_daily "
-        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} GROUP BY ALL ORDER BY local_date"
-    )
     figure, ax = plt.subplots(figsize=(4.8, 1.5))
     ax.bar(daily.local_date, daily.total, color=["#4a5568" if f else "#f6ad55" for f in daily.final])
     ax.set_title(f"AMD per day, all campaigns, last {days} days", loc="left", fontsize=8)

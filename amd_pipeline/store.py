@@ -79,11 +79,17 @@ CREATE TABLE IF NOT EXISTS amd_window_issues (
 
 @dataclasses.dataclass(frozen=True)
 class Published:
-    """One publish: rows of ``amd_daily`` in the copy, how long it took, the file's size."""
+    """One publish: how long it took, the file's size, and what the copy holds (read while building it,
+    so describing the dataset costs no second opening of the file)."""
 
     rows: int
     seconds: float
     bytes: int
+    campaigns: int = 0
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    statuses: dict[str, int] = dataclasses.field(default_factory=dict)  # campaign-days per completeness status
+    daily: pd.DataFrame | None = None  # the last 30 days: local_date, total over campaigns, final
 
 
 @dataclasses.dataclass
@@ -376,9 +382,7 @@ class AmdStore:
             conn.execute("DETACH working")
             conn.execute("USE published")
             create_views(conn)
-            rows = (
-                conn.execute("SELECT count(*) FROM amd_daily").fetchall()[0][0] if _has_table(conn, "amd_daily") else 0
-            )
+            described = _describe(conn) if _has_table(conn, "amd_daily") else {}
             conn.execute("USE memory")
             conn.execute("DETACH published")
         except BaseException:
@@ -397,7 +401,9 @@ class AmdStore:
             os.fsync(folder)
         finally:
             os.close(folder)
-        return Published(rows=rows, seconds=time.perf_counter() - started, bytes=target.stat().st_size)
+        return Published(
+            seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described)
+        )
 
     def stored_timezone(self) -> str | None:
         """The zone the file's days are in, when it records one."""
@@ -484,6 +490,26 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     if "is_final" not in columns:
         conn.execute(f"ALTER TABLE {table.name} ADD COLUMN is_final BOOLEAN")
         conn.execute(f"UPDATE {table.name} SET is_final = fetched_at >= window_end")
+
+
+def _describe(conn: duckdb.DuckDBPyConnection) -> dict:
+    """What a published copy holds, for its materialisation's metadata."""
+    rows, campaigns, first_day, last_day = conn.execute(
+        "SELECT count(*), count(DISTINCT campaign_id), min(local_date), max(local_date) FROM amd_daily"
+    ).fetchall()[0]
+    statuses = dict(conn.execute("SELECT status, count(*) FROM amd_completeness GROUP BY ALL").fetchall())
+    daily = conn.execute(
+        "SELECT local_date, sum(total_amd) AS total, bool_and(is_final) AS final FROM amd_daily "
+        "WHERE local_date > (SELECT max(local_date) FROM amd_daily) - 30 GROUP BY ALL ORDER BY local_date"
+    ).df()
+    return {
+        "rows": rows,
+        "campaigns": campaigns,
+        "first_day": first_day,
+        "last_day": last_day,
+        "statuses": statuses,
+        "daily": daily,
+    }
 
 
 def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:

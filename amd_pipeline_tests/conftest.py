@@ -108,6 +108,8 @@ def daily_materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMa
 def published_materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
     """The run's one amd_published materialization: the dataset, and the load's summary (``load_*``)."""
     [published] = [
-        m for m in result.asset_materializations_for_node("amd_daily") if m.asset_key == dg.AssetKey("amd_published")
+        e.event_specific_data.materialization
+        for e in result.all_events
+        if e.is_step_materialization and e.event_specific_data.materialization.asset_key == dg.AssetKey("amd_published")
     ]
     return published

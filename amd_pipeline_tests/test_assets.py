@@ -72,6 +72,7 @@ def test_each_partition_carries_its_own_numbers_and_the_publish_carries_the_run(
     published = published_materialization(result).metadata
     assert published["dagster/row_count"].value == 6 and published["campaigns"].value == 3
     assert published["first_day"].value == str(START) and published["size_bytes"].value > 0
+    assert published["campaign_days_fetched"].value + published["campaign_days_zero"].value == 6
     chart = published["trend_30_days"].value  # a picture the UI shows: a PNG embedded in markdown
     assert chart.startswith("![AMD per day, last 30 days](data:image/png;base64,iVBORw0KGgo")
     assert published["load_rows_written"].value == 6
@@ -98,6 +99,11 @@ def test_a_bad_value_fails_the_run_naming_it_while_every_other_window_is_written
     rows = table(env)
     assert sorted(set(rows.campaign_id)) == ["20717", "20731"]
     assert len(rows) == 9 - 3  # the three 20718 windows that held the bad value were not written
+    # The written windows reach analysts too, and the UI shows that publish.
+    [event] = instance.fetch_materializations(dg.AssetKey("amd_published"), limit=10).records
+    published = event.asset_materialization.metadata
+    assert published["dagster/row_count"].value == 6 and "'1,234'" in published["load_rejected"].value
+    assert AmdStore(env.path).query("SELECT count(*) AS n FROM amd_daily").n[0] == 6
     records = instance.fetch_materializations(dg.AssetKey("amd_daily"), limit=100).records
     written = {r.partition_key for r in records}
     assert str(day_key("20718", START + dt.timedelta(days=1))) not in written
