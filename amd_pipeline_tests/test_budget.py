@@ -55,19 +55,32 @@ def test_the_count_restarts_at_the_operations_local_midnight(tmp_path):
 
 
 def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path):
+    # Three processes wait at a file barrier, then each tries 80 calls against a budget of 150
+    # (240 tries in all), pausing 1 ms between tries so their loops overlap whoever starts first.
     script = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
         from amd_pipeline.budget import CallLedger
         from amd_pipeline.wolkvox.errors import BudgetExhaustedError
-        ledger, made = CallLedger({str(tmp_path / "k.calls.json")!r}, "America/Bogota"), 0
-        for _ in range(200):
+        gate = Path({str(tmp_path)!r})
+        (gate / f"ready.{{os.getpid()}}").touch()
+        deadline = time.monotonic() + 60
+        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        ledger, numbers = CallLedger(gate / "k.calls.json", "America/Bogota"), []
+        for _ in range(80):
             try:
-                ledger.charge("backfill", 150)
-                made += 1
+                numbers.append(ledger.charge("backfill", 150))
             except BudgetExhaustedError:
                 pass
-        print(made)
+            time.sleep(0.001)
+        print(" ".join(map(str, numbers)))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    made = [int(p.communicate(timeout=120)[0]) for p in procs]
-    assert sum(made) == 150 and all(m > 0 for m in made)  # all three spent some, none overspent
+    numbers = [[int(n) for n in p.communicate(timeout=120)[0].split()] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    # Each call got its own number 1..150: a lost update would hand one number out twice and overspend.
+    assert sorted(n for ns in numbers for n in ns) == list(range(1, 151))
+    # They really contended: some process's numbers are not one block (another charged in between).
+    assert any(ns and ns[-1] - ns[0] + 1 != len(ns) for ns in numbers)
     assert CallLedger(tmp_path / "k.calls.json", BOGOTA).usage() == {"backfill": 150}

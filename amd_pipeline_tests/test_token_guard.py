@@ -25,9 +25,15 @@ def test_the_lock_key_does_not_contain_the_token():
 
 def test_leases_from_several_processes_never_overlap(tmp_path):
     script = textwrap.dedent(f"""
-        import json, sys, time
+        import json, os, sys, time
+        from pathlib import Path
         from amd_pipeline.token_guard import TokenGuard
-        guard = TokenGuard("k", lock_dir={str(tmp_path)!r})
+        gate = Path({str(tmp_path)!r})
+        (gate / f"ready.{{os.getpid()}}").touch()  # a barrier, so the three loops run at the same time
+        deadline = time.monotonic() + 60
+        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        guard = TokenGuard("k", lock_dir=str(gate))
         out = []
         for _ in range(15):
             with guard.lease():
@@ -35,9 +41,13 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
         print(json.dumps(out))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    intervals = [tuple(i) for p in procs for i in json.loads(p.communicate(timeout=60)[0])]
-    assert len(intervals) == 45
-    assert overlapping_pairs(intervals) == 0
+    leases = [(tuple(i), n) for n, p in enumerate(procs) for i in json.loads(p.communicate(timeout=60)[0])]
+    assert len(leases) == 45
+    assert overlapping_pairs([interval for interval, _ in leases]) == 0
+    # They really contended: in time order, the holder changes more often than once per process
+    # (three back-to-back runs would change holder only twice).
+    holders = [n for _, n in sorted(leases)]
+    assert sum(a != b for a, b in itertools.pairwise(holders)) > 2, holders
 
 
 @pytest.mark.parametrize("slots", [1, 2])
