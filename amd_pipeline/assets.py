@@ -6,6 +6,9 @@ import time
 import dagster as dg
 import duckdb
 
+# Private to Dagster 1.13: see add_partition_metadata for why, and for the fallback if it moves.
+from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+
 from amd_pipeline import progress
 from amd_pipeline.loader import (
     CampaignAll,
@@ -161,19 +164,42 @@ def report_partitions(context: dg.AssetExecutionContext, report: LoadReport, req
     """Give each written partition its own numbers. A failed step records its written partitions as
     materialisations itself, so the UI shows them as done; a successful one attaches to its own events."""
     key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
-    for record in report.written:
-        key = key_of[(record["campaign_id"], record["window_start"])]
-        if failed:
-            context.instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    context.asset_key,
-                    partition=key,
-                    metadata=partition_metadata(record),
-                    tags={"amd_pipeline/run_id": context.run.run_id},
-                )
+    own = {key_of[(r["campaign_id"], r["window_start"])]: partition_metadata(r) for r in report.written}
+    if not failed:
+        add_partition_metadata(context, own)
+        return
+    for key, metadata in own.items():
+        context.instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                context.asset_key, partition=key, metadata=metadata, tags={"amd_pipeline/run_id": context.run.run_id}
             )
-        else:
-            context.add_asset_metadata(partition_metadata(record), partition_key=key)
+        )
+
+
+def add_partition_metadata(context: dg.AssetExecutionContext, by_partition: dict) -> None:
+    """Attach each partition's own metadata to its materialisation event, all at once.
+
+    Dagster's public ``add_asset_metadata(partition_key=...)`` checks the key by listing every partition
+    of the run's range on each call, so a run of n partitions costs O(n^2): 18 ms a partition at 500,
+    hours at 50 campaigns x 365 days. Where the step keeps its metadata as Dagster 1.13 does, the
+    entries are added in one step; if a Dagster upgrade moves it, the public call is used (slow, still
+    right), and ``test_per_partition_metadata_takes_the_one_step_path`` fails so the upgrade is noticed.
+    """
+    step = getattr(context.op_execution_context, "_step_execution_context", None)
+    accumulator = getattr(step, "_metadata_accumulator", None)
+    if not by_partition:
+        return
+    if isinstance(accumulator, OutputMetadataAccumulator):
+        added = {
+            AssetMetadataHandle(asset_key=context.asset_key, partition_key=str(key)): metadata
+            for key, metadata in by_partition.items()
+        }
+        step._metadata_accumulator = OutputMetadataAccumulator(
+            per_output_metadata={**accumulator.per_output_metadata, **added}
+        )
+        return
+    for key, metadata in by_partition.items():
+        context.add_asset_metadata(metadata, partition_key=key)
 
 
 def build_amd_daily(

@@ -23,7 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from amd_pipeline.settings import RunSettings, SettingsError
-from amd_pipeline.simulator import FAULTS, SimConfig, Simulator
+from amd_pipeline.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
 # starts in a fraction of a second.
@@ -599,6 +599,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         faults=faults,
         seed=args.seed,
+        campaigns=many_campaigns(args.campaigns) if args.campaigns else DEMO_CAMPAIGNS,
     )
     sim = Simulator(config, host=args.host, port=args.port, verbose=args.log_requests)
     print(f"Wolkvox simulator on {sim.url} (WOLKVOX_BASE_URL={sim.url}); stats at {sim.url}/_sim/stats", flush=True)
@@ -707,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--faults", default="", help=f"comma list of: {', '.join(FAULTS)}")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--no-all", action="store_true", help="refuse campaign_id=all")
+    sim.add_argument(
+        "--campaigns",
+        type=_number(int, 1),
+        help="serve N predictive campaigns (ids 30001...) instead of the demo's four",
+    )
     sim.add_argument("--log-requests", action="store_true", help="log every request")
 
     backfill = command("backfill", "materialise amd_daily for campaigns x days through Dagster", cmd_backfill)

@@ -65,6 +65,11 @@ DEMO_CAMPAIGNS = (
 )
 
 
+def many_campaigns(count: int) -> tuple[SimCampaign, ...]:
+    """``count`` predictive campaigns (ids 30001, 30002, ...): an operation's scale for benchmarks."""
+    return tuple(SimCampaign(str(30001 + n), f"Campaign {n + 1}") for n in range(count))
+
+
 @dataclasses.dataclass
 class SimConfig:
     """How the simulator behaves. Every field can be changed at run time with ``POST /_sim/config``."""

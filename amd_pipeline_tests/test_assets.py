@@ -200,3 +200,22 @@ def test_a_load_in_another_time_zone_than_the_files_refuses_before_calling(env, 
     assert "holds days in America/Bogota, but WOLKVOX_TIMEZONE is Europe/Madrid" in failure_message(result)
     assert sim.stats()["requests"] == calls
     assert len(table(env)) == 3
+
+
+def test_per_partition_metadata_takes_the_one_step_path(env, instance, monkeypatch):
+    # Dagster's public per-partition call lists the run's whole range on every call (O(n^2) for a run:
+    # hours at 50 campaigns x 365 days). With it made to fail, a ranged run must still succeed with
+    # every partition's own numbers: the pipeline adds them in one step. If a Dagster upgrade moves
+    # the step's metadata, this fails (the fallback is the slow public call).
+    def refuse(*args, **kwargs):
+        raise AssertionError("the per-call path was used")
+
+    monkeypatch.setattr(dg.AssetExecutionContext, "add_asset_metadata", refuse)
+    result = run(instance, end=START + dt.timedelta(days=1))
+    assert result.success
+    totals = {m.partition: m.metadata["total_amd"].value for m in daily_materializations(result)}
+    assert totals == {
+        f"{c}|{START + dt.timedelta(days=i)}": truth_for_day(c, START + dt.timedelta(days=i))
+        for c in CAMPAIGNS
+        for i in range(2)
+    }
