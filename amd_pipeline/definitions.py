@@ -51,6 +51,7 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         backoff_base_ms=env_int_or("WOLKVOX_BACKOFF_BASE_MS"),
         maintenance_delay_ms=env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
         lock_dir=env_or("AMD_LOCK_DIR", ""),
+        token_lock_url=env_or("AMD_TOKEN_LOCK_URL", ""),  # may hold a password: an EnvVar when set
         campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
         daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
         quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),

@@ -47,6 +47,10 @@ class WolkvoxResource(dg.ConfigurableResource):
     maintenance_delay_ms: int = Field(default=30000, description="Least wait after a maintenance 403.")
     max_in_flight: int = Field(default=1, description="Requests in flight per token (WOLKVOX_MAX_IN_FLIGHT), 1 or 2.")
     lock_dir: str = Field(default="", description="Folder of the cross-process token lock files.")
+    token_lock_url: str = Field(
+        default="",
+        description="PostgreSQL URL of a token lock shared by machines (AMD_TOKEN_LOCK_URL); empty: this machine only.",
+    )
     campaign_all: str = Field(
         default="auto", description="auto | on | off: one campaign_id=all call per window (WOLKVOX_CAMPAIGN_ALL)."
     )
@@ -91,6 +95,7 @@ class WolkvoxResource(dg.ConfigurableResource):
             token_key(self.url(), self.token),
             max_in_flight=self.max_in_flight,
             lock_dir=Path(self.lock_dir) if self.lock_dir else None,
+            shared_url=self.token_lock_url or None,
         )
 
     def ledger(self) -> CallLedger:

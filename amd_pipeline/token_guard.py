@@ -1,9 +1,13 @@
-"""A cross-process lease: at most ``max_in_flight`` requests with one token on this machine.
+"""A cross-process lease: at most ``max_in_flight`` requests with one token, on this machine or on all.
 
-Dagster's ``wolkvox_token`` pool keeps runs of one Dagster instance apart. This lease also covers
-what the pool cannot see: scripts, tests, ephemeral instances and a second DAGSTER_HOME. It is a
-set of ``flock``-ed slot files named by a keyed hash of the base URL and token (the file name does
-not contain, and cannot be turned back into, the token). The OS releases a dead process's lock.
+Dagster's ``wolkvox_token`` pool keeps the *steps* of one Dagster instance apart. This lease covers
+every single request, including those made outside a step (the CLI's pre-flight ``token_info``,
+campaign discovery, sensors) and those of scripts, tests and a second DAGSTER_HOME. On one machine
+it is a set of ``flock``-ed slot files named by a keyed hash of the base URL and token (the name
+does not contain, and cannot be turned back into, the token); the OS releases a dead process's lock.
+A file lock is local, so with ``shared_url`` (AMD_TOKEN_LOCK_URL, a PostgreSQL URL every machine
+reaches) each lease also holds a PostgreSQL advisory lock on the same slot: that is what keeps
+processes on several machines apart. PostgreSQL releases it when a dead process's connection drops.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from amd_pipeline.wolkvox.errors import FatalError
 
 DEFAULT_LOCK_DIR_NAME = "amd_pipeline-token-locks"
 POLL_SECONDS = 0.005
@@ -40,6 +46,8 @@ class TokenGuard:
         max_in_flight: slots (1 by default; Wolkvox's error table allows 2).
         lock_dir: where the slot files live; every process that shares the token must agree.
         sleep: poll wait when every slot is taken and there is more than one slot.
+        shared_url: a PostgreSQL URL (``postgresql[+psycopg2]://...``): every lease also takes an
+            advisory lock there, shared by every machine that uses the same database.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class TokenGuard:
         max_in_flight: int = 1,
         lock_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        shared_url: str | None = None,
     ):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -56,6 +65,7 @@ class TokenGuard:
         self.max_in_flight = max_in_flight
         self.lock_dir = Path(lock_dir) if lock_dir else default_lock_dir()
         self._sleep = sleep
+        self._shared = SharedLock(shared_url, key) if shared_url else None
 
     def state(self) -> TokenState:
         """What was learned about this token's server (shared by every process using the token)."""
@@ -72,7 +82,8 @@ class TokenGuard:
             fd = os.open(self._slot_path(0), os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                yield 0
+                with self._across_machines(0):
+                    yield 0
             finally:
                 os.close(fd)  # closing releases the lock
             return
@@ -84,12 +95,62 @@ class TokenGuard:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         continue
-                    yield slot
+                    with self._across_machines(slot):
+                        yield slot
                     return
                 self._sleep(POLL_SECONDS)
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def _across_machines(self, slot: int) -> contextlib.AbstractContextManager:
+        return self._shared.hold(slot) if self._shared else contextlib.nullcontext()
+
+
+class SharedLock:
+    """PostgreSQL advisory locks named by the token's key: one per slot, held for one request.
+
+    One connection per process (opened on first use, reopened after a failure). The key goes to the
+    server as two 32-bit numbers derived from the token's keyed hash, never the token.
+    """
+
+    def __init__(self, url: str, key: str):
+        self.url = url
+        self._classid = int.from_bytes(bytes.fromhex(key)[:4], "big", signed=True)
+        self._conn = None
+        self._pid = None
+
+    def _connection(self):
+        import psycopg2  # only on machines that use it; dagster-postgres brings it
+
+        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            dsn = self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
+            self._conn = psycopg2.connect(dsn, connect_timeout=10, application_name="amd_pipeline token lock")
+            self._conn.autocommit = True
+            self._pid = os.getpid()
+        return self._conn
+
+    @contextlib.contextmanager
+    def hold(self, slot: int) -> Iterator[None]:
+        try:
+            cursor = self._connection().cursor()
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", (self._classid, slot))
+        except Exception as exc:
+            self._conn = None
+            raise SharedLockError(
+                f"cannot take the shared token lock (AMD_TOKEN_LOCK_URL): {type(exc).__name__}"
+            ) from None
+        try:
+            yield
+        finally:
+            try:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", (self._classid, slot))
+            except Exception:
+                self._conn = None  # a dropped connection released the lock with it
+
+
+class SharedLockError(FatalError):
+    """The shared lock's database cannot be reached; the message never holds the URL (it may hold a password)."""
 
 
 class TokenState:

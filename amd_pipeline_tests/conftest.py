@@ -3,8 +3,11 @@ the pipeline's environment pointed at them, and an instance made from the shippe
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
+import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,6 +17,7 @@ from amd_pipeline.simulator import SimConfig, Simulator
 from amd_pipeline.store import AmdStore
 from amd_pipeline.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
+from amd_pipeline_tests import pg_cluster
 
 CAMPAIGNS = ["20717", "20718", "20731"]
 
@@ -98,6 +102,41 @@ def instance(tmp_path, monkeypatch):
         yield inst
     finally:
         inst.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the session, stopped at its end (also on failure).
+
+    Skipped with a reason when PostgreSQL is not installed, unless AMD_REQUIRE_POSTGRES=1 (CI sets it):
+    then that is a failure, so CI never skips these tests.
+    """
+    bindir = pg_cluster.server_bin()
+    if bindir is None:
+        if os.environ.get("AMD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"AMD_REQUIRE_POSTGRES=1 but {pg_cluster.INSTALL_HINT}")
+        pytest.skip(pg_cluster.INSTALL_HINT)
+    cluster = pg_cluster.Cluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+PRODUCTION_PROFILE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+
+
+@pytest.fixture
+def pg_home(postgres, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME holding the production profile (deploy/dagster.yaml) on a new database.
+
+    Sets DAGSTER_PG_URL for this process and its children; returns the home.
+    """
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres.create_database())
+    home = tmp_path / "pg_home"
+    home.mkdir()
+    shutil.copy(PRODUCTION_PROFILE, home / "dagster.yaml")
+    return home
 
 
 def daily_materializations(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from amd_pipeline.token_guard import TokenGuard, token_key
+from amd_pipeline.token_guard import SharedLockError, TokenGuard, token_key
 
 
 def overlapping_pairs(intervals):
@@ -48,6 +48,43 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
     # (three back-to-back runs would change holder only twice).
     holders = [n for _, n in sorted(leases)]
     assert sum(a != b for a, b in itertools.pairwise(holders)) > 2, holders
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("shared", [True, False], ids=["shared lock", "control: no shared lock"])
+def test_processes_with_separate_lock_folders_are_kept_apart_by_the_shared_lock(postgres, tmp_path, shared):
+    # Separate lock folders stand for separate machines: only the PostgreSQL advisory lock is common.
+    url = postgres.url()
+    script = textwrap.dedent(f"""
+        import json, os, sys, time
+        from pathlib import Path
+        from amd_pipeline.token_guard import TokenGuard
+        gate = Path({str(tmp_path)!r})
+        (gate / f"ready.{{os.getpid()}}").touch()
+        deadline = time.monotonic() + 60
+        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        shared_url = {url if shared else None!r}
+        guard = TokenGuard("0123456789abcdef0123", lock_dir=gate / str(os.getpid()), shared_url=shared_url)
+        out = []
+        for _ in range(15):
+            with guard.lease():
+                start = time.monotonic(); time.sleep(0.01); out.append((start, time.monotonic()))
+        print(json.dumps(out))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    leases = [(tuple(i), n) for n, p in enumerate(procs) for i in json.loads(p.communicate(timeout=60)[0])]
+    assert len(leases) == 45
+    holders = [n for _, n in sorted(leases)]
+    assert sum(a != b for a, b in itertools.pairwise(holders)) > 2, holders  # they contended
+    assert (overlapping_pairs([interval for interval, _ in leases]) == 0) == shared
+
+
+def test_an_unreachable_shared_lock_is_one_sentence_without_the_url(tmp_path):
+    guard = TokenGuard("0123456789abcdef0123", lock_dir=tmp_path, shared_url="postgresql://amd:PASSWORD@127.0.0.1:9/x")
+    with pytest.raises(SharedLockError) as caught, guard.lease():
+        pass
+    assert "AMD_TOKEN_LOCK_URL" in str(caught.value) and "PASSWORD" not in str(caught.value)
 
 
 @pytest.mark.parametrize("slots", [1, 2])
