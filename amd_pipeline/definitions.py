@@ -12,7 +12,7 @@ from amd_pipeline.checks import build_checks
 from amd_pipeline.partitions import daily_partitions
 from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.runs import ticks_per_day
-from amd_pipeline.schedules import build_schedules
+from amd_pipeline.schedules import Retention, build_cleanup, build_schedules
 from amd_pipeline.sensors import campaign_partitions_sensor
 from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, INT_SETTINGS, DefinitionSettings
 
@@ -57,11 +57,12 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
         quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),
         timezone=settings.timezone,
     )
+    cleanup_job, cleanup_schedule = build_cleanup(settings)
     return dg.Definitions(
         assets=[amd_daily, AMD_PUBLISHED],
         asset_checks=build_checks(amd_daily, settings),
-        jobs=[job],
-        schedules=build_schedules(job, settings),
+        jobs=[job, cleanup_job],
+        schedules=[*build_schedules(job, settings), cleanup_schedule],
         sensors=[campaign_partitions_sensor],
         resources={
             "wolkvox": wolkvox,
@@ -72,6 +73,7 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
                 lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
             ),
             "campaign_source": CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", "")),
+            "retention": Retention(keep_days=env_int_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),
         },
         # Token-bound steps run in the run's own process: the multiprocess executor would hold the
         # pool slot for the 2-5 s it takes to start a step subprocess.

@@ -134,3 +134,44 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         return _requests(existing, valid, first, last, "restate", now.isoformat())
 
     return [refresh, restate]
+
+
+CLEANUP = "amd_instance_cleanup"
+
+
+class Retention(dg.ConfigurableResource):
+    """How long finished scheduled runs stay in the instance (AMD_KEEP_SCHEDULED_RUNS_DAYS)."""
+
+    keep_days: int = 3
+
+
+@dg.op(name="prune_scheduled_runs", description="Deletes finished scheduled runs no partition depends on.")
+def prune_scheduled_runs(context: dg.OpExecutionContext, retention: Retention) -> dg.Output:
+    from amd_pipeline.retention import prune_runs
+
+    pruned = prune_runs(context.instance, retention.keep_days)
+    context.log.info(pruned.describe())
+    return dg.Output(
+        None,
+        metadata={"deleted_runs": pruned.deleted, "kept_latest": pruned.kept_latest, "freed_bytes": pruned.shard_bytes},
+    )
+
+
+def build_cleanup(settings: DefinitionSettings) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """``amd_instance_cleanup``: daily, keeps the instance's size bounded (no API call, no token)."""
+    job = dg.JobDefinition(
+        graph_def=dg.GraphDefinition(name=CLEANUP, node_defs=[prune_scheduled_runs]),
+        executor_def=dg.in_process_executor,
+        tags={SOURCE_TAG: "cleanup"},
+        description="Deletes finished refresh/restate runs older than AMD_KEEP_SCHEDULED_RUNS_DAYS, except those "
+        "holding a partition's latest materialisation.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name=CLEANUP,
+        job=job,
+        cron_schedule=settings.cleanup_cron,
+        execution_timezone=settings.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Prunes old scheduled runs at {settings.cleanup_cron} ({settings.timezone}).",
+    )
+    return job, schedule

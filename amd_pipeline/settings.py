@@ -28,6 +28,7 @@ DEFAULT_DUCKDB_PATH = "data/amd.duckdb"
 DEFAULT_REFRESH_CRON = "*/5 * * * *"
 DEFAULT_RESTATE_CRON = "30 4 * * *"
 DEFAULT_RESTATE_DAYS = 3
+DEFAULT_CLEANUP_CRON = "40 3 * * *"  # daily, after the restatement
 CAMPAIGN_ALL_MODES = ("auto", "on", "off")
 
 _CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
@@ -50,6 +51,7 @@ INT_SETTINGS: dict[str, tuple[int, int, int]] = {
     "AMD_BATCH_SIZE": (250, 1, 100_000),
     "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS": (120, 0, 86_400),
     "AMD_RESTATE_DAYS": (3, 1, 31),
+    "AMD_KEEP_SCHEDULED_RUNS_DAYS": (3, 0, 3650),
 }
 
 
@@ -172,6 +174,7 @@ class DefinitionSettings:
     refresh_cron: str = DEFAULT_REFRESH_CRON
     restate_cron: str = DEFAULT_RESTATE_CRON
     restate_days: int = DEFAULT_RESTATE_DAYS
+    cleanup_cron: str = DEFAULT_CLEANUP_CRON
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DefinitionSettings:
@@ -188,6 +191,7 @@ class DefinitionSettings:
             refresh_cron=check_cron(env.get("AMD_REFRESH_CRON") or DEFAULT_REFRESH_CRON, "AMD_REFRESH_CRON"),
             restate_cron=check_cron(env.get("AMD_RESTATE_CRON") or DEFAULT_RESTATE_CRON, "AMD_RESTATE_CRON"),
             restate_days=int_setting("AMD_RESTATE_DAYS", env),
+            cleanup_cron=check_cron(env.get("AMD_CLEANUP_CRON") or DEFAULT_CLEANUP_CRON, "AMD_CLEANUP_CRON"),
         )
 
 
