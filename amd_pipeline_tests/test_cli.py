@@ -119,6 +119,27 @@ def test_a_backfill_with_faults_equals_the_ground_truth_and_a_rerun_changes_noth
     assert secret_hits(tmp_path, token) == []
 
 
+@pytest.mark.parametrize(("setting", "planned"), [(None, 1), ("false", 9)])
+def test_a_cli_run_plans_its_partitions_in_one_event_unless_told_otherwise(sim, tmp_path, setting, planned):
+    # Dagster writes a "planned" event per partition before a run starts (about 9 ms each); the CLI
+    # asks for one per run, which leaves the materialised partitions of the matrix as they are.
+    import dagster as dg
+
+    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS))
+    if setting is not None:
+        env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = setting
+    out = amd(env, "backfill", "--start", str(START), "--end", str(START + dt.timedelta(days=2)), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_runs()
+        events = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ).records
+        assert len(events) == planned
+        materialized = instance.get_materialized_partitions(dg.AssetKey("amd_daily"))
+    assert materialized == {f"{c}|{START + dt.timedelta(days=i)}" for c in CAMPAIGNS for i in range(3)}
+
+
 def test_the_secret_scan_would_find_a_leaked_token(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
