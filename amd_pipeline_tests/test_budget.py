@@ -62,11 +62,9 @@ def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path):
         from pathlib import Path
         from amd_pipeline.budget import CallLedger
         from amd_pipeline.wolkvox.errors import BudgetExhaustedError
+        from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})
-        (gate / f"ready.{{os.getpid()}}").touch()
-        deadline = time.monotonic() + 60
-        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_at_barrier(gate, 3)
         ledger, numbers = CallLedger(gate / "k.calls.json", "America/Bogota"), []
         for _ in range(80):
             try:

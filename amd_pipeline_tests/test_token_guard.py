@@ -28,11 +28,9 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
         import json, os, sys, time
         from pathlib import Path
         from amd_pipeline.token_guard import TokenGuard
+        from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})
-        (gate / f"ready.{{os.getpid()}}").touch()  # a barrier, so the three loops run at the same time
-        deadline = time.monotonic() + 60
-        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_at_barrier(gate, 3)  # so the three loops run at the same time
         guard = TokenGuard("k", lock_dir=str(gate))
         out = []
         for _ in range(15):
@@ -59,11 +57,9 @@ def test_processes_with_separate_lock_folders_are_kept_apart_by_the_shared_lock(
         import json, os, sys, time
         from pathlib import Path
         from amd_pipeline.token_guard import TokenGuard
+        from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})
-        (gate / f"ready.{{os.getpid()}}").touch()
-        deadline = time.monotonic() + 60
-        while len(list(gate.glob("ready.*"))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_at_barrier(gate, 3)
         shared_url = {url if shared else None!r}
         guard = TokenGuard("0123456789abcdef0123", lock_dir=gate / str(os.getpid()), shared_url=shared_url)
         out = []

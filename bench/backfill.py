@@ -51,7 +51,7 @@ def http(url: str, payload: dict | None = None) -> dict:
 
 
 class Sim:
-    def __init__(self, latency_ms: float, workdir: Path):
+    def __init__(self, latency_ms: float, workdir: Path | None = None, campaigns: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -66,6 +66,7 @@ class Sim:
                 TOKEN,
                 "--daily-quota",
                 "100000000",
+                *(["--campaigns", str(campaigns)] if campaigns else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

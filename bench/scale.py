@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from backfill import CLI, ROOT, TOKEN, Sim, days_span, env_for, free_port, machine, verify
+from backfill import CLI, ROOT, Sim, days_span, env_for, machine, verify
 
 PLANNED = "ASSET_MATERIALIZATION_PLANNED"
 MATERIALIZATION = "ASSET_MATERIALIZATION"
@@ -55,38 +55,9 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class ScaleSim(Sim):
+def ScaleSim(latency_ms: float, campaigns: int) -> Sim:  # noqa: N802 (reads as the class it builds)
     """The simulator serving ``campaigns`` predictive campaigns (ids 30001...)."""
-
-    def __init__(self, latency_ms: float, campaigns: int):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                CLI,
-                "simulator",
-                "--port",
-                str(self.port),
-                "--latency-ms",
-                str(latency_ms),
-                "--token",
-                TOKEN,
-                "--daily-quota",
-                "100000000",
-                "--campaigns",
-                str(campaigns),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                self.stats()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("simulator did not start")
+    return Sim(latency_ms, campaigns=campaigns)
 
 
 def campaign_ids(count: int) -> list[str]:
@@ -291,7 +262,7 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
     return {k: round(v, 3) for k, v in parts.items()}, {k: round(v, 2) for k, v in rates.items()}
 
 
-def one_run(profile: Profile, sim: ScaleSim, workdir: Path, args, latency_ms: float, subset: bool) -> dict:
+def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, subset: bool) -> dict:
     label = f"{profile.name}-L{latency_ms:g}" + ("-subset" if subset else "")
     run_dir = workdir / label
     run_dir.mkdir()
