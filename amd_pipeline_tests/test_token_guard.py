@@ -23,7 +23,13 @@ def test_the_lock_key_does_not_contain_the_token():
     assert key != token_key("https://wv0020.wolkvox.com", "SECRET-abcdef")
 
 
-def test_leases_from_several_processes_never_overlap(tmp_path):
+def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str | None = None):
+    """Three processes (started together at a barrier) each take 15 leases of 10 ms.
+
+    Returns ``(intervals, holders)``: every lease's (start, end), and who held the token in time order.
+    ``own_folders`` gives each process its own lock folder, as on separate machines.
+    """
+    folder = "gate / str(os.getpid())" if own_folders else "gate"
     script = textwrap.dedent(f"""
         import json, os, sys, time
         from pathlib import Path
@@ -31,7 +37,7 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
         from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})
         wait_at_barrier(gate, 3)  # so the three loops run at the same time
-        guard = TokenGuard("k", lock_dir=str(gate))
+        guard = TokenGuard("0123456789abcdef0123", lock_dir={folder}, shared_url={shared_url!r})
         out = []
         for _ in range(15):
             with guard.lease():
@@ -41,39 +47,24 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
     leases = [(tuple(i), n) for n, p in enumerate(procs) for i in json.loads(p.communicate(timeout=60)[0])]
     assert len(leases) == 45
-    assert overlapping_pairs([interval for interval, _ in leases]) == 0
     # They really contended: in time order, the holder changes more often than once per process
     # (three back-to-back runs would change holder only twice).
     holders = [n for _, n in sorted(leases)]
     assert sum(a != b for a, b in itertools.pairwise(holders)) > 2, holders
+    return [interval for interval, _ in leases], holders
+
+
+def test_leases_from_several_processes_never_overlap(tmp_path):
+    intervals, _ = three_processes_leasing(tmp_path)
+    assert overlapping_pairs(intervals) == 0
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("shared", [True, False], ids=["shared lock", "control: no shared lock"])
 def test_processes_with_separate_lock_folders_are_kept_apart_by_the_shared_lock(postgres, tmp_path, shared):
     # Separate lock folders stand for separate machines: only the PostgreSQL advisory lock is common.
-    url = postgres.url()
-    script = textwrap.dedent(f"""
-        import json, os, sys, time
-        from pathlib import Path
-        from amd_pipeline.token_guard import TokenGuard
-        from amd_pipeline_tests.barrier import wait_at_barrier
-        gate = Path({str(tmp_path)!r})
-        wait_at_barrier(gate, 3)
-        shared_url = {url if shared else None!r}
-        guard = TokenGuard("0123456789abcdef0123", lock_dir=gate / str(os.getpid()), shared_url=shared_url)
-        out = []
-        for _ in range(15):
-            with guard.lease():
-                start = time.monotonic(); time.sleep(0.01); out.append((start, time.monotonic()))
-        print(json.dumps(out))
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    leases = [(tuple(i), n) for n, p in enumerate(procs) for i in json.loads(p.communicate(timeout=60)[0])]
-    assert len(leases) == 45
-    holders = [n for _, n in sorted(leases)]
-    assert sum(a != b for a, b in itertools.pairwise(holders)) > 2, holders  # they contended
-    assert (overlapping_pairs([interval for interval, _ in leases]) == 0) == shared
+    intervals, _ = three_processes_leasing(tmp_path, own_folders=True, shared_url=postgres.url() if shared else None)
+    assert (overlapping_pairs(intervals) == 0) == shared
 
 
 def test_an_unreachable_shared_lock_is_one_sentence_without_the_url(tmp_path):
