@@ -2,7 +2,7 @@
 
     python bench/scale.py                                               # 50 x 365, sqlite+postgres, L = 0 and 200 ms
     python bench/scale.py --campaigns 50 --days 20 --profiles sqlite     # a quick look
-    python bench/scale.py --days 10 --latency-ms 0 --per-partition-planned   # also with Dagster's default
+    python bench/scale.py --days 10 --latency-ms 0 --planned both      # also with Dagster's default
 
 With ``WOLKVOX_CAMPAIGN_ALL=auto`` a backfill makes one ``campaign_id=all`` call per day (plus one
 ``token_info``), so at 50 x 365 the token's floor is 366 x L while Dagster records 18,250 partitions.
@@ -20,7 +20,7 @@ event log: planned events, fetching + DuckDB, per-partition materialization even
 and the rest (process start, imports, token_info, run start and end).
 
 The CLI writes one planned event per run (it sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true
-unless told otherwise). ``--per-partition-planned`` repeats each configuration with it set to false,
+unless told otherwise). ``--planned per-partition`` (or ``both``) runs with it set to false,
 Dagster's default: one planned event per partition before the run starts.
 """
 
@@ -442,9 +442,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", default="0,200", help="comma list of simulator latencies")
     parser.add_argument("--profiles", default="sqlite,postgres", help="comma list of: sqlite, postgres")
     parser.add_argument(
-        "--per-partition-planned",
-        action="store_true",
-        help=f"also run each configuration with {SUBSET_ENV}=false (Dagster's default)",
+        "--planned",
+        choices=["per-run", "per-partition", "both"],
+        default="per-run",
+        help=f"per-run: the CLI's default; per-partition: {SUBSET_ENV}=false (Dagster's default); both",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one timed backfill may take")
     parser.add_argument("--out", default="/tmp/amd-scale.json", help="JSON file of all figures")
@@ -480,7 +481,7 @@ def main() -> None:
             sim = ScaleSim(latency, args.campaigns)
             try:
                 for name in profiles:
-                    for subset in (True, False) if args.per_partition_planned else (True,):
+                    for subset in {"per-run": (True,), "per-partition": (False,), "both": (True, False)}[args.planned]:
                         profile = SqliteProfile() if name == "sqlite" else PostgresProfile(pg)
                         results.append(one_run(profile, sim, workdir, args, latency, subset))
                         save()
