@@ -151,16 +151,19 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
         return quota, selected
     if not force:
         try:
-            known = campaign_source.discover(wolkvox, store=store)
+            rows = campaign_source.listing(wolkvox)
         except errors.WolkvoxError as exc:
             print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
         else:
+            known = campaign_source.kept(rows)
             unknown = [c for c in explicit if c not in known]
-            if unknown:
+            if unknown:  # refused before the list is kept: a mistyped id writes no file
                 raise SettingsError(
                     f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
                     f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
                 )
+            if store is not None:
+                store.record_campaigns(rows, dt.datetime.now(dt.UTC))
     return quota, list(explicit)
 
 

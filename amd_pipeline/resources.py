@@ -182,14 +182,21 @@ class CampaignSource(dg.ConfigurableResource):
     def configured(self) -> list[str]:
         return parse_campaign_list(self.campaign_ids)
 
+    def listing(self, wolkvox: WolkvoxResource, source: str = "cli") -> list[dict]:
+        """The operation's whole campaign list (one API call)."""
+        with wolkvox.client(source) as client:
+            return list(client.campaigns())
+
+    def kept(self, rows: list[dict]) -> list[str]:
+        """The ids of the listed campaigns of the kept types."""
+        return discover_campaign_ids(rows, [t for t in self.discover_types.split(",") if t.strip()])
+
     def discover(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
         """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list."""
-        types = [t for t in self.discover_types.split(",") if t.strip()]
-        with wolkvox.client(source) as client:
-            rows = list(client.campaigns())
+        rows = self.listing(wolkvox, source)
         if store is not None:
             store.record_campaigns(rows, dt.datetime.now(dt.UTC))
-        return discover_campaign_ids(rows, types)
+        return self.kept(rows)
 
     def resolve(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
         return self.configured() or self.discover(wolkvox, source, store)

@@ -539,6 +539,7 @@ def test_a_campaign_the_operation_does_not_have_is_refused_with_the_known_ones_u
         "check the id, or pass --force to load it anyway"
     )
     assert "campaign_6:one" not in sim.stats()["calls"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "dagster_home").exists()  # no file written
     forced = backfill(env, tmp_path, "--campaign", "55555", "--force", "--quiet")
     assert forced.returncode == 0, forced.stderr
     rows = AmdStore(env["AMD_DUCKDB_PATH"]).query("SELECT DISTINCT total_amd, fetch_status FROM amd_daily")
