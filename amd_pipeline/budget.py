@@ -57,6 +57,9 @@ class CallLedger:
 
     @contextlib.contextmanager
     def _locked(self, write: bool = False) -> Iterator[dict]:
+        if not write and not self.path.parent.is_dir():  # nothing counted yet; a read creates no folder
+            yield {"day": self.today().isoformat(), "calls": {}, "token_limit": None}
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -40,6 +40,14 @@ def test_calls_are_counted_per_source_and_refused_at_the_limit(tmp_path):
     assert ledger.charge("sensor", None) == 4  # no limit known: counted, never refused
 
 
+def test_reading_a_ledger_nothing_was_counted_in_creates_no_folder(tmp_path):
+    ledger = CallLedger(tmp_path / "locks" / "k.calls.json", BOGOTA)
+    assert (ledger.usage(), ledger.token_limit()) == ({}, None)
+    assert list(tmp_path.iterdir()) == []  # `amd-pipeline budget` on a fresh machine writes nothing
+    ledger.charge("cli", None)
+    assert ledger.usage() == {"cli": 1}
+
+
 def test_the_count_restarts_at_the_operations_local_midnight(tmp_path):
     clock = Clock(dt.datetime(2026, 11, 28, 4, 59, 59, tzinfo=dt.UTC))  # 23:59:59 in Bogota
     ledger = CallLedger(tmp_path / "k.calls.json", BOGOTA, now=clock)
