@@ -9,6 +9,23 @@ from __future__ import annotations
 from amd_pipeline.settings import SettingsError
 from amd_pipeline.wolkvox import errors
 
+# Exit statuses of every `amd-pipeline` command (the README's table).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_QUOTA = 3
+EXIT_BUDGET = 4
+EXIT_INTERRUPTED = 130
+
+
+class CliExit(Exception):  # noqa: N818 - an exit, not an error
+    """Stop an `amd-pipeline` command with ``status`` after printing ``message`` as one ``error:`` line."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 ALLOW_LIST_HINT = (
     "check WOLKVOX_SERVER or WOLKVOX_BASE_URL, and that this machine's IP is on the operation's allow-list"
 )

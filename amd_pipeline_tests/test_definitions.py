@@ -66,7 +66,10 @@ def test_nothing_happens_at_import():
             if event in ("open", "socket.connect", "socket.bind", "subprocess.Popen") and ours(1):
                 seen.append((event, str(args[0])))
         sys.addaudithook(hook)
-        import amd_pipeline.definitions, amd_pipeline.cli, amd_pipeline.simulator, amd_pipeline.instance
+        import importlib, pkgutil, amd_pipeline
+        for module in pkgutil.walk_packages(amd_pipeline.__path__, 'amd_pipeline.'):
+            if module.name != 'amd_pipeline.__main__':  # running it is the command itself
+                importlib.import_module(module.name)
         print(json.dumps(seen))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -1,0 +1,242 @@
+"""A backfill of a campaign x day rectangle, as `amd-pipeline backfill` (and the demo) runs it.
+
+Every argument and setting is checked first (nothing called or written), then come the pre-flight
+calls (``token_info``, the campaign list), the plan (only the windows not final yet), the quota guard,
+and one in-process Dagster run per rectangle (``runs.ranged_runs``) on the project's instance. The
+functions return the command's exit status (``messages.EXIT_*``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from amd_pipeline.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
+from amd_pipeline.progress import ProgressPrinter
+from amd_pipeline.settings import RunSettings, SettingsError
+
+
+def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
+    """The API calls made before a backfill starts: the quota left, and which campaigns to load.
+
+    Returns ``(quota, selected)``. Raises :class:`SettingsError` for an unknown campaign (exit 2),
+    :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3).
+    """
+    from amd_pipeline.messages import explain
+    from amd_pipeline.wolkvox import errors
+
+    quota = None
+    try:
+        with wolkvox.client("cli") as client:
+            quota = client.token_info_today or client.token_info()
+    except errors.BudgetExhaustedError as exc:
+        raise CliExit(EXIT_BUDGET, f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called") from None
+    except errors.QuotaExhaustedError as exc:
+        raise CliExit(EXIT_QUOTA, explain(exc)) from None
+    except (errors.FatalError, errors.TransportError) as exc:
+        raise CliExit(EXIT_FAILED, explain(exc)) from None
+    except errors.WolkvoxError as exc:
+        print(f"warning: daily quota unknown ({explain(exc)})", file=sys.stderr)
+
+    if not explicit:
+        try:
+            selected = campaign_source.resolve(wolkvox, store=store)
+        except errors.WolkvoxError as exc:
+            raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
+        if not selected:
+            raise SettingsError("no campaigns: set AMD_CAMPAIGNS or pass --campaign ID")
+        return quota, selected
+    if not force:
+        try:
+            rows = campaign_source.listing(wolkvox)
+        except errors.WolkvoxError as exc:
+            print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
+        else:
+            known = campaign_source.kept(rows)
+            unknown = [c for c in explicit if c not in known]
+            if unknown:  # refused before the list is kept: a mistyped id writes no file
+                raise SettingsError(
+                    f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
+                    f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
+                )
+            if store is not None:
+                store.record_campaigns(rows, dt.datetime.now(dt.UTC))
+    return quota, list(explicit)
+
+
+def run_backfill(
+    start: dt.date,
+    end: dt.date,
+    campaigns: Sequence[str] = (),
+    *,
+    home: str | None = None,
+    show_progress: bool = True,
+    dry_run: bool = False,
+    force: bool = False,
+    verbose: bool = False,
+    refetch: bool = False,
+) -> int:
+    """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit status.
+
+    Every argument and setting is checked first (exit 2, nothing called or written). Then it asks
+    the server how much of the daily quota is left (``token_info``, one call), plans the calls for
+    the windows that are not final yet (all of them with ``refetch``) and refuses a backfill that
+    needs more than the quota or the pipeline's daily budget leaves, unless ``force`` (exit 3).
+    A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
+    """
+    from amd_pipeline.settings import check_campaign_id
+    from amd_pipeline.store import AmdStore, StoreLockedError
+
+    settings = RunSettings.from_env()
+    timezone = settings.definition.timezone
+    explicit = list(dict.fromkeys(check_campaign_id(c) for c in campaigns))
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    if start > end:
+        raise SettingsError(f"--start {start} is after --end {end}: swap them")
+    if start < settings.definition.start_date or end > today:
+        raise SettingsError(
+            f"days must lie between AMD_START_DATE={settings.definition.start_date} and today ({today}, "
+            f"{timezone}); got {start}..{end}"
+        )
+    stored = None
+    with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
+        stored = AmdStore(settings.working_path, lock_timeout=0).stored_timezone()
+    if stored not in (None, timezone):
+        raise SettingsError(
+            f"{settings.working_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
+            f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
+        )
+
+    import dagster as dg
+
+    from amd_pipeline import progress
+    from amd_pipeline.assets import MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
+    from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
+    from amd_pipeline.instance import cli_run_tags, get_instance, prepare_home, release_dead_cli_runs
+    from amd_pipeline.loader import CampaignAll, Plan, WindowRequest, plan_calls
+    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
+    from amd_pipeline.runs import days_between, quota_refusal, ranged_runs
+    from amd_pipeline.store import AMD_DAILY
+    from amd_pipeline.windows import day_window
+
+    defs = build_definitions(settings.definition)
+    top_level = defs.get_repository_def().get_top_level_resources()
+    with dg.build_resources(
+        {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}
+    ) as built:
+        wolkvox = built.wolkvox
+        quota, selected = _preflight_calls(
+            wolkvox, built.campaign_source, explicit, force, AmdStore(settings.working_path, timezone=timezone)
+        )
+        mode = wolkvox.campaign_all_mode()
+
+        ledger = wolkvox.ledger()
+        budget = wolkvox.budget(ledger)
+        used = sum(ledger.usage().values())
+
+    days = days_between(start, end)
+    requests = [WindowRequest(c, day_window(d, timezone)) for d in days for c in selected]
+    final = set()
+    if not refetch:
+        with contextlib.suppress(StoreLockedError):
+            final = AmdStore(settings.working_path, lock_timeout=0).final_keys(
+                AMD_DAILY, [(r.campaign_id, r.window.start) for r in requests]
+            )
+    missing = [r for r in requests if (r.campaign_id, r.window.start) not in final]
+    home_path = prepare_home(home)
+    instance = get_instance(home_path)
+    daily = settings.numbers["WOLKVOX_DAILY_QUOTA"] or (quota["token_limit"] if quota else 0)
+    plan = Plan(
+        windows=len(missing),
+        calls=len(plan_calls(missing, use_all=mode != CampaignAll.OFF)),
+        daily_quota=daily or None,
+        quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
+        median_latency=observed_latency(instance),
+        budget_limit=budget.limit,
+        budget_used=used,
+    )
+    existing = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
+    new_partitions = [c for c in selected if c not in existing]
+    runs = ranged_runs([*existing, *new_partitions], selected, start, end)
+    skipped = f", {len(final)} already final (--refetch to fetch them again)" if final else ""
+    print(
+        f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(runs)} run(s), "
+        f"campaign_id=all {mode}{skipped}: {plan.describe()}",
+        file=sys.stderr,
+    )
+    if dry_run:
+        return EXIT_OK
+    if not missing:
+        # No run, but the file still gets this version's schema and views.
+        working = AmdStore(settings.working_path, timezone=timezone, start_date=settings.definition.start_date)
+        working.prepare(AMD_DAILY)
+        working.publish(settings.duckdb_path)
+        print("nothing to fetch: every window is final", file=sys.stderr)
+        return EXIT_OK
+    refusal = quota_refusal(plan)
+    if refusal and not force:
+        raise CliExit(EXIT_QUOTA, refusal)
+    if new_partitions:
+        instance.add_dynamic_partitions(campaigns_partitions.name, new_partitions)
+        print(f"added campaign partitions: {', '.join(new_partitions)}", file=sys.stderr)
+    for run_id in release_dead_cli_runs(instance):
+        print(f"run {run_id} of a dead amd-pipeline process: marked failed, its token slot freed", file=sys.stderr)
+
+    job = defs.resolve_job_def(AMD_DAILY_JOB)
+    # One "planned" event per run instead of one per partition: Dagster writes those before the run
+    # starts, about 9 ms each (bench/scale.py: 2.8 minutes of a 50 x 365 backfill). They only drive the
+    # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
+    os.environ.setdefault(SUBSET_PLANNED_EVENTS, "true")
+    failures = []
+    listener = ProgressPrinter() if show_progress else (lambda p: None)
+    with progress.listening(listener):
+        for run in runs:
+            result = job.execute_in_process(
+                instance=instance,
+                tags={
+                    **run.tags(),
+                    SOURCE_TAG: "backfill",
+                    MISSING_ONLY_TAG: "false" if refetch else "true",
+                    **cli_run_tags(),
+                },
+                raise_on_error=False,
+                # Dagster's console log repeats a failure with its stack trace: shown with --verbose only.
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING" if verbose else "CRITICAL"}}}},
+            )
+            if result.success:
+                print(f"run {result.run_id}: ok ({', '.join(run.campaigns)})", file=sys.stderr)
+            else:
+                failures.append((result.run_id, *_failure_of(result)))
+    for run_id, text, _ in failures:
+        print(f"error: {text}", file=sys.stderr)
+        print(
+            f"run {run_id} failed; its logs: `amd-pipeline dev`, then http://localhost:3000/runs/{run_id}",
+            file=sys.stderr,
+        )
+    if any(deferred for _, _, deferred in failures):
+        return EXIT_BUDGET
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+def _failure_of(result) -> tuple[str, bool]:
+    """The sentence a failed run's step gave (its Failure description), and whether windows were deferred."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data is None:
+            continue
+        if data.user_failure_data and data.user_failure_data.description:
+            deferred = "deferred_windows" in (data.user_failure_data.metadata or {})
+            return data.user_failure_data.description.strip(), deferred
+        if data.error:
+            return data.error.message.strip().splitlines()[-1], False
+    for event in result.all_events:
+        if event.is_failure and event.message:
+            return event.message.strip(), False
+    return "the run failed before its step started", False

@@ -1,0 +1,172 @@
+"""The built-in demo: a backfill from the simulator (`amd-pipeline demo`) and `dagster dev` beside it (`dev --demo`).
+
+Both run on the project's instance and DuckDB file, with a throwaway token, and never call a real host;
+both refuse a file or instance that already holds campaigns that are not the simulator's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from amd_pipeline.backfill import run_backfill
+from amd_pipeline.messages import EXIT_INTERRUPTED
+from amd_pipeline.settings import SettingsError
+from amd_pipeline.simulator import SimConfig, Simulator
+
+
+def _summary(duckdb_path: str, start: dt.date, end: dt.date):
+    from amd_pipeline.store import AmdStore
+
+    return AmdStore(duckdb_path).query(
+        """
+        SELECT campaign_id,
+               count(*) AS days,
+               count(*) FILTER (WHERE fetch_status = 'fetched_empty') AS empty_days,
+               sum(total_amd)::BIGINT AS total_amd,
+               round(avg(total_amd), 1) AS avg_per_day,
+               max(total_amd) AS max_day
+        FROM amd_daily
+        WHERE local_date BETWEEN ? AND ?
+        GROUP BY campaign_id ORDER BY campaign_id
+        """,
+        [start, end],
+    )
+
+
+def _foreign_campaigns(duckdb_path: str, home: Path, demo_ids: set[str]) -> list[str]:
+    """Campaigns that are not the simulator's, already in the DuckDB files (published, working) or the instance."""
+    import dagster as dg
+
+    from amd_pipeline.partitions import CAMPAIGN_DIMENSION
+    from amd_pipeline.settings import working_path_for
+    from amd_pipeline.store import AmdStore
+
+    found: set[str] = set()
+    for path in (duckdb_path, working_path_for(duckdb_path)):
+        if not Path(path).exists():
+            continue
+        tables = AmdStore(path).query("SELECT table_name FROM information_schema.tables")
+        if "amd_daily" in set(tables.table_name):
+            found |= set(AmdStore(path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
+    if (home / "dagster.yaml").exists():
+        instance = dg.DagsterInstance.from_config(str(home))
+        found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+    return sorted(found - demo_ids)
+
+
+def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | None, duckdb_path: str) -> int:
+    """Backfill the last ``days`` days from the simulator with faults on, summarise, compare with its truth."""
+    from amd_pipeline.instance import prepare_home
+    from amd_pipeline.settings import DefinitionSettings
+
+    settings = DefinitionSettings.from_env()
+    home = prepare_home(home)
+    foreign = _foreign_campaigns(duckdb_path, home, {c.campaign_id for c in SimConfig().campaigns})
+    if foreign:
+        print(
+            f"error: {duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
+            f"({', '.join(foreign[:5])}); the demo will not mix its data with yours. "
+            "Pass --duckdb and --home to run it elsewhere.",
+            file=sys.stderr,
+        )
+        return 2
+    today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
+    end = today - dt.timedelta(days=1)
+    start = max(end - dt.timedelta(days=days - 1), settings.start_date)
+    config = SimConfig(
+        token=secrets.token_urlsafe(24),
+        latency_ms=latency_ms,
+        fault_rate=fault_rate,
+        faults=("500", "html502", "maintenance", "busy", "drop", "truncated", "code_string", "data_object"),
+        seed=7,
+    )
+    with Simulator(config) as sim:
+        # The demo never calls a real host: the simulator's URL and a throwaway token for this process.
+        os.environ.update(
+            WOLKVOX_BASE_URL=sim.url,
+            WOLKVOX_TOKEN=config.token,
+            WOLKVOX_BACKOFF_BASE_MS="50",
+            WOLKVOX_MAINTENANCE_DELAY_MS="100",
+        )
+        for name in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS"):
+            os.environ.pop(name, None)
+        os.environ["AMD_DUCKDB_PATH"] = duckdb_path
+        os.environ.pop("AMD_WORKING_DUCKDB_PATH", None)
+        print(
+            f"demo: Wolkvox simulator at {sim.url} ({latency_ms:g} ms per answer, faults on {fault_rate:.0%} of calls)"
+        )
+        code = run_backfill(start, end, home=str(home))
+        stats = sim.stats()
+    if code:
+        return code
+    from amd_pipeline.simulator import truth_for_day
+    from amd_pipeline.store import AmdStore
+
+    rows = AmdStore(duckdb_path).query(
+        "SELECT campaign_id, local_date, total_amd FROM amd_daily WHERE local_date BETWEEN ? AND ?", [start, end]
+    )
+    mismatches = sum(1 for r in rows.itertuples() if r.total_amd != truth_for_day(r.campaign_id, r.local_date.date()))
+    print()
+    print(f"amd_daily in {duckdb_path}, {start} .. {end} ({settings.timezone}):")
+    print(_summary(duckdb_path, start, end).to_string(index=False))
+    print()
+    print(
+        f"{len(rows)} rows; {len(rows) - mismatches} equal the simulator's ground truth, {mismatches} differ. "
+        f"Simulator: {stats['requests']} requests, {sum(stats['faults_injected'].values())} faults injected, "
+        f"{stats['overlaps']} overlapping requests."
+    )
+    print('Try: amd-pipeline query "SELECT * FROM amd_daily ORDER BY local_date DESC LIMIT 10"')
+    return 0 if mismatches == 0 and stats["overlaps"] == 0 else 1
+
+
+def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: float, port: int) -> int:
+    """`dagster dev` on the built-in simulator: scheduled refreshes every minute, no Wolkvox account."""
+    import signal
+    import subprocess
+
+    foreign = _foreign_campaigns(duckdb_path, home, {c.campaign_id for c in SimConfig().campaigns})
+    if foreign:
+        raise SettingsError(
+            f"{duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
+            f"({', '.join(foreign[:5])}); pass --duckdb and --home to run the demo elsewhere"
+        )
+    config = SimConfig(token=secrets.token_urlsafe(24), latency_ms=latency_ms, daily_quota=20000, seed=7)
+    with Simulator(config) as sim:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "AMD_WORKING_DUCKDB_PATH")
+        }
+        env.update(
+            WOLKVOX_BASE_URL=sim.url,
+            WOLKVOX_TOKEN=config.token,
+            WOLKVOX_DAILY_QUOTA=str(config.daily_quota),
+            AMD_REFRESH_CRON=os.environ.get("AMD_REFRESH_CRON", "* * * * *"),
+            AMD_DUCKDB_PATH=str(Path(duckdb_path).resolve()),
+            DAGSTER_HOME=str(home),
+        )
+        print(
+            f"demo: Wolkvox simulator at {sim.url}; amd_daily_refresh every minute into {duckdb_path}; "
+            f"UI on http://localhost:{port}; Ctrl-C stops both",
+            file=sys.stderr,
+            flush=True,
+        )
+        child = subprocess.Popen(argv, env=env)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # Ctrl-C (a terminal sends it to dagster dev too) or kill -INT of this process
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+            try:
+                return child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
