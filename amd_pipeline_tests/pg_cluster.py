@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster on loopback, in a temporary folder: for the tests and the benchmarks.
 
-    python -m amd_pipeline_tests.pg_cluster        # start one, print its URL, stop it on Ctrl-C
+    python -m amd_pipeline_tests.pg_cluster        # start one, print its URL, stop it on Ctrl-C or kill
 
 Uses Debian's server binaries (``/usr/lib/postgresql/<version>/bin``). The server refuses to run as
 root, so as root the folder is given to the ``postgres`` user and the binaries run through ``runuser``.
@@ -109,7 +109,15 @@ def cluster() -> Iterator[Cluster]:
         running.stop()
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Ctrl-C or kill stops the server and removes its folder (a shell's background job ignores SIGINT
+    # unless it is handed back).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     with cluster() as c:
         print(c.create_database("dagster"), flush=True)
         with contextlib.suppress(KeyboardInterrupt):
