@@ -37,6 +37,7 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import dates as mdates
     from matplotlib import pyplot as plt
     from matplotlib.colors import ListedColormap
 
@@ -56,6 +57,9 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
         ax.set_title(f"{campaign} {name}".strip(), loc="left", fontsize=10)
         ax.set_ylabel("AMD per day")
         ax.legend(loc="upper left", fontsize=8)
+        locator = mdates.AutoDateLocator(maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # "Nov", "13", ...: no overlaps
     figure.suptitle(f"Calls answered by a machine, last {days} days (orange: partial day)", fontsize=11)
     figure.tight_layout()
     out["trend"] = _png(figure)
