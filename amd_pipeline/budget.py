@@ -57,8 +57,10 @@ class CallLedger:
 
     @contextlib.contextmanager
     def _locked(self, write: bool = False) -> Iterator[dict]:
+        today = self.today().isoformat()
+        fresh = {"day": today, "calls": {}, "token_limit": None}
         if not write and not self.path.parent.is_dir():  # nothing counted yet; a read creates no folder
-            yield {"day": self.today().isoformat(), "calls": {}, "token_limit": None}
+            yield fresh
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -68,9 +70,8 @@ class CallLedger:
                 data = json.loads(self.path.read_text())
             except (FileNotFoundError, ValueError):
                 data = {}
-            today = self.today().isoformat()
             if data.get("day") != today:
-                data = {"day": today, "calls": {}, "token_limit": None}
+                data = fresh
             yield data
             if write:
                 tmp = self.path.with_suffix(f".{os.getpid()}.tmp")

@@ -38,8 +38,9 @@ def _summary(duckdb_path: str, start: dt.date, end: dt.date):
     )
 
 
-def _foreign_campaigns(duckdb_path: str, home: Path, demo_ids: set[str]) -> list[str]:
-    """Campaigns that are not the simulator's, already in the DuckDB files (published, working) or the instance."""
+def _refuse_foreign(duckdb_path: str, home: Path) -> None:
+    """Raise :class:`SettingsError` (exit 2) when the DuckDB files (published, working) or the instance
+    already hold campaigns that are not the simulator's: the demo never mixes its rows with an operation's."""
     import dagster as dg
 
     from amd_pipeline.partitions import CAMPAIGN_DIMENSION
@@ -54,9 +55,15 @@ def _foreign_campaigns(duckdb_path: str, home: Path, demo_ids: set[str]) -> list
         if "amd_daily" in set(tables.table_name):
             found |= set(AmdStore(path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
     if (home / "dagster.yaml").exists():
-        instance = dg.DagsterInstance.from_config(str(home))
-        found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
-    return sorted(found - demo_ids)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+    foreign = sorted(found - {c.campaign_id for c in SimConfig().campaigns})
+    if foreign:
+        raise SettingsError(
+            f"{duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
+            f"({', '.join(foreign[:5])}); the demo will not mix its data with yours: pass --duckdb and --home "
+            "to run it elsewhere"
+        )
 
 
 def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | None, duckdb_path: str) -> int:
@@ -66,15 +73,7 @@ def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | Non
 
     settings = DefinitionSettings.from_env()
     home = prepare_home(home)
-    foreign = _foreign_campaigns(duckdb_path, home, {c.campaign_id for c in SimConfig().campaigns})
-    if foreign:
-        print(
-            f"error: {duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
-            f"({', '.join(foreign[:5])}); the demo will not mix its data with yours. "
-            "Pass --duckdb and --home to run it elsewhere.",
-            file=sys.stderr,
-        )
-        return 2
+    _refuse_foreign(duckdb_path, home)
     today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
     end = today - dt.timedelta(days=1)
     start = max(end - dt.timedelta(days=days - 1), settings.start_date)
@@ -129,12 +128,7 @@ def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: f
     import signal
     import subprocess
 
-    foreign = _foreign_campaigns(duckdb_path, home, {c.campaign_id for c in SimConfig().campaigns})
-    if foreign:
-        raise SettingsError(
-            f"{duckdb_path} or DAGSTER_HOME={home} already holds campaigns that are not the demo's "
-            f"({', '.join(foreign[:5])}); pass --duckdb and --home to run the demo elsewhere"
-        )
+    _refuse_foreign(duckdb_path, home)
     config = SimConfig(token=secrets.token_urlsafe(24), latency_ms=latency_ms, daily_quota=20000, seed=7)
     with Simulator(config) as sim:
         env = {

@@ -470,6 +470,7 @@ def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
     out = amd(env, "demo", "--days", "3", cwd=tmp_path)
     assert out.returncode == 2
     assert "already holds campaigns that are not the demo's (555)" in out.stderr
+    assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
     assert AmdStore(real).query("SELECT campaign_id FROM amd_daily").campaign_id.tolist() == ["555"]
 
 

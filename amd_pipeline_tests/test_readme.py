@@ -7,7 +7,7 @@ from amd_pipeline import messages
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"\b((?:WOLKVOX|AMD|DAGSTER)_[A-Z][A-Z_]*[A-Z])\b")
-QUOTED = re.compile(r"[\"'{]((?:WOLKVOX|AMD|DAGSTER)_[A-Z][A-Z_]*[A-Z])[\"'}]")  # a name the code reads
+QUOTED = re.compile(r"[\"']((?:WOLKVOX|AMD|DAGSTER)_[A-Z][A-Z_]*[A-Z])[\"']")  # a name the code reads
 
 
 def readme_section(title: str) -> str:
