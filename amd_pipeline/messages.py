@@ -42,7 +42,11 @@ def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str
     """
     later = f"; a backfill after midnight {timezone} fetches them" if timezone else "; a later backfill fetches them"
     if isinstance(exc, errors.BudgetExhaustedError):
-        return f"daily call budget of {exc.limit} reached ({exc.used} used): {deferred} windows deferred{later}"
+        spent = f"daily call budget of {exc.limit} reached ({exc.used} used)"
+        if not deferred:  # refused before its first call (a backfill's pre-flight, a tick): nothing was left half done
+            when = f"after midnight {timezone}" if timezone else "later"
+            return f"{spent}: a backfill {when} fetches what is missing"
+        return f"{spent}: {deferred} windows deferred{later}"
     if isinstance(exc, errors.QuotaExhaustedError) and deferred:
         return (
             f"the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED): {deferred} windows deferred{later}"
