@@ -1,6 +1,7 @@
 """The AMD assets: a thin shell of partition keys -> windows -> loader -> metadata."""
 
 import base64
+import contextlib
 import time
 
 import dagster as dg
@@ -31,6 +32,13 @@ from amd_pipeline.wolkvox.errors import WolkvoxError
 PROGRESS_LOG_SECONDS = 5.0
 SOURCE_TAG = "amd_pipeline/source"  # who launched the run: backfill (CLI), refresh, restate; ui when absent
 MISSING_ONLY_TAG = "amd_pipeline/missing_only"  # "true": windows already final are not fetched again
+CLI_BACKFILL_TAG = "amd_pipeline/backfill"  # one id over the runs of one CLI backfill
+DAGSTER_BACKFILL_TAG = "dagster/backfill"  # what Dagster puts on the runs of a UI backfill
+
+
+def backfill_id(tags: dict[str, str]) -> str | None:
+    """The backfill a run belongs to (UI or CLI), whose runs share the answers they fetched; else None."""
+    return tags.get(CLI_BACKFILL_TAG) or tags.get(DAGSTER_BACKFILL_TAG) or None
 
 
 class LoadFailed(dg.Failure):
@@ -103,6 +111,8 @@ def observed_latency(instance: dg.DagsterInstance) -> float | None:
 
 def plan_metadata(plan: Plan) -> dict[str, dg.MetadataValue | int | float | str]:
     metadata: dict[str, dg.MetadataValue | int | float | str] = {"planned_calls": plan.calls}
+    if plan.from_answers:
+        metadata["planned_windows_from_answers"] = plan.from_answers
     if plan.quota_share is not None:
         metadata["daily_quota_share"] = round(plan.quota_share, 4)
     if plan.eta_seconds is not None:
@@ -131,6 +141,7 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
         metadata["median_latency_ms"] = round(report.median_latency * 1000, 1)
     if report.skipped:
         metadata["skipped_final_windows"] = report.skipped
+    metadata["windows_from_answers"] = report.from_answers
     metadata["restated"] = len(report.changes)
     if report.changes:
         metadata["restated_days"] = dg.MetadataValue.md(
@@ -148,6 +159,13 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
 def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> None:
     context.log.warning("the server refused campaign_id=all: one call per campaign from now on (remembered)")
     wolkvox.remember_all_refused()
+
+
+def note_from_answers(wolkvox: WolkvoxResource, report: LoadReport) -> None:
+    """Count the windows served without a call in the call ledger, beside the calls (``amd-pipeline budget``)."""
+    if report.from_answers:
+        with contextlib.suppress(WolkvoxError):  # a count for people; never fails a load that succeeded
+            wolkvox.ledger().note_from_answers(report.from_answers)
 
 
 def partition_metadata(record: dict) -> dict[str, dg.MetadataValue | int | float | str | bool]:
@@ -226,16 +244,23 @@ def build_amd_daily(
             for k in context.partition_keys
         ]
         requests = [window_request(key, timezone) for key in keys]
+        tags = context.run.tags
+        backfill = backfill_id(tags)
+        working = amd_store.store(timezone, start_date)
         try:
             wolkvox.check()
             mode = wolkvox.campaign_all_mode()
+            use_all = mode != CampaignAll.OFF
+            in_hand = working.answers_in_hand(backfill, [r.window for r in requests]) if use_all else {}
+            to_call = [r for r in requests if r.window.start not in in_hand]
             plan = Plan(
                 windows=len(requests),
-                calls=len(plan_calls(requests, use_all=mode != CampaignAll.OFF)),
+                calls=len(plan_calls(to_call, use_all=use_all, prefer_all=backfill is not None)),
+                from_answers=len(requests) - len(to_call),
                 daily_quota=wolkvox.daily_quota or None,
                 median_latency=observed_latency(context.instance),
             )
-        except SettingsError as exc:
+        except (SettingsError, WolkvoxError, StoreLockedError) as exc:
             raise LoadFailed(description=explain(exc)) from None
         context.log.info(f"plan ({timezone}, campaign_id=all {mode}): {plan.describe()}")
         last_log = [0.0]
@@ -246,9 +271,7 @@ def build_amd_daily(
                 last_log[0] = time.monotonic()
                 context.log.info(f"{p.windows_done}/{p.windows_total} windows, {p.calls} calls, {p.retries} retries")
 
-        tags = context.run.tags
         source = tags.get(SOURCE_TAG, "ui")
-        working = amd_store.store(timezone, start_date)
         try:
             with wolkvox.client(source) as client:
                 report = load(
@@ -261,11 +284,14 @@ def build_amd_daily(
                     batch_size=amd_store.batch_size,
                     on_progress=on_progress,
                     skip_final=tags.get(MISSING_ONLY_TAG) == "true",
-                    request_tags={"source": source, "run_id": context.run.run_id},
+                    request_tags={"source": source, "run_id": context.run.run_id, "backfill_id": backfill},
+                    prefer_all=backfill is not None,
+                    in_hand=in_hand,
                 )
         except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
+            note_from_answers(wolkvox, failed.report)
             report_partitions(context, failed.report, requests, keys, failed=True)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
             if isinstance(failed.cause, RejectedValuesError):
@@ -274,6 +300,9 @@ def build_amd_daily(
                 publish(context, working, amd_store, metadata, failed=True)
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
+        note_from_answers(wolkvox, report)
+        if report.from_answers:
+            context.log.info(f"{report.from_answers} window(s) taken from answers this backfill already fetched")
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
         report_partitions(context, report, requests, keys, failed=False)

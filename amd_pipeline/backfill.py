@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -24,48 +25,66 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
     """The API calls made before a backfill starts: the quota left, and which campaigns to load.
 
     Returns ``(quota, selected)``. Raises :class:`SettingsError` for an unknown campaign (exit 2),
-    :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3).
+    :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3). The calls
+    go to ``api_requests`` (source ``cli``) once the campaigns are accepted: a refusal writes no file.
     """
     from amd_pipeline.messages import explain
+    from amd_pipeline.store import attempts_frame
     from amd_pipeline.wolkvox import errors
+
+    def refused(exc: errors.WolkvoxError) -> CliExit | None:
+        if isinstance(exc, errors.BudgetExhaustedError):
+            return CliExit(EXIT_BUDGET, f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called")
+        if isinstance(exc, errors.QuotaExhaustedError):
+            return CliExit(EXIT_QUOTA, explain(exc))
+        if isinstance(exc, errors.FatalError | errors.TransportError):
+            return CliExit(EXIT_FAILED, explain(exc))
+        return None
 
     quota = None
     try:
-        with wolkvox.client("cli") as client:
-            quota = client.token_info_today or client.token_info()
-    except errors.BudgetExhaustedError as exc:
-        raise CliExit(EXIT_BUDGET, f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called") from None
-    except errors.QuotaExhaustedError as exc:
-        raise CliExit(EXIT_QUOTA, explain(exc)) from None
-    except (errors.FatalError, errors.TransportError) as exc:
-        raise CliExit(EXIT_FAILED, explain(exc)) from None
+        client_cm = wolkvox.client("cli")  # asks token_info itself when the quota is not known today
+        client = client_cm.__enter__()
     except errors.WolkvoxError as exc:
-        print(f"warning: daily quota unknown ({explain(exc)})", file=sys.stderr)
-
-    if not explicit:
+        raise (refused(exc) or CliExit(EXIT_FAILED, explain(exc))) from None
+    rows = None
+    try:
         try:
-            selected = campaign_source.resolve(wolkvox, store=store)
+            quota = client.token_info_today or client.token_info()
         except errors.WolkvoxError as exc:
-            raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
+            if (exit_ := refused(exc)) is not None:
+                raise exit_ from None
+            print(f"warning: daily quota unknown ({explain(exc)})", file=sys.stderr)
+        selected = list(explicit) or campaign_source.configured()
         if not selected:
-            raise SettingsError("no campaigns: set AMD_CAMPAIGNS or pass --campaign ID")
-        return quota, selected
-    if not force:
-        try:
-            rows = campaign_source.listing(wolkvox)
-        except errors.WolkvoxError as exc:
-            print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
-        else:
-            known = campaign_source.kept(rows)
-            unknown = [c for c in explicit if c not in known]
-            if unknown:  # refused before the list is kept: a mistyped id writes no file
-                raise SettingsError(
-                    f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
-                    f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
-                )
-            if store is not None:
-                store.record_campaigns(rows, dt.datetime.now(dt.UTC))
-    return quota, list(explicit)
+            try:
+                rows = campaign_source.listing(wolkvox, client=client)
+            except errors.WolkvoxError as exc:
+                raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
+            selected = campaign_source.kept(rows)
+        elif explicit and not force:
+            try:
+                rows = campaign_source.listing(wolkvox, client=client)
+            except errors.WolkvoxError as exc:
+                print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
+            else:
+                known = campaign_source.kept(rows)
+                unknown = [c for c in explicit if c not in known]
+                if unknown:  # refused before anything is kept: a mistyped id writes no file
+                    client.attempts.clear()
+                    raise SettingsError(
+                        f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
+                        f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
+                    )
+    finally:
+        client_cm.__exit__(None, None, None)
+        if store is not None and client.attempts:  # every call in api_requests, as in the budget
+            store.record_requests(attempts_frame(client.attempts, {"source": "cli", "run_id": None}))
+    if rows is not None and store is not None:
+        store.record_campaigns(rows, dt.datetime.now(dt.UTC))
+    if not selected:
+        raise SettingsError("no campaigns: set AMD_CAMPAIGNS or pass --campaign ID")
+    return quota, selected
 
 
 def run_backfill(
@@ -114,9 +133,15 @@ def run_backfill(
     import dagster as dg
 
     from amd_pipeline import progress
-    from amd_pipeline.assets import MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
+    from amd_pipeline.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-    from amd_pipeline.instance import cli_run_tags, get_instance, prepare_home, release_dead_cli_runs
+    from amd_pipeline.instance import (
+        cli_run_tags,
+        existing_instance,
+        get_instance,
+        prepare_home,
+        release_dead_cli_runs,
+    )
     from amd_pipeline.loader import CampaignAll, Plan, WindowRequest, plan_calls
     from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
     from amd_pipeline.runs import days_between, quota_refusal, ranged_runs
@@ -125,9 +150,14 @@ def run_backfill(
 
     defs = build_definitions(settings.definition)
     top_level = defs.get_repository_def().get_top_level_resources()
-    with dg.build_resources(
-        {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}
-    ) as built:
+    # An instance that already exists shares the token's budget and lock (in PostgreSQL on the production
+    # profile) from the first pre-flight call on; a fresh one is created only once the checks passed.
+    with (
+        existing_instance(home) as shared,
+        dg.build_resources(
+            {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}, instance=shared
+        ) as built,
+    ):
         wolkvox = built.wolkvox
         quota, selected = _preflight_calls(
             wolkvox, built.campaign_source, explicit, force, AmdStore(settings.working_path, timezone=timezone)
@@ -192,6 +222,8 @@ def run_backfill(
     # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
     os.environ.setdefault(SUBSET_PLANNED_EVENTS, "true")
     failures = []
+    # One id over this backfill's runs: a later run takes a closed window from an answer an earlier one fetched.
+    backfill = f"cli-{uuid.uuid4().hex[:12]}"
     listener = ProgressPrinter() if show_progress else (lambda p: None)
     with progress.listening(listener):
         for run in runs:
@@ -200,6 +232,7 @@ def run_backfill(
                 tags={
                     **run.tags(),
                     SOURCE_TAG: "backfill",
+                    CLI_BACKFILL_TAG: backfill,
                     MISSING_ONLY_TAG: "false" if refetch else "true",
                     **cli_run_tags(),
                 },

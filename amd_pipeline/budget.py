@@ -47,6 +47,8 @@ class CallLedger:
         now: the wall clock (tests move it).
     """
 
+    where = "a file on this machine (AMD_LOCK_DIR)"
+
     def __init__(self, path: Path, timezone: str, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
         self.path = Path(path)
         self.zone = ZoneInfo(timezone)
@@ -58,7 +60,7 @@ class CallLedger:
     @contextlib.contextmanager
     def _locked(self, write: bool = False) -> Iterator[dict]:
         today = self.today().isoformat()
-        fresh = {"day": today, "calls": {}, "token_limit": None}
+        fresh = {"day": today, "calls": {}, "token_limit": None, "from_answers": 0}
         if not write and not self.path.parent.is_dir():  # nothing counted yet; a read creates no folder
             yield fresh
             return
@@ -104,3 +106,13 @@ class CallLedger:
     def remember_token_limit(self, limit: int) -> None:
         with self._locked(write=True) as data:
             data["token_limit"] = limit
+
+    def note_from_answers(self, windows: int) -> None:
+        """Count windows served from answers already in hand today (no call made for them)."""
+        if windows:
+            with self._locked(write=True) as data:
+                data["from_answers"] = data.get("from_answers", 0) + windows
+
+    def from_answers(self) -> int:
+        with self._locked() as data:
+            return data.get("from_answers", 0)

@@ -145,22 +145,24 @@ def cmd_budget(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from amd_pipeline.definitions import build_definitions
+    from amd_pipeline.instance import existing_instance
     from amd_pipeline.runs import Cadence, calls_per_refresh, ticks_per_day
     from amd_pipeline.schedules import valid_campaigns
 
     settings = RunSettings.from_env()
     definition = settings.definition
     top_level = build_definitions(definition).get_repository_def().get_top_level_resources()
-    with dg.build_resources({"wolkvox": top_level["wolkvox"]}) as built:
+    campaigns = list(settings.campaigns)
+    with (
+        existing_instance(args.home) as instance,
+        dg.build_resources({"wolkvox": top_level["wolkvox"]}, instance=instance) as built,
+    ):
         wolkvox = built.wolkvox
         ledger = wolkvox.ledger()
-        usage, budget = ledger.usage(), wolkvox.budget(ledger)
+        usage, budget, from_answers = ledger.usage(), wolkvox.budget(ledger), ledger.from_answers()
         mode = wolkvox.campaign_all_mode().value
         use_all = mode != "off"
-    campaigns = list(settings.campaigns)
-    home = Path(args.home or os.environ.get("DAGSTER_HOME") or ".dagster_home")
-    if not campaigns and (home / "dagster.yaml").exists():
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        if not campaigns and instance is not None:
             campaigns = valid_campaigns(instance)[1]
     used = sum(usage.values())
     quota = settings.numbers["WOLKVOX_DAILY_QUOTA"] or budget.daily_quota
@@ -172,7 +174,9 @@ def cmd_budget(args: argparse.Namespace) -> int:
         print(f"budget: {budget.limit} calls = {source} {quota} x AMD_QUOTA_SHARE {settings.quota_share:g}")
     per_source = ", ".join(f"{name} {count}" for name, count in sorted(usage.items())) or "none"
     left = f"; left: {max(budget.limit - used, 0)}" if budget.limit is not None else ""
-    print(f"used today: {used} ({per_source}){left}")
+    print(f"used today: {used} ({per_source}){left}; counted in {ledger.where}")
+    if from_answers:
+        print(f"windows served from answers already in hand today: {from_answers} (no call)")
     per_refresh = calls_per_refresh(len(campaigns), use_all)
     cadence = Cadence(per_refresh, ticks_per_day(definition.refresh_cron, definition.timezone), budget.limit)
     restate_runs = ticks_per_day(definition.restate_cron, definition.timezone)

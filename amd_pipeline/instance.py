@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -53,6 +55,18 @@ def get_instance(home: Path) -> dg.DagsterInstance:
         if not pool_limit_configured(home):
             instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
     return instance
+
+
+@contextlib.contextmanager
+def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg.DagsterInstance | None]:
+    """The instance in ``home`` (or DAGSTER_HOME, or ./.dagster_home) if it already has a dagster.yaml, else
+    None: commands that only read, or that have not passed their checks yet, create no home."""
+    path = Path(home or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
+    if not (path / "dagster.yaml").exists():
+        yield None
+        return
+    with dg.DagsterInstance.from_config(str(path)) as instance:
+        yield instance
 
 
 CLI_HOST_TAG = "amd_pipeline/host"

@@ -7,6 +7,10 @@ loses at most the calls of one unwritten batch and never leaves a half-written b
 When several campaigns share a window, one ``campaign_id=all`` call can answer for all of them
 (``CampaignAll``): ``on`` always uses it, ``off`` never, ``auto`` uses it until the server refuses
 it, then falls back to one call per campaign and remembers the refusal (``on_all_refused``).
+
+Every answer is kept whole (``api_answers``). A run that belongs to a backfill asks ``all`` even for
+one campaign (``prefer_all``): Dagster splits a UI backfill into one run per campaign, and the later
+runs of the same backfill take their closed windows from that answer (``in_hand``) instead of calling.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import math
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -23,10 +29,11 @@ import pandas as pd
 
 from amd_pipeline.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
 from amd_pipeline.settings import check_campaign_id
-from amd_pipeline.store import REQUEST_COLUMNS, AmdStore, TableSpec
+from amd_pipeline.store import ANSWER_COLUMNS, AmdStore, TableSpec, attempts_frame
 from amd_pipeline.windows import Window
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import WolkvoxClient
+from amd_pipeline.wolkvox.models import Answer
 
 DEFAULT_BATCH_SIZE = 250
 ALL = "all"
@@ -80,6 +87,7 @@ class LoadReport:
     rejects: list[InvalidValueError] = dataclasses.field(default_factory=list)
     written: list[dict] = dataclasses.field(default_factory=list)  # the records written, one per window
     skipped: int = 0  # windows already final, not fetched again (``skip_final``)
+    from_answers: int = 0  # windows served from answers this backfill already fetched (no call)
     deferred: list[WindowRequest] = dataclasses.field(default_factory=list)  # left for when the quota resets
     changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)  # restated totals
     median_latency: float | None = None
@@ -105,10 +113,11 @@ class RejectedValuesError(ValueError):
         super().__init__(f"{len(self.rejects)} window(s) rejected, not written:\n{lines}{more}")
 
 
-def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False) -> list[Call]:
+def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False, prefer_all: bool = False) -> list[Call]:
     """The calls that answer ``requests``, in window order.
 
-    With ``use_all``, a window wanted for several campaigns is one ``campaign_id=all`` call.
+    With ``use_all``, a window wanted for several campaigns is one ``campaign_id=all`` call; with
+    ``prefer_all`` too, so is a window wanted for one campaign (its answer serves the backfill's other runs).
 
     Raises:
         SettingsError: a request's campaign is not a campaign id (``all`` included: a partition
@@ -123,7 +132,7 @@ def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False) -> l
     calls: list[Call] = []
     for start in sorted(by_window):
         window, campaigns = by_window[start]
-        if use_all and len(campaigns) > 1:
+        if use_all and (len(campaigns) > 1 or prefer_all):
             calls.append(Call(ALL, window, tuple(campaigns)))
         else:
             calls.extend(Call(c, window, (c,)) for c in campaigns)
@@ -134,12 +143,14 @@ def _per_campaign(calls: Iterable[Call]) -> list[Call]:
     return [Call(c, call.window, (c,)) for call in calls for c in call.covers]
 
 
-def call_allowance(requests: Sequence[WindowRequest], campaign_all: CampaignAll, max_attempts: int) -> int:
+def call_allowance(
+    requests: Sequence[WindowRequest], campaign_all: CampaignAll, max_attempts: int, prefer_all: bool = False
+) -> int:
     """The most HTTP attempts a load of ``requests`` may make: its planned calls x attempts.
 
     In ``auto`` mode the plan may turn into one refused ``all`` call plus one call per campaign.
     """
-    calls = len(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
+    calls = len(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF, prefer_all=prefer_all))
     if campaign_all == CampaignAll.AUTO:
         calls = max(calls, 1 + len(plan_calls(requests)))
     return calls * max_attempts
@@ -151,6 +162,7 @@ class Plan:
 
     windows: int
     calls: int
+    from_answers: int = 0  # windows served from answers already in hand (no call)
     daily_quota: int | None = None
     quota_remaining: int | None = None
     median_latency: float | None = None
@@ -164,6 +176,11 @@ class Plan:
     @property
     def quota_share(self) -> float | None:
         return self.calls / self.daily_quota if self.daily_quota else None
+
+    @property
+    def other_use(self) -> bool:
+        """Other integrations already spent more of today's quota than it has."""
+        return self.quota_remaining is not None and self.quota_remaining < 0
 
     @property
     def quota_days(self) -> int | None:
@@ -180,11 +197,12 @@ class Plan:
         return self.calls * self.median_latency if self.median_latency is not None else None
 
     def describe(self) -> str:
-        parts = [f"{self.windows} windows, {self.calls} calls"]
+        served = f" ({self.from_answers} from answers already in hand)" if self.from_answers else ""
+        parts = [f"{self.windows} windows{served}, {self.calls} calls"]
         if self.daily_quota:
             parts.append(f"{self.quota_share:.1%} of the daily quota of {self.daily_quota}")
         if self.quota_remaining is not None:
-            parts.append(f"{self.quota_remaining} calls left today")
+            parts.append(f"{max(self.quota_remaining, 0)} calls left today")
         if self.budget_limit is not None:
             parts.append(f"{self.budget_remaining} of the pipeline's daily budget of {self.budget_limit} left")
         if self.eta_seconds is not None:
@@ -207,14 +225,19 @@ def load(
     clock: Callable[[], float] = time.monotonic,
     skip_final: bool = False,
     request_tags: Mapping[str, str] | None = None,
+    prefer_all: bool = False,
+    in_hand: Mapping[dt.datetime, Mapping] | None = None,
 ) -> LoadReport:
     """Fetch every requested window, write them batch by batch (``batch_size`` rows), and report.
 
     The client may make at most :func:`call_allowance` HTTP attempts in this load, whatever happens.
     With ``skip_final``, windows whose stored row is already final are not fetched again. Every HTTP
     attempt is written to ``api_requests`` with the batch it belongs to, tagged with ``request_tags``
-    (``source``, ``run_id``). When the daily call budget or the token's quota runs out, what was
-    fetched is written and the remaining windows are listed in ``report.deferred``.
+    (``source``, ``run_id``, ``backfill_id``), and every answer to ``api_answers``. Windows whose
+    start is in ``in_hand`` (:meth:`AmdStore.answers_in_hand`: a ``campaign_id=all`` answer this
+    backfill fetched after the window closed) are taken from it, with no call. When the daily call
+    budget or the token's quota runs out, what was fetched is written and the remaining windows are
+    listed in ``report.deferred``.
 
     Raises:
         LoadFailedError: carrying the report of what was written, caused by a
@@ -229,13 +252,20 @@ def load(
             final = store.final_keys(table, [(r.campaign_id, r.window.start) for r in requests])
             requests = [r for r in requests if (r.campaign_id, r.window.start) not in final]
             report.skipped = report.windows - len(requests)
-        client.max_calls = client.stats.calls + call_allowance(requests, campaign_all, client.retry.max_attempts)
+        served = [r for r in requests if in_hand and r.window.start in in_hand]
+        requests = [r for r in requests if not (in_hand and r.window.start in in_hand)]
+        client.max_calls = client.stats.calls + call_allowance(
+            requests, campaign_all, client.retry.max_attempts, prefer_all
+        )
         _load(
             client,
             store,
             table,
             requests,
             report,
+            served=served,
+            in_hand=in_hand or {},
+            prefer_all=prefer_all,
             campaign_all=campaign_all,
             on_all_refused=on_all_refused,
             batch_size=batch_size,
@@ -248,13 +278,39 @@ def load(
     return report
 
 
-def _attempts_frame(client: WolkvoxClient, tags: dict[str, str]) -> pd.DataFrame:
-    """The client's attempts since the last write, as ``api_requests`` rows (and forget them)."""
-    rows = [{**attempt, **tags} for attempt in client.attempts]
-    client.attempts.clear()
-    frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
-    frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
-    return frame.astype({"attempt": "Int32", "http_status": "Int32", "latency_ms": "float64", "bytes": "Int64"})
+def _answer_rows(call: Call, answer: Answer, tags: Mapping[str, str]) -> list[dict]:
+    """One answer as ``api_answers`` rows: one per data row, or one without a campaign when it had none."""
+    base = {
+        "answer_id": uuid.uuid4().hex,
+        "api_campaign": call.campaign,
+        "window_start": call.window.start,
+        "window_end": call.window.end,
+        "local_date": call.window.local_date,
+        "fetched_at": answer.received_at,
+        "empty": not answer.rows,
+        **{name: tags.get(name) for name in ("source", "run_id", "backfill_id")},
+    }
+    if not answer.rows:
+        return [{**base, "campaign_id": None, "total_amd": None, "data_row": None}]
+    rows = []
+    for row in answer.rows:
+        campaign, total = row.get("campaign_id"), row.get("total_amd")
+        rows.append(
+            {
+                **base,
+                "campaign_id": str(campaign).strip() if campaign is not None else None,
+                "total_amd": str(total) if total is not None else None,
+                "data_row": json.dumps(row, default=str),
+            }
+        )
+    return rows
+
+
+def _answers_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(ANSWER_COLUMNS))
+    for column in ("window_start", "window_end", "fetched_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame.astype({"empty": "bool"})
 
 
 def _load(
@@ -264,6 +320,9 @@ def _load(
     requests,
     report,
     *,
+    served,
+    in_hand,
+    prefer_all,
     campaign_all,
     on_all_refused,
     batch_size,
@@ -271,17 +330,24 @@ def _load(
     clock,
     request_tags,
 ):
-    pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF))
+    pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF, prefer_all=prefer_all))
     started = clock()
     done = 0
     records: list[dict] = []
+    answers: list[dict] = []
     store_failed = False
 
     def flush() -> None:
         nonlocal store_failed
-        if (records or client.attempts) and not store_failed:
+        if (records or client.attempts or answers) and not store_failed:
             store_failed = True  # until the write succeeds: a failed write is not retried in `finally`
-            written = store.replace(table, to_frame(records), requests=_attempts_frame(client, request_tags))
+            written = store.replace(
+                table,
+                to_frame(records),
+                requests=attempts_frame(client.attempts, request_tags),
+                answers=_answers_frame(answers) if answers else None,
+            )
+            answers.clear()
             store_failed = False
             report.rows_written += written.rows
             report.changes.extend(written.changes)
@@ -297,7 +363,23 @@ def _load(
                     report.empty_by_campaign[campaign] += 1
             records.clear()
 
+    def take(call: Call, answer: Answer) -> None:
+        nonlocal done
+        good, rejects = records_for(Fetched(call.covers, call.window, answer))
+        records.extend(good)
+        report.rejects.extend(rejects)
+        done += len(call.covers)
+        if on_progress:
+            on_progress(Progress(done, report.windows, client.stats.calls, client.stats.retries, clock() - started))
+        if len(records) >= batch_size:
+            flush()
+
     try:
+        # Windows this backfill already has a closed answer for: no call (the answer is the same one).
+        for call in plan_calls(served, use_all=True, prefer_all=True):
+            kept = in_hand[call.window.start]
+            take(call, Answer(rows=tuple(kept["rows"]), empty=kept["empty"], received_at=kept["fetched_at"]))
+            report.from_answers += len(call.covers)
         while pending:
             call = pending.popleft()
             try:
@@ -317,14 +399,8 @@ def _load(
                 continue
             if call.campaign == ALL:
                 report.all_calls += 1
-            good, rejects = records_for(Fetched(call.covers, call.window, answer))
-            records.extend(good)
-            report.rejects.extend(rejects)
-            done += len(call.covers)
-            if on_progress:
-                on_progress(Progress(done, report.windows, client.stats.calls, client.stats.retries, clock() - started))
-            if len(records) >= batch_size:
-                flush()
+            answers.extend(_answer_rows(call, answer, request_tags))
+            take(call, answer)
     finally:
         # Write what was fetched even when a call failed: nothing fetched is lost.
         flush()

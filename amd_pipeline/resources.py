@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from amd_pipeline.budget import Budget, CallLedger
 from amd_pipeline.campaigns import discover_campaign_ids
@@ -23,7 +23,8 @@ from amd_pipeline.settings import (
     parse_campaign_list,
     working_path_for,
 )
-from amd_pipeline.store import AmdStore
+from amd_pipeline.shared_state import PgCallLedger
+from amd_pipeline.store import AmdStore, attempts_frame
 from amd_pipeline.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
@@ -63,6 +64,19 @@ class WolkvoxResource(dg.ConfigurableResource):
     timezone: str = Field(
         default="America/Bogota", description="The operation's zone: the call budget resets at its midnight."
     )
+    _instance_url: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Share the token's state through the instance's PostgreSQL when it has one (runs, sensors,
+        schedules, the CLI's ``build_resources(instance=...)``): one budget and one lock everywhere."""
+        from amd_pipeline.shared_state import instance_url
+
+        self._instance_url = instance_url(context.instance)
+
+    def shared_url(self) -> str | None:
+        """Where the call ledger, the learned facts and the cross-machine lock live: AMD_TOKEN_LOCK_URL if
+        set, else the Dagster instance's PostgreSQL (production profile), else nowhere (files on this machine)."""
+        return self.token_lock_url or self._instance_url or None
 
     def url(self) -> str:
         """The checked base URL. Raises :class:`SettingsError` naming what to set."""
@@ -95,15 +109,18 @@ class WolkvoxResource(dg.ConfigurableResource):
             token_key(self.url(), self.token),
             max_in_flight=self.max_in_flight,
             lock_dir=Path(self.lock_dir) if self.lock_dir else None,
-            shared_url=self.token_lock_url or None,
+            shared_url=self.shared_url(),
         )
 
-    def ledger(self) -> CallLedger:
-        """Today's calls with this token, per source (shared by every process using the lock folder)."""
+    def ledger(self) -> CallLedger | PgCallLedger:
+        """Today's calls with this token, per source: in the shared database when there is one (every
+        process, machine and container), else in a file beside the lock files (this machine)."""
         guard = self.guard()
+        if guard.shared_url:
+            return PgCallLedger(guard.shared_url, guard.key, self.timezone)
         return CallLedger(guard.lock_dir / f"{guard.key}.calls.json", self.timezone)
 
-    def budget(self, ledger: CallLedger | None = None) -> Budget:
+    def budget(self, ledger: CallLedger | PgCallLedger | None = None) -> Budget:
         """The daily call budget as far as it is known without a call."""
         quota = self.daily_quota or (ledger or self.ledger()).token_limit()
         return Budget(quota or None, check_share(self.quota_share))
@@ -182,18 +199,26 @@ class CampaignSource(dg.ConfigurableResource):
     def configured(self) -> list[str]:
         return parse_campaign_list(self.campaign_ids)
 
-    def listing(self, wolkvox: WolkvoxResource, source: str = "cli") -> list[dict]:
-        """The operation's whole campaign list (one API call)."""
-        with wolkvox.client(source) as client:
+    def listing(self, wolkvox: WolkvoxResource, source: str = "cli", client: WolkvoxClient | None = None) -> list[dict]:
+        """The operation's whole campaign list (one API call), with ``client`` if given."""
+        if client is not None:
             return list(client.campaigns())
+        with wolkvox.client(source) as own:
+            return list(own.campaigns())
 
     def kept(self, rows: list[dict]) -> list[str]:
         """The ids of the listed campaigns of the kept types."""
         return discover_campaign_ids(rows, [t for t in self.discover_types.split(",") if t.strip()])
 
     def discover(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
-        """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list."""
-        rows = self.listing(wolkvox, source)
+        """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list, and
+        the call in ``api_requests`` (the table counts every call, as the budget does)."""
+        with wolkvox.client(source) as client:
+            try:
+                rows = self.listing(wolkvox, source, client)
+            finally:
+                if store is not None and client.attempts:
+                    store.record_requests(attempts_frame(client.attempts, {"source": source, "run_id": None}))
         if store is not None:
             store.record_campaigns(rows, dt.datetime.now(dt.UTC))
         return self.kept(rows)

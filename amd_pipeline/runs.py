@@ -70,7 +70,13 @@ def quota_refusal(plan: Plan) -> str | None:
     """Why the plan may not start today (it needs more calls than remain), or ``None``."""
     if not plan.exceeds_remaining:
         return None
-    if plan.quota_remaining is not None and plan.calls > plan.quota_remaining:
+    if plan.other_use:
+        left = (
+            f"the token has already made {plan.daily_quota - plan.quota_remaining} of today's {plan.daily_quota} "
+            "calls (other integrations share its quota), so none remain today; "
+            f"it needs {plan.quota_days} day(s) of quota"
+        )
+    elif plan.quota_remaining is not None and plan.calls > plan.quota_remaining:
         left = (
             f"only {plan.quota_remaining} of today's {plan.daily_quota} remain; "
             f"it needs {plan.quota_days} day(s) of quota"

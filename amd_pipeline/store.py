@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,41 @@ REQUESTS_DDL = (
     + ", ".join(f"{name} {kind}" for name, kind in REQUEST_COLUMNS.items())
     + ")"
 )
+
+# Every answer as it came, one row per data row (an empty answer: one row with no campaign), written in
+# the transaction of the batch it belongs to. A later run of the same backfill takes a closed window's
+# totals from a campaign_id=all answer fetched after the window ended instead of calling again.
+
+
+def attempts_frame(attempts: list[dict], tags: dict[str, str | None]) -> pd.DataFrame:
+    """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``);
+    the list is emptied, so each attempt is written once."""
+    rows = [{**attempt, **tags} for attempt in attempts]
+    attempts.clear()
+    frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
+    frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
+    return frame.astype({"attempt": "Int32", "http_status": "Int32", "latency_ms": "float64", "bytes": "Int64"})
+
+
+ANSWER_COLUMNS: dict[str, str] = {
+    "answer_id": "VARCHAR",
+    "api_campaign": "VARCHAR",  # what was asked: "all" or one campaign id
+    "window_start": "TIMESTAMPTZ",
+    "window_end": "TIMESTAMPTZ",
+    "local_date": "DATE",
+    "fetched_at": "TIMESTAMPTZ",
+    "empty": "BOOLEAN",  # the server said "no data" (404 envelope or empty data)
+    "campaign_id": "VARCHAR",  # of this data row, as sent (trimmed)
+    "total_amd": "VARCHAR",  # as sent, before parsing
+    "data_row": "VARCHAR",  # the whole data row, JSON
+    "source": "VARCHAR",
+    "run_id": "VARCHAR",
+    "backfill_id": "VARCHAR",  # Dagster's dagster/backfill tag, or the CLI backfill's own id
+}
+ANSWERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS api_answers (" + ", ".join(f"{n} {k}" for n, k in ANSWER_COLUMNS.items()) + ")"
+)
+ANSWERS_KEEP_DAYS = 14  # answers older than this are pruned by the next write
 
 
 CAMPAIGNS_DDL = """
@@ -195,16 +231,25 @@ class AmdStore:
                 waited += delay
                 delay = min(delay * 2, 5.0)
 
-    def replace(self, table: TableSpec, frame: pd.DataFrame, *, requests: pd.DataFrame | None = None) -> Written:
+    def replace(
+        self,
+        table: TableSpec,
+        frame: pd.DataFrame,
+        *,
+        requests: pd.DataFrame | None = None,
+        answers: pd.DataFrame | None = None,
+    ) -> Written:
         """Replace the frame's (campaign_id, window_start) rows and append ``requests`` (the HTTP
-        attempts that fetched them, :data:`REQUEST_COLUMNS`) in one transaction.
+        attempts that fetched them, :data:`REQUEST_COLUMNS`) and ``answers`` (what the answers said,
+        :data:`ANSWER_COLUMNS`) in one transaction.
 
         Returns what was written, with every final day whose total the batch changed.
         """
         if list(frame.columns) != list(COLUMNS):
             raise ValueError(f"frame columns {list(frame.columns)} are not the AMD columns {list(COLUMNS)}")
         has_requests = requests is not None and not requests.empty
-        if frame.empty and not has_requests:
+        has_answers = answers is not None and not answers.empty
+        if frame.empty and not has_requests and not has_answers:
             return Written()
         written = Written(rows=len(frame))
         conn = self.connect()
@@ -213,6 +258,8 @@ class AmdStore:
             conn.register("batch", frame)
             if has_requests:
                 conn.register("attempts", requests)
+            if has_answers:
+                conn.register("answers", answers)
             with _transaction(conn):
                 self._claim_timezone(conn, table)
                 written.changes = [
@@ -235,6 +282,9 @@ class AmdStore:
                 )
                 if has_requests:
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
+                if has_answers:
+                    conn.execute("INSERT INTO api_answers BY NAME SELECT * FROM answers")
+                    conn.execute(f"DELETE FROM api_answers WHERE fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY")
         finally:
             conn.close()
         return written
@@ -276,6 +326,52 @@ class AmdStore:
         finally:
             conn.close()
         return len(frame)
+
+    def record_requests(self, requests: pd.DataFrame) -> None:
+        """Append HTTP attempts made outside a load (pre-flight ``token_info``, campaign listings) to
+        ``api_requests``, so the table counts every call the pipeline made, as the budget does."""
+        if requests.empty:
+            return
+        conn = self.connect()
+        try:
+            conn.execute(REQUESTS_DDL)
+            conn.register("attempts", requests)
+            conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
+        finally:
+            conn.close()
+
+    def answers_in_hand(self, backfill_id: str | None, windows: list) -> dict[dt.datetime, dict]:
+        """For each of ``windows`` (:class:`~amd_pipeline.windows.Window`), the latest ``campaign_id=all``
+        answer of backfill ``backfill_id`` that was fetched after the window ended, if any:
+        ``{window.start: {"fetched_at", "empty", "rows"}}`` with the data rows as the server sent them.
+        Read-only; nothing without a backfill id (a new backfill always fetches again)."""
+        if not backfill_id or not windows or not self.path.exists():
+            return {}
+        conn = self.connect(read_only=True)
+        try:
+            if not _has_table(conn, "api_answers"):
+                return {}
+            conn.register("wanted", pd.DataFrame({"epoch": sorted({int(w.start.timestamp()) for w in windows})}))
+            found = conn.execute(
+                "WITH latest AS (SELECT answer_id, epoch(window_start)::BIGINT AS epoch FROM api_answers a "
+                "JOIN wanted w ON epoch(a.window_start)::BIGINT = w.epoch "
+                "WHERE backfill_id = ? AND api_campaign = 'all' AND fetched_at >= window_end "
+                "QUALIFY row_number() OVER (PARTITION BY epoch(a.window_start) ORDER BY fetched_at DESC) = 1) "
+                "SELECT l.epoch, a.fetched_at, a.empty, a.data_row FROM api_answers a "
+                "JOIN latest l USING (answer_id) ORDER BY l.epoch",
+                [backfill_id],
+            ).fetchall()
+        finally:
+            conn.close()
+        answers: dict[dt.datetime, dict] = {}
+        for epoch, fetched_at, empty, data_row in found:
+            start = dt.datetime.fromtimestamp(epoch, dt.UTC)
+            answer = answers.setdefault(
+                start, {"fetched_at": fetched_at.astimezone(dt.UTC), "empty": bool(empty), "rows": []}
+            )
+            if data_row is not None:
+                answer["rows"].append(json.loads(data_row))
+        return answers
 
     def final_keys(self, table: TableSpec, keys: list[tuple[str, dt.datetime]]) -> set[tuple[str, dt.datetime]]:
         """Which of ``keys`` (campaign_id, window_start) already hold a final row (read-only)."""
@@ -483,6 +579,7 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     """Create the tables; give a table from before ``is_final`` existed that column, computed."""
     conn.execute(table.ddl)
     conn.execute(REQUESTS_DDL)
+    conn.execute(ANSWERS_DDL)
     conn.execute(META_DDL)
     conn.execute(CAMPAIGNS_DDL)
     conn.execute(ISSUES_DDL)

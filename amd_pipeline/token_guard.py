@@ -5,9 +5,10 @@ every single request, including those made outside a step (the CLI's pre-flight 
 campaign discovery, sensors) and those of scripts, tests and a second DAGSTER_HOME. On one machine
 it is a set of ``flock``-ed slot files named by a keyed hash of the base URL and token (the name
 does not contain, and cannot be turned back into, the token); the OS releases a dead process's lock.
-A file lock is local, so with ``shared_url`` (AMD_TOKEN_LOCK_URL, a PostgreSQL URL every machine
-reaches) each lease also holds a PostgreSQL advisory lock on the same slot: that is what keeps
-processes on several machines apart. PostgreSQL releases it when a dead process's connection drops.
+A file lock is local, so with ``shared_url`` (the Dagster instance's PostgreSQL on the production
+profile, or AMD_TOKEN_LOCK_URL) each lease also holds a PostgreSQL advisory lock on the same slot:
+that is what keeps processes on several machines and containers apart. PostgreSQL releases it when a
+dead process's connection drops.
 """
 
 from __future__ import annotations
@@ -65,10 +66,16 @@ class TokenGuard:
         self.max_in_flight = max_in_flight
         self.lock_dir = Path(lock_dir) if lock_dir else default_lock_dir()
         self._sleep = sleep
+        self.shared_url = shared_url
         self._shared = SharedLock(shared_url, key) if shared_url else None
 
     def state(self) -> TokenState:
-        """What was learned about this token's server (shared by every process using the token)."""
+        """What was learned about this token's server: in the shared database when there is one (every
+        machine sees it), else beside the lock files (every process on this machine)."""
+        if self.shared_url:
+            from amd_pipeline.shared_state import PgTokenState
+
+            return PgTokenState(self.shared_url, self.key)
         return TokenState(self.lock_dir / f"{self.key}.state.json")
 
     def _slot_path(self, slot: int) -> Path:
@@ -138,7 +145,8 @@ class SharedLock:
         except Exception as exc:
             self._conn = None
             raise SharedLockError(
-                f"cannot take the shared token lock (AMD_TOKEN_LOCK_URL): {type(exc).__name__}"
+                f"cannot take the shared token lock in PostgreSQL (DAGSTER_PG_URL or AMD_TOKEN_LOCK_URL): "
+                f"{type(exc).__name__}"
             ) from None
         try:
             yield
