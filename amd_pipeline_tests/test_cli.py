@@ -15,8 +15,10 @@ import zlib
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import pytest
 
+from amd_pipeline.instance import shipped_instance_yaml
 from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline.store import AMD_DAILY, AmdStore
 
@@ -117,6 +119,42 @@ def test_a_backfill_with_faults_equals_the_ground_truth_and_a_rerun_changes_noth
     for text in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert token not in text
     assert secret_hits(tmp_path, token) == []
+
+
+def test_a_subset_of_campaigns_that_are_not_neighbours_costs_one_call_a_day(sim, tmp_path):
+    # 20717 and 20731 are not adjacent partitions: two Dagster runs. The first asks campaign_id=all for
+    # each day; the second takes its days from those answers (same backfill) instead of calling again.
+    env = cli_env(sim, tmp_path, WOLKVOX_DAILY_QUOTA="1000")
+    home = Path(env["DAGSTER_HOME"])
+    home.mkdir()
+    (home / "dagster.yaml").write_text(shipped_instance_yaml())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("campaign", CAMPAIGNS)  # as the discovery sensor would have
+    start, end = dt.date(2026, 10, 1), dt.date(2026, 10, 10)
+    done = amd(
+        env,
+        "backfill",
+        "--start",
+        str(start),
+        "--end",
+        str(end),
+        "--campaign",
+        "20717",
+        "--campaign",
+        "20731",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "in 2 run(s)" in done.stderr and "20 windows, 10 calls" in done.stderr
+    calls = sim.stats()["calls"]
+    assert calls.get("campaign_6:all") == 10 and "campaign_6:one" not in calls, calls
+    store = AmdStore(env["AMD_DUCKDB_PATH"])
+    rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily ORDER BY ALL")
+    assert len(rows) == 20 and set(rows.campaign_id) == {"20717", "20731"}
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+    backfills = store.query("SELECT DISTINCT backfill_id FROM api_answers").backfill_id.tolist()
+    assert len(backfills) == 1 and backfills[0].startswith("cli-")  # one id over both runs
 
 
 @pytest.mark.parametrize(("setting", "planned"), [(None, 1), ("false", 9)])
@@ -632,6 +670,9 @@ def test_a_backfill_stops_at_the_daily_budget_and_later_days_fetch_only_what_is_
         ) in first.stderr
         ledger_rows = store.query("SELECT count(*) AS n FROM api_requests WHERE source = 'backfill'").n[0]
         assert ledger_rows == stats["calls"]["campaign_6:all"]  # one api_requests row per campaign_6 attempt
+        # One ledger: the table holds the pre-flight token_info calls too, as the budget and the server count them.
+        by_source = store.query("SELECT source, count(*) AS n FROM api_requests GROUP BY ALL")
+        assert dict(zip(by_source.source, by_source.n, strict=True)) == {"backfill": 18, "cli": 2}
 
         budget = amd(env, "budget", cwd=tmp_path)
         assert budget.returncode == 0 and sim.stats()["requests"] == 20  # `budget` makes no call

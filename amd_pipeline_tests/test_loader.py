@@ -249,3 +249,52 @@ def test_skip_final_fetches_only_what_is_not_final(make_client, sim, tmp_path):
     report = load(make_client(), store, AMD_DAILY, requests_for(["20717"], DAYS[:5]), skip_final=True)
     assert report.skipped == 3 and sim.stats()["requests"] == 2
     assert len(stored(store)) == 5
+
+
+def backfill_run(make_client, store, campaign, backfill, run_id, days=DAYS):
+    """One run of a backfill as Dagster splits a UI backfill: one campaign, every day."""
+    reqs = requests_for([campaign], days)
+    return load(
+        make_client(),
+        store,
+        AMD_DAILY,
+        reqs,
+        campaign_all=CampaignAll.AUTO,
+        prefer_all=True,
+        in_hand=store.answers_in_hand(backfill, [r.window for r in reqs]),
+        request_tags={"source": "ui", "run_id": run_id, "backfill_id": backfill},
+    )
+
+
+def test_later_runs_of_a_backfill_take_closed_windows_from_the_all_answers_it_already_has(make_client, sim, tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    first = backfill_run(make_client, store, "20717", "b1", "r1")
+    # One campaign in the run, yet one campaign_id=all call a day: its answer covers the other runs too.
+    assert sim.stats()["calls"] == {"campaign_6:all": 10} and first.from_answers == 0
+    kept = store.query("SELECT campaign_id, total_amd, backfill_id, run_id, api_campaign FROM api_answers")
+    assert set(kept.campaign_id.dropna()) >= {"20717", "20718", "20731"}  # the whole answer, not just 20717
+    assert set(kept.backfill_id) == {"b1"} and set(kept.api_campaign) == {"all"}
+    for run, campaign in enumerate(["20718", "20731"], start=2):
+        report = backfill_run(make_client, store, campaign, "b1", f"r{run}")
+        assert (report.from_answers, report.calls, report.rows_written) == (10, 0, 10)
+    assert sim.stats()["requests"] == 10  # 30 windows, 10 calls
+    rows = stored(store)
+    assert len(rows) == 30
+    assert_matches_truth(rows)
+    # A window that was open when its answer came is never served from it, and a new backfill asks again.
+    today = dt.datetime.now(dt.UTC).astimezone(day_window(DAYS[0], "America/Bogota").tz).date()
+    backfill_run(make_client, store, "20717", "b1", "r4", days=[today])
+    assert store.answers_in_hand("b1", [day_window(today, "America/Bogota")]) == {}
+    assert store.answers_in_hand("b2", [r.window for r in requests_for(["20718"])]) == {}
+    assert len(store.answers_in_hand("b1", [r.window for r in requests_for(["20718"])])) == 10
+
+
+def test_a_bad_value_in_an_answer_in_hand_is_rejected_as_if_it_had_just_arrived(make_client, sim, tmp_path):
+    sim.state.config.bad_values = {"20718": "12.5"}
+    store = AmdStore(tmp_path / "amd.duckdb")
+    backfill_run(make_client, store, "20717", "b1", "r1", DAYS[:3])
+    with pytest.raises(LoadFailedError) as caught:
+        backfill_run(make_client, store, "20718", "b1", "r2", DAYS[:3])
+    assert isinstance(caught.value.cause, RejectedValuesError) and len(caught.value.cause.rejects) == 3
+    assert "campaign 20718" in str(caught.value.cause) and "'12.5'" in str(caught.value.cause)
+    assert sim.stats()["requests"] == 3 and set(stored(store).campaign_id) == {"20717"}  # never a silent 0

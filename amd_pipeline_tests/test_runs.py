@@ -1,6 +1,7 @@
 import datetime as dt
 
-from amd_pipeline.runs import Cadence, calls_per_refresh, refresh_days, ticks_per_day
+from amd_pipeline.loader import Plan
+from amd_pipeline.runs import Cadence, calls_per_refresh, quota_refusal, refresh_days, ticks_per_day
 
 BOGOTA = "America/Bogota"
 
@@ -38,3 +39,14 @@ def test_the_first_refresh_after_local_midnight_also_covers_yesterday():
     assert refresh_days(today, start, midnight - dt.timedelta(minutes=3), BOGOTA) == today - dt.timedelta(days=1)
     assert refresh_days(today, start, midnight + dt.timedelta(minutes=2), BOGOTA) == today
     assert refresh_days(today, today, None, BOGOTA) == today  # no day before AMD_START_DATE
+
+
+def test_a_quota_other_integrations_overspent_is_refused_without_a_negative_count():
+    # token_info said 1205 of 1000 used today: the other integrations overspent the shared quota.
+    plan = Plan(windows=180, calls=60, daily_quota=1000, quota_remaining=1000 - 1205)
+    refusal = quota_refusal(plan)
+    assert refusal.startswith(
+        "this load needs 60 calls but the token has already made 1205 of today's 1000 calls (other integrations "
+        "share its quota), so none remain today"
+    )
+    assert "0 calls left today" in plan.describe() and "-205" not in plan.describe()
