@@ -1,13 +1,17 @@
-"""The production profile (deploy/dagster.yaml) against a real PostgreSQL: the pool keeps processes apart.
+"""The production profile (deploy/dagster.yaml) against a real PostgreSQL: one lock and one budget.
 
-Each process gets its own token lock folder, as processes on separate machines would: only the pool
-slots in PostgreSQL stand between them and two requests in flight on one token.
+Each process gets its own token lock folder, as processes on separate machines (or containers) would,
+and no AMD_TOKEN_LOCK_URL, as in deploy/env.example: only what lives in the instance's PostgreSQL (the
+pool slots, the token's advisory lock, the daily call ledger) stands between them and two requests in
+flight on one token, or a budget spent twice. The controls switch that sharing off in the processes
+(``instance_url`` returns nothing, as before it existed) and must see the failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -24,6 +28,9 @@ from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
+# Control: the processes keep the token's state in their own files, as if the instance were not shared.
+UNSHARED = "import amd_pipeline.shared_state as s; s.instance_url = lambda instance: None\n"
+CLI_UNSHARED = [sys.executable, "-c", UNSHARED + "import sys; from amd_pipeline.cli import main; sys.exit(main())"]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 12)
 CAMPAIGNS = ["20717", "20718", "20731"]
 
@@ -46,7 +53,7 @@ REFRESH = textwrap.dedent("""
 """)
 
 
-def env_for(sim: Simulator, tmp_path: Path, home: Path, locks: str, shared_lock: bool = True) -> dict[str, str]:
+def env_for(sim: Simulator, tmp_path: Path, home: Path, locks: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_"))}
     env.update(
         WOLKVOX_BASE_URL=sim.url,
@@ -58,30 +65,25 @@ def env_for(sim: Simulator, tmp_path: Path, home: Path, locks: str, shared_lock:
         WOLKVOX_BACKOFF_BASE_MS="5",
         WOLKVOX_MAINTENANCE_DELAY_MS="5",
     )
-    if shared_lock:  # every request also takes an advisory lock in the instance's PostgreSQL
-        env["AMD_TOKEN_LOCK_URL"] = os.environ["DAGSTER_PG_URL"]
-    return env
+    return env  # no AMD_TOKEN_LOCK_URL: the instance's PostgreSQL is shared by default
 
 
-def three_at_once(
-    sim: Simulator, tmp_path: Path, home: Path, shared_lock: bool = True
-) -> list[subprocess.CompletedProcess]:
+def three_at_once(sim: Simulator, tmp_path: Path, home: Path, shared: bool = True) -> list[subprocess.CompletedProcess]:
     """Two CLI backfills (one campaign each) and a scheduled refresh, started together."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("campaign", CAMPAIGNS)  # as the discovery sensor would have
     args = ["backfill", "--start", str(START), "--end", str(END), "--campaign"]
+    cli = [CLI] if shared else CLI_UNSHARED
     procs = [
         subprocess.Popen(
-            [CLI, *args, campaign],
-            env=env_for(sim, tmp_path, home, f"locks_{campaign}", shared_lock),
-            cwd=tmp_path,
-            text=True,
+            [*cli, *args, campaign], env=env_for(sim, tmp_path, home, f"locks_{campaign}"), cwd=tmp_path, text=True
         )
         for campaign in CAMPAIGNS[:2]
     ]
-    refresh_env = env_for(sim, tmp_path, home, "locks_refresh", shared_lock)
+    refresh_env = env_for(sim, tmp_path, home, "locks_refresh")
+    refresh = REFRESH if shared else UNSHARED + REFRESH
     procs.append(
-        subprocess.Popen([sys.executable, "-c", REFRESH], env=refresh_env, stdout=subprocess.DEVNULL, text=True)
+        subprocess.Popen([sys.executable, "-c", refresh], env=refresh_env, stdout=subprocess.DEVNULL, text=True)
     )
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=300)) for p in procs]
 
@@ -139,14 +141,92 @@ def test_two_backfills_and_a_refresh_at_once_never_overlap_and_load_exact_totals
     assert sim.config.token not in database_text(os.environ["DAGSTER_PG_URL"])  # the token is a secret
 
 
-def test_the_check_sees_overlaps_when_the_pool_limit_and_the_shared_lock_are_lifted(pg_home, tmp_path):
-    # Control: the same three processes with the pool's limit raised to 10 in PostgreSQL and without
-    # the shared lock (separate lock folders, as above): the simulator must count overlaps, so the
-    # test above could fail.
-    with dg.DagsterInstance.from_config(str(pg_home)) as instance:
+def lift_pool_limit(home: Path) -> None:
+    """Let 10 steps hold the token's pool at once: only the token's own lock keeps requests apart."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.event_log_storage.set_concurrency_slots("wolkvox_token", 10)
+
+
+def test_the_instances_postgresql_alone_keeps_requests_apart_with_no_setting(pg_home, tmp_path):
+    # The pool's limit lifted: the two backfills' and the refresh's steps all run at once, and only the
+    # advisory lock the token takes in the instance's PostgreSQL (no AMD_TOKEN_LOCK_URL) keeps them apart.
+    lift_pool_limit(pg_home)
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=60, max_in_flight=3)) as sim:
-        results = three_at_once(sim, tmp_path, pg_home, shared_lock=False)
+        results = three_at_once(sim, tmp_path, pg_home)
+        stats = sim.stats()
+    assert [r.returncode for r in results] == [0, 0, 0]
+    assert stats["overlaps"] == 0, stats
+    assert len(stats["clients"]) == 3 and stats["client_switches"] >= 3, stats  # they took turns
+
+
+def test_the_check_sees_overlaps_when_the_pool_limit_and_the_shared_lock_are_lifted(pg_home, tmp_path):
+    # Control: the same three processes with the pool's limit lifted and the token's state kept in each
+    # process's own lock folder (as before it moved to PostgreSQL): the simulator must count overlaps,
+    # so the tests above could fail.
+    lift_pool_limit(pg_home)
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=60, max_in_flight=3)) as sim:
+        results = three_at_once(sim, tmp_path, pg_home, shared=False)
         stats = sim.stats()
     assert [r.returncode for r in results] == [0, 0, 0]
     assert stats["overlaps"] > 0, stats
+
+
+def spend_one_budget(sim: Simulator, tmp_path: Path, home: Path, shared: bool = True) -> list:
+    """Two CLI backfills of 60 days (one campaign each) at once, each with its own lock folder, against a
+    quota of 40 at a share of 0.5 (a budget of 20), both forced past the quota guard."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("campaign", CAMPAIGNS)
+    cli = [CLI] if shared else CLI_UNSHARED
+    args = ["backfill", "--start", "2026-08-01", "--end", "2026-09-29", "--force", "--quiet", "--campaign"]
+    procs = []
+    for campaign in CAMPAIGNS[:2]:
+        env = env_for(sim, tmp_path, home, f"locks_{campaign}")
+        env.update(WOLKVOX_DAILY_QUOTA="40", AMD_QUOTA_SHARE="0.5")
+        procs.append(
+            subprocess.Popen([*cli, *args, campaign], env=env, cwd=tmp_path, text=True, stderr=subprocess.PIPE)
+        )
+    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+
+
+def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg_home, tmp_path):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
+        results = spend_one_budget(sim, tmp_path, pg_home)
+        after_two = sim.stats()
+        # A third process as a new container starts: an empty lock folder, the same instance.
+        env = env_for(sim, tmp_path, pg_home, "locks_new_container")
+        env.update(WOLKVOX_DAILY_QUOTA="40", AMD_QUOTA_SHARE="0.5")
+        third = subprocess.run(
+            [CLI, "backfill", "--start", "2026-08-01", "--end", "2026-09-29", "--force", "--campaign", "20731"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        budget = subprocess.run([CLI, "budget"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        stats = sim.stats()
+    assert [code for code, _ in results] == [4, 4], results  # both stopped by the one budget
+    assert after_two["requests"] == 20, after_two  # 20 between them, not 20 each
+    assert after_two["overlaps"] == 0
+    assert third.returncode == 4 and "daily call budget of 20 reached (20 used)" in third.stderr, third.stderr
+    assert stats["requests"] == 20  # the new container made no call
+    # One ledger: what `budget` prints is what the server counted, by source.
+    assert budget.returncode == 0, budget.stderr
+    used = re.search(r"used today: 20 \(backfill (\d+), cli (\d+)\); left: 0; counted in PostgreSQL", budget.stdout)
+    assert used and int(used[1]) + int(used[2]) == 20, budget.stdout  # pre-flight calls included
+    rows = (
+        duckdb.connect(str(tmp_path / "data" / "amd.duckdb"), read_only=True)
+        .sql("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+        .fetchall()
+    )
+    assert rows and all(t == truth_for_day(c, d) for c, d, t in rows)  # what was fetched is exact
+    assert sim.config.token not in database_text(os.environ["DAGSTER_PG_URL"])
+
+
+def test_the_budget_check_sees_each_machine_spend_its_own_when_nothing_is_shared(pg_home, tmp_path):
+    # Control: the same two backfills with the ledger in each process's own lock folder spend 20 each.
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
+        results = spend_one_budget(sim, tmp_path, pg_home, shared=False)
+        stats = sim.stats()
+    assert [code for code, _ in results] == [4, 4], results
+    assert stats["requests"] == 40, stats
