@@ -1,9 +1,13 @@
-"""What counting every call against the daily budget costs: CallLedger.charge() per call, in microseconds.
+"""What counting every call against the daily budget costs: one charge, in microseconds.
 
     .venv/bin/python bench/ledger.py [--calls 5000] [--processes 2]
+    .venv/bin/python bench/ledger.py --pg-url postgresql+psycopg2://postgres@127.0.0.1:PORT/dagster
 
-Prints the median and 99th percentile of one charge (flock, read, write, rename of the ledger file)
-in one process, then the wall time per call with several processes charging the same ledger at once.
+Prints the median and 99th percentile of one charge in one process, then the wall time per call with
+several processes charging the same ledger at once. Without ``--pg-url``: the file ledger of the SQLite
+profile (flock, read, write, rename). With it: the PostgreSQL ledger of the production profile (one
+transaction with an advisory lock), e.g. on a throwaway cluster from
+``python -m amd_pipeline_tests.pg_cluster``.
 """
 
 import argparse
@@ -15,16 +19,32 @@ import textwrap
 import time
 from pathlib import Path
 
-from amd_pipeline.budget import CallLedger
+
+def make_ledger(pg_url: str | None, folder: Path, name: str) -> str:
+    """Python source that builds the ledger ``name`` (run here and in the child processes)."""
+    if pg_url:
+        key = {"one": "00000000000000000001", "shared": "00000000000000000002"}[name]
+        return (
+            "from amd_pipeline.shared_state import PgCallLedger\n"
+            f"ledger = PgCallLedger({pg_url!r}, {key!r}, 'America/Bogota')\n"
+        )
+    return (
+        "from amd_pipeline.budget import CallLedger\n"
+        f"ledger = CallLedger({str(folder / (name + '.calls.json'))!r}, 'America/Bogota')\n"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--pg-url", default=None, help="measure the PostgreSQL ledger on this database")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
-    ledger = CallLedger(folder / "one.calls.json", "America/Bogota")
+    scope: dict = {}
+    exec(make_ledger(args.pg_url, folder, "one"), scope)
+    ledger = scope["ledger"]
+    print(f"ledger: {'PostgreSQL' if args.pg_url else 'file'}")
     times = []
     for _ in range(args.calls):
         started = time.perf_counter()
@@ -35,9 +55,7 @@ def main() -> None:
         f"one process: {args.calls} charges, median {statistics.median(times) * 1e6:.0f} us, "
         f"p99 {times[int(len(times) * 0.99)] * 1e6:.0f} us, max {times[-1] * 1e6:.0f} us"
     )
-    script = textwrap.dedent(f"""
-        from amd_pipeline.budget import CallLedger
-        ledger = CallLedger({str(folder / "shared.calls.json")!r}, "America/Bogota")
+    script = make_ledger(args.pg_url, folder, "shared") + textwrap.dedent(f"""
         for _ in range({args.calls}):
             ledger.charge("backfill", None)
     """)
@@ -46,7 +64,8 @@ def main() -> None:
     for proc in procs:
         proc.wait()
     wall = time.perf_counter() - started
-    total = sum(CallLedger(folder / "shared.calls.json", "America/Bogota").usage().values())
+    exec(make_ledger(args.pg_url, folder, "shared"), scope)
+    total = sum(scope["ledger"].usage().values())
     print(
         f"{args.processes} processes at once: {total} charges counted of {args.processes * args.calls}, "
         f"{wall / total * 1e6:.0f} us of wall time per charge (process start included)"
