@@ -222,8 +222,10 @@ def run_backfill(
     # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
     os.environ.setdefault(SUBSET_PLANNED_EVENTS, "true")
     failures = []
-    # One id over this backfill's runs: a later run takes a closed window from an answer an earlier one fetched.
-    backfill = f"cli-{uuid.uuid4().hex[:12]}"
+    # One id over this backfill's runs when it has several (a subset of campaigns that are not neighbours):
+    # the first asks campaign_id=all for each day and the later ones take their closed windows from those
+    # answers. A single run asks as before (all only for several campaigns): nothing would reuse its answers.
+    backfill = {CLI_BACKFILL_TAG: f"cli-{uuid.uuid4().hex[:12]}"} if len(runs) > 1 else {}
     listener = ProgressPrinter() if show_progress else (lambda p: None)
     with progress.listening(listener):
         for run in runs:
@@ -232,7 +234,7 @@ def run_backfill(
                 tags={
                     **run.tags(),
                     SOURCE_TAG: "backfill",
-                    CLI_BACKFILL_TAG: backfill,
+                    **backfill,
                     MISSING_ONLY_TAG: "false" if refetch else "true",
                     **cli_run_tags(),
                 },
