@@ -3,6 +3,7 @@ import pytest
 
 from amd_pipeline.definitions import build_definitions
 from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline.store import AmdStore
 
 
 @pytest.fixture
@@ -10,7 +11,9 @@ def defs_env(monkeypatch, sim, token, tmp_path):
     monkeypatch.setenv("WOLKVOX_TOKEN", token)
     monkeypatch.setenv("WOLKVOX_BASE_URL", sim.url)
     monkeypatch.setenv("AMD_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("AMD_DUCKDB_PATH", str(tmp_path / "data" / "amd.duckdb"))  # never the project's data/
     monkeypatch.delenv("AMD_CAMPAIGNS", raising=False)
+    monkeypatch.delenv("AMD_WORKING_DUCKDB_PATH", raising=False)
 
 
 def evaluate(instance):
@@ -33,10 +36,14 @@ def test_the_sensor_adds_configured_campaigns_once(defs_env, monkeypatch, sim):
     assert sim.stats()["requests"] == 0  # a configured list costs no API call
 
 
-def test_without_a_list_the_sensor_discovers_predictive_campaigns(defs_env):
+def test_without_a_list_the_sensor_discovers_predictive_campaigns(defs_env, sim, tmp_path):
     with dg.instance_for_test() as instance:
         result = evaluate(instance)
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["20717", "20718", "20731"]]
+    # The discovery's calls are in the request ledger too, as the budget and the server count them.
+    ledger = AmdStore(tmp_path / "data" / "amd.working.duckdb").query("SELECT source, api FROM api_requests")
+    assert sorted(zip(ledger.source, ledger.api, strict=True)) == [("sensor", "campaigns"), ("sensor", "token_info")]
+    assert sim.stats()["requests"] == 2
 
 
 def test_without_a_token_the_sensor_skips_naming_the_setting(defs_env, monkeypatch, sim):
