@@ -60,8 +60,8 @@ def publish(
     with what describes the dataset and the summary of the load that led to it. A failing step's
     logged events are dropped, so it records the materialisation itself (as for its partitions)."""
     try:
-        done = working.publish(amd_store.path)
-    except (OSError, duckdb.Error, StoreLockedError) as exc:
+        done = amd_store.publish(working)
+    except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
         raise LoadFailed(
             description=f"the load's rows are in {working.path}, but publishing {amd_store.path} for analysts "
             f"failed ({explain(exc)}); the next load publishes again"

@@ -187,17 +187,28 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, check_timezone, working_path_for
+    from amd_pipeline.settings import (
+        DEFAULT_DUCKDB_PATH,
+        PublishSettings,
+        check_timezone,
+        parquet_dir_for,
+        working_path_for,
+    )
     from amd_pipeline.store import AMD_DAILY, AmdStore
 
     new = check_timezone(args.to, "--to")
+    options = PublishSettings.from_env()
     published = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
     done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
-        AmdStore(path).publish(published)
+        AmdStore(path).publish(
+            published,
+            storage_version=options.storage_version,
+            parquet_dir=parquet_dir_for(published) if options.parquet else None,
+        )
     verb = "would keep" if args.dry_run else "kept"
     print(
         f"{path}: days in {done.old or 'an unrecorded zone'} -> {done.new}: {verb} {done.kept_days} day(s) whose "

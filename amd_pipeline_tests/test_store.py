@@ -148,3 +148,52 @@ def test_migrating_keeps_days_whose_windows_are_unchanged_and_drops_the_others(t
     assert rows(AmdStore(path)) == []
     assert AmdStore(path).stored_timezone() == "Europe/Madrid"
     AmdStore(path, timezone="Europe/Madrid").prepare(AMD_DAILY)
+
+
+# --- the published file in older DuckDB clients ---------------------------------------------------
+
+OLD_RELEASES = ["1.0.0", "1.4.4", "1.5.6"]
+
+
+@pytest.fixture(scope="session")
+def sample_working(tmp_path_factory):
+    from amd_pipeline_tests.conftest import CAMPAIGNS
+    from amd_pipeline_tests.sample import make_working_store
+
+    return make_working_store(tmp_path_factory.mktemp("sample") / "amd.working.duckdb", CAMPAIGNS)
+
+
+def published_names():
+    from amd_pipeline.views import VIEWS
+
+    return ["amd_daily", "amd_intraday", "campaigns", *VIEWS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", OLD_RELEASES)
+def test_the_published_file_gives_the_same_rows_in_older_duckdb_clients(sample_working, tmp_path, release):
+    from amd_pipeline_tests import old_duckdb
+
+    folder = old_duckdb.install(release)
+    published = tmp_path / "amd.duckdb"
+    sample_working.publish(published)
+    names = published_names()
+    new = old_duckdb.dump(None, published, names)
+    old = old_duckdb.dump(folder, published, names)
+    assert old["version"] == release and new["version"].startswith("2.")
+    assert all(new["rows"][name] for name in ("amd_daily", "amd_daily_trend", "amd_completeness"))
+    assert new["rows"]["amd_intraday"] and new["rows"]["amd_unusual_days"]  # not compared on empty views
+    for name in names:
+        assert old["rows"][name] == new["rows"][name], name
+
+
+@pytest.mark.slow
+def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_working, tmp_path):
+    """Shows the comparison above can fail: the same publish in 2.0's own format is refused by 1.5."""
+    from amd_pipeline_tests import old_duckdb
+
+    folder = old_duckdb.install("1.5.6")
+    published = tmp_path / "amd.duckdb"
+    sample_working.publish(published)
+    with pytest.raises(old_duckdb.ClientRefusedError, match="version number"):
+        old_duckdb.dump(folder, published, ["amd_daily"])
