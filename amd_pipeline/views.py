@@ -19,7 +19,11 @@ _FIRST_DAY = (
 UNUSUAL_HISTORY = 8  # the same weekday's last 8 final days before the day
 UNUSUAL_MIN_HISTORY = 4  # fewer than this: no verdict
 UNUSUAL_THRESHOLD = 3.5  # robust z-score beyond which a day is unusual (Iglewicz and Hoaglin)
-UNUSUAL_MIN_SCALE = 1.0  # a MAD of 0 (eight equal days) still needs a difference of 3.5 detections
+# The scale is 1.4826 x MAD (the standard deviation, for normal data), but at least 5% of the median and
+# at least 1: eight near-equal days (MAD about 0) must not make an ordinary difference "unusual".
+UNUSUAL_MIN_SHARE = 0.05
+UNUSUAL_MIN_SCALE = 1.0
+_SCALE = f"greatest(1.4826 * mad, {UNUSUAL_MIN_SHARE} * abs(usual_total_amd), {UNUSUAL_MIN_SCALE})"
 
 VIEWS: dict[str, str] = {
     # One row per campaign and local day: the total, whether it is final, its 7-day mean (the day and
@@ -95,11 +99,11 @@ VIEWS: dict[str, str] = {
                usual_total_amd,
                mad,
                history_days,
-               round((total_amd - usual_total_amd) / greatest(1.4826 * mad, {UNUSUAL_MIN_SCALE}), 2) AS score,
+               round((total_amd - usual_total_amd) / {_SCALE}, 2) AS score,
                CASE WHEN total_amd > usual_total_amd THEN 'high' ELSE 'low' END AS direction
         FROM scored
         WHERE history_days >= {UNUSUAL_MIN_HISTORY}
-          AND abs(total_amd - usual_total_amd) > {UNUSUAL_THRESHOLD} * greatest(1.4826 * mad, {UNUSUAL_MIN_SCALE})
+          AND abs(total_amd - usual_total_amd) > {UNUSUAL_THRESHOLD} * {_SCALE}
     """,
     # Today so far: the snapshots of today next to the usual cumulative at the same time of day, the
     # median over the same weekday's days of the last 8 weeks of each day's last snapshot at or before it.

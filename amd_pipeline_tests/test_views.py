@@ -119,3 +119,88 @@ def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(sto
         "report_weekday.png",
     ]
     assert "<td>1</td>" in page and "<td>2</td>" in page  # the per-campaign table is there
+
+
+def at_local(d: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(d, dt.time(hour, minute), BOGOTA)
+
+
+def snapshot_row(campaign: str, d: dt.date, total: int, when: dt.datetime) -> dict:
+    window = day_window(d, BOGOTA)
+    return {
+        "campaign_id": campaign,
+        "window_start": window.start,
+        "window_end": window.end,
+        "local_date": d,
+        "total_amd": total,
+        "fetch_status": FETCHED,
+        "fetched_at": when,
+        "is_final": False,
+    }
+
+
+def test_today_so_far_stands_next_to_the_median_of_the_same_weekday_at_the_same_time(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
+    store.prepare(AMD_DAILY)
+    week = dt.timedelta(weeks=1)
+    # 1, 2 and 3 weeks ago: 10/20/30 by 01:00 and 15/25/35 by 02:00; 4 weeks ago only a 03:00 snapshot
+    # of 100; yesterday (another weekday) and 9 weeks ago (beyond 8) must not count.
+    history = [(1, 1, 10), (1, 2, 15), (2, 1, 20), (2, 2, 25), (3, 1, 30), (3, 2, 35), (4, 3, 100), (9, 1, 999)]
+    for weeks, hour, total in history:
+        d = TODAY - weeks * week
+        store.replace(AMD_DAILY, to_frame([snapshot_row("1", d, total, at_local(d, hour))]))
+    yesterday = TODAY - dt.timedelta(days=1)
+    store.replace(AMD_DAILY, to_frame([snapshot_row("1", yesterday, 999, at_local(yesterday, 1))]))
+    for hour, total in ((1, 3), (2, 7), (3, 9)):
+        store.replace(AMD_DAILY, to_frame([snapshot_row("1", TODAY, total, at_local(TODAY, hour, 30))]))
+    rows = store.query(
+        "SELECT time_of_day, total_amd, usual_total_amd, usual_days FROM amd_intraday_today ORDER BY time_of_day"
+    )
+    assert [(str(r.time_of_day), r.total_amd, r.usual_total_amd, r.usual_days) for r in rows.itertuples()] == [
+        ("01:30:00", 3, 20.0, 3),
+        ("02:30:00", 7, 25.0, 3),
+        ("03:30:00", 9, 30.0, 4),  # 15, 25, 35 and 100
+    ]
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """Campaigns 1 and 2: 70 final days of 100, 102, 104, 106, ... Campaign 1 also has a spike (300) 9
+    days ago, a zero 7 days ago, a spike in its second week (too little history to judge), and today
+    partial at 900 (not closed)."""
+    first = TODAY - dt.timedelta(days=70)
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota", start_date=first)
+    store.prepare(AMD_DAILY)
+    planted_totals = {60: 300, 62: 0, 10: 1000}
+    records = []
+    for campaign in ("1", "2"):
+        for k in range(70):
+            d = first + dt.timedelta(days=k)
+            total = planted_totals.get(k, 100 + 2 * (k % 4)) if campaign == "1" else 100 + 2 * (k % 4)
+            window = day_window(d, BOGOTA)
+            records.append(row_for(campaign, d, total, window.end + dt.timedelta(hours=1)))
+    records.append(row_for("1", TODAY, 900, dt.datetime.now(dt.UTC)))
+    store.replace(AMD_DAILY, to_frame(records))
+    return store, first
+
+
+def row_for(campaign: str, d: dt.date, total: int, fetched_at: dt.datetime) -> dict:
+    window = day_window(d, BOGOTA)
+    return {
+        "campaign_id": campaign,
+        "window_start": window.start,
+        "window_end": window.end,
+        "local_date": d,
+        "total_amd": total,
+        "fetch_status": FETCHED if total else FETCHED_EMPTY,
+        "fetched_at": fetched_at,
+        "is_final": fetched_at >= window.end,
+    }
+
+
+def test_unusual_days_are_the_planted_ones_and_none_of_the_control_campaign(planted):
+    store, first = planted
+    rows = store.query("SELECT campaign_id, local_date, direction, history_days FROM amd_unusual_days ORDER BY ALL")
+    found = [(r.campaign_id, r.local_date.date(), r.direction) for r in rows.itertuples()]
+    assert found == [("1", first + dt.timedelta(days=60), "high"), ("1", first + dt.timedelta(days=62), "low")]
+    assert set(rows.history_days) == {8}
