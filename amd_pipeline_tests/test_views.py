@@ -108,13 +108,15 @@ def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(sto
     images = write_report(store, out, days=30, png_dir=tmp_path / "png")
     page = out.read_text()
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) == 3 == len(images)
+    assert len(embedded) == 4 == len(images)
     for data in embedded:
         png = base64.b64decode(data)
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # a drawn chart, not an empty canvas
+    assert "Unusual days" in page and "None in these days." in page
     assert "http" not in page.replace(str(store.path), "")  # nothing to fetch: it opens offline
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
         "report_completeness.png",
+        "report_today.png",
         "report_trend.png",
         "report_weekday.png",
     ]
@@ -204,3 +206,15 @@ def test_unusual_days_are_the_planted_ones_and_none_of_the_control_campaign(plan
     found = [(r.campaign_id, r.local_date.date(), r.direction) for r in rows.itertuples()]
     assert found == [("1", first + dt.timedelta(days=60), "high"), ("1", first + dt.timedelta(days=62), "low")]
     assert set(rows.history_days) == {8}
+
+
+def test_the_report_lists_the_unusual_days(planted, tmp_path):
+    from amd_pipeline.report import write_report
+
+    store, first = planted
+    page_path = tmp_path / "report.html"
+    write_report(store, page_path, days=30)
+    page = page_path.read_text()
+    table = page[page.index("<h2>Unusual days</h2>") :]
+    assert f"<td>{first + dt.timedelta(days=60)}</td>" in table and f"<td>{first + dt.timedelta(days=62)}</td>" in table
+    assert "None in these days." not in table
