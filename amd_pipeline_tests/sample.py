@@ -73,3 +73,26 @@ def make_working_store(path: Path, campaigns: list[str], days: int = 60) -> AmdS
 def _so_far(campaign: str, at: dt.datetime) -> int:
     midnight = dt.datetime.combine(at.date(), dt.time())
     return truth(campaign, midnight, at.replace(tzinfo=None))
+
+
+PLANTED = {60: 300, 62: 0, 10: 1000}  # day index -> total of campaign 1
+
+
+def make_planted_store(path: Path) -> tuple[AmdStore, dt.date]:
+    """Campaigns 1 and 2: 70 final days of 100, 102, 104, 106, 100, ... ending yesterday. Campaign 1 also
+    has a spike (300) on day 60, a zero on day 62, a spike on day 10 (too little history to judge), and
+    today partial at 900 (not closed). Returns the store and day 0."""
+    today = dt.datetime.now(ZoneInfo(ZONE)).date()
+    first = today - dt.timedelta(days=70)
+    store = AmdStore(path, timezone=ZONE, start_date=first)
+    store.prepare(AMD_DAILY)
+    records = []
+    for campaign in ("1", "2"):
+        for k in range(70):
+            d = first + dt.timedelta(days=k)
+            usual = 100 + 2 * (k % 4)
+            total = PLANTED.get(k, usual) if campaign == "1" else usual
+            records.append(daily_row(campaign, d, total, day_window(d, ZONE).end + dt.timedelta(hours=1)))
+    records.append(daily_row("1", today, 900, dt.datetime.now(dt.UTC)))
+    store.replace(AMD_DAILY, to_frame(records))
+    return store, first

@@ -8,6 +8,7 @@ import pytest
 from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
 from amd_pipeline.store import AMD_DAILY, AmdStore
 from amd_pipeline.windows import day_window
+from amd_pipeline_tests.sample import make_planted_store
 
 BOGOTA = ZoneInfo("America/Bogota")
 TODAY = dt.datetime.now(BOGOTA).date()
@@ -167,37 +168,7 @@ def test_today_so_far_stands_next_to_the_median_of_the_same_weekday_at_the_same_
 
 @pytest.fixture
 def planted(tmp_path):
-    """Campaigns 1 and 2: 70 final days of 100, 102, 104, 106, ... Campaign 1 also has a spike (300) 9
-    days ago, a zero 7 days ago, a spike in its second week (too little history to judge), and today
-    partial at 900 (not closed)."""
-    first = TODAY - dt.timedelta(days=70)
-    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota", start_date=first)
-    store.prepare(AMD_DAILY)
-    planted_totals = {60: 300, 62: 0, 10: 1000}
-    records = []
-    for campaign in ("1", "2"):
-        for k in range(70):
-            d = first + dt.timedelta(days=k)
-            total = planted_totals.get(k, 100 + 2 * (k % 4)) if campaign == "1" else 100 + 2 * (k % 4)
-            window = day_window(d, BOGOTA)
-            records.append(row_for(campaign, d, total, window.end + dt.timedelta(hours=1)))
-    records.append(row_for("1", TODAY, 900, dt.datetime.now(dt.UTC)))
-    store.replace(AMD_DAILY, to_frame(records))
-    return store, first
-
-
-def row_for(campaign: str, d: dt.date, total: int, fetched_at: dt.datetime) -> dict:
-    window = day_window(d, BOGOTA)
-    return {
-        "campaign_id": campaign,
-        "window_start": window.start,
-        "window_end": window.end,
-        "local_date": d,
-        "total_amd": total,
-        "fetch_status": FETCHED if total else FETCHED_EMPTY,
-        "fetched_at": fetched_at,
-        "is_final": fetched_at >= window.end,
-    }
+    return make_planted_store(tmp_path / "amd.duckdb")
 
 
 def test_unusual_days_are_the_planted_ones_and_none_of_the_control_campaign(planted):
