@@ -145,9 +145,10 @@ def today_chart(store: AmdStore) -> bytes:
     for ax, campaign in zip(axes.flat, campaigns, strict=False):
         rows = today[today.campaign_id == campaign]
         hours = [t.hour + t.minute / 60 + t.second / 3600 for t in rows.time_of_day]
-        ax.step(hours, rows.total_amd, where="post", color="#2b6cb0", linewidth=2, label="today")
+        ax.plot(hours, rows.total_amd, marker=".", color="#2b6cb0", linewidth=2, label="today")
         ax.plot(hours, rows.usual_total_amd, "--", color="#718096", linewidth=1.5, label="usual (median)")
         ax.set_xlim(0, 24)
+        ax.set_ylim(bottom=0)
         ax.set_xticks(range(0, 25, 6))
         ax.set_title(campaign, loc="left", fontsize=10)
         ax.set_ylabel("AMD so far")
