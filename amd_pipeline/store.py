@@ -496,6 +496,10 @@ class AmdStore:
                         conn.execute(
                             f"DELETE FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
                         )
+                        if _has_table(conn, "amd_intraday"):  # snapshots of a day whose window moves
+                            conn.execute(
+                                "DELETE FROM amd_intraday WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
+                            )
                     conn.execute("DELETE FROM amd_meta WHERE key = ?", [TIMEZONE_KEY])
                     conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, new])
             kept = len({d for d, _, _ in days}) - len(dropped)

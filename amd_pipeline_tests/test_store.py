@@ -196,6 +196,13 @@ def test_snapshots_older_than_the_kept_days_are_pruned_by_the_next_write(tmp_pat
     assert [r[1].day for r in snapshots(store)] == [6, 8, 10]
 
 
+def test_migrating_the_time_zone_drops_the_snapshots_of_the_days_it_drops(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
+    store.replace(AMD_DAILY, open_day("1", dt.date(2026, 11, 25), 10, 8))
+    store.migrate_timezone(AMD_DAILY, "Asia/Tokyo")  # every day's window moves
+    assert snapshots(store) == []
+
+
 # --- the published file in older DuckDB clients ---------------------------------------------------
 
 OLD_RELEASES = ["1.0.0", "1.4.4", "1.5.6"]
