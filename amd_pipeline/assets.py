@@ -58,13 +58,13 @@ def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
     working = amd_store.store()
     if not working.path.exists():
         raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
-    return dg.MaterializeResult(metadata={**published_metadata(working, amd_store), "republished_without_load": True})
+    return dg.MaterializeResult(metadata={**publish_and_describe(working, amd_store), "republished_without_load": True})
 
 
 AMD_PUBLISHED = amd_published
 
 
-def published_metadata(
+def publish_and_describe(
     working: AmdStore, amd_store: AmdStoreResource
 ) -> dict[str, dg.MetadataValue | int | float | str]:
     """Publish the working file for analysts; what describes the published dataset, for its materialisation."""
@@ -99,7 +99,7 @@ def publish(
     """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
     with what describes the dataset and the summary of the load that led to it. A failing step's
     logged events are dropped, so it records the materialisation itself (as for its partitions)."""
-    metadata = published_metadata(working, amd_store)
+    metadata = publish_and_describe(working, amd_store)
     metadata.update({f"load_{name}": value for name, value in run_summary.items()})
     if failed:
         context.instance.report_runless_asset_event(

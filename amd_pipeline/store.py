@@ -26,7 +26,7 @@ import pandas as pd
 
 from amd_pipeline.export import export_published
 from amd_pipeline.normalize import COLUMNS
-from amd_pipeline.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS
+from amd_pipeline.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
 from amd_pipeline.views import create_views
 from amd_pipeline.windows import day_window
 
@@ -408,8 +408,9 @@ class AmdStore:
                         raise
                     self._sleep(delay)
                     waited, delay = waited + delay, min(delay * 2, 5.0)
-            # The version is checked by settings.check_storage_version (a bound parameter is not allowed here).
-            conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{storage_version}')", [str(tmp)])
+            # Checked to be like v1.0.0 first: ATTACH takes no bound parameter for it.
+            version = check_storage_version(storage_version)
+            conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{version}')", [str(tmp)])
             # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
             # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
             tables = conn.execute(
@@ -419,9 +420,8 @@ class AmdStore:
                 conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
             conn.execute("DETACH working")
             conn.execute("USE published")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})"
-            )  # a working file from before it
+            # a working file from before snapshots existed still gets the table the views read
+            conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
             create_views(conn)
             described = _describe(conn) if _has_table(conn, "amd_daily") else {}
             conn.execute("USE memory")

@@ -247,6 +247,6 @@ def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_worki
 
     folder = old_duckdb.install("1.5.6")
     published = tmp_path / "amd.duckdb"
-    sample_working.publish(published)
+    sample_working.publish(published, storage_version="v2.0.0")
     with pytest.raises(old_duckdb.ClientRefusedError, match="version number"):
         old_duckdb.dump(folder, published, ["amd_daily"])
