@@ -51,25 +51,34 @@ class LoadFailed(dg.Failure):
 
 LoadFailed.__module__ = "builtins"
 
-AMD_PUBLISHED = dg.AssetSpec(
-    "amd_published",
-    deps=["amd_daily"],
-    group_name="wolkvox",
-    kinds={"duckdb"},
-    description="The DuckDB file analysts read (AMD_DUCKDB_PATH): a complete copy of amd_daily, its companion "
-    "tables and the analyst views, published atomically by every load that wrote rows. Readers never block loads.",
+PUBLISHED_DESCRIPTION = (
+    "The DuckDB file analysts read (AMD_DUCKDB_PATH): a complete copy of amd_daily, its companion tables and "
+    "the analyst views, published atomically by every load that wrote rows. Readers never block loads. "
+    "Materialize it to republish without a load (after changing AMD_PUBLISHED_STORAGE_VERSION, say)."
 )
 
 
-def publish(
-    context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary, *, failed: bool
-) -> None:
-    """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
-    with what describes the dataset and the summary of the load that led to it. A failing step's
-    logged events are dropped, so it records the materialisation itself (as for its partitions)."""
+@dg.asset(
+    name="amd_published", deps=["amd_daily"], group_name="wolkvox", kinds={"duckdb"}, description=PUBLISHED_DESCRIPTION
+)
+def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
+    """Republish the working file as it is: no call, no load (loads publish through :func:`publish`)."""
+    working = amd_store.store()
+    if not working.path.exists():
+        raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
+    return dg.MaterializeResult(metadata={**publish_and_describe(working, amd_store), "republished_without_load": True})
+
+
+AMD_PUBLISHED = amd_published
+
+
+def publish_and_describe(
+    working: AmdStore, amd_store: AmdStoreResource
+) -> dict[str, dg.MetadataValue | int | float | str]:
+    """Publish the working file for analysts; what describes the published dataset, for its materialisation."""
     try:
-        done = working.publish(amd_store.path)
-    except (OSError, duckdb.Error, StoreLockedError) as exc:
+        done = amd_store.publish(working)
+    except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
         raise LoadFailed(
             description=f"the load's rows are in {working.path}, but publishing {amd_store.path} for analysts "
             f"failed ({explain(exc)}); the next load publishes again"
@@ -89,6 +98,16 @@ def publish(
         metadata["trend_30_days"] = dg.MetadataValue.md(
             f"![AMD per day, last 30 days](data:image/png;base64,{thumbnail})"
         )
+    return metadata
+
+
+def publish(
+    context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary, *, failed: bool
+) -> None:
+    """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
+    with what describes the dataset and the summary of the load that led to it. A failing step's
+    logged events are dropped, so it records the materialisation itself (as for its partitions)."""
+    metadata = publish_and_describe(working, amd_store)
     metadata.update({f"load_{name}": value for name, value in run_summary.items()})
     if failed:
         context.instance.report_runless_asset_event(
@@ -102,11 +121,16 @@ def publish(
 
 def observed_latency(instance: dg.DagsterInstance) -> float | None:
     """Median seconds per call seen by the latest load (its summary is on the latest publish), if any."""
-    records = instance.fetch_materializations(AMD_PUBLISHED.key, limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("load_median_latency_ms")
-    return value.value / 1000 if value is not None else None
+    # The latest publish by a load: a republish without a load carries no latency.
+    for record in instance.fetch_materializations(AMD_PUBLISHED.key, limit=5).records:
+        value = (
+            record.asset_materialization.metadata.get("load_median_latency_ms")
+            if record.asset_materialization
+            else None
+        )
+        if value is not None:
+            return value.value / 1000
+    return None
 
 
 def plan_metadata(plan: Plan) -> dict[str, dg.MetadataValue | int | float | str]:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from amd_pipeline.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
 from amd_pipeline.progress import ProgressPrinter
-from amd_pipeline.settings import RunSettings, SettingsError
+from amd_pipeline.settings import RunSettings, SettingsError, parquet_dir_for
 
 
 def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
@@ -204,7 +204,11 @@ def run_backfill(
         # No run, but the file still gets this version's schema and views.
         working = AmdStore(settings.working_path, timezone=timezone, start_date=settings.definition.start_date)
         working.prepare(AMD_DAILY)
-        working.publish(settings.duckdb_path)
+        working.publish(
+            settings.duckdb_path,
+            storage_version=settings.publish.storage_version,
+            parquet_dir=parquet_dir_for(settings.duckdb_path) if settings.publish.parquet else None,
+        )
         print("nothing to fetch: every window is final", file=sys.stderr)
         return EXIT_OK
     refusal = quota_refusal(plan)

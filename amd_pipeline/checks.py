@@ -9,8 +9,10 @@ from amd_pipeline.partitions import CAMPAIGN_DIMENSION
 from amd_pipeline.resources import AmdStoreResource
 from amd_pipeline.settings import DefinitionSettings, SettingsError, check_campaign_id
 from amd_pipeline.store import AMD_DAILY, AmdStore
+from amd_pipeline.views import UNUSUAL_MIN_HISTORY, UNUSUAL_THRESHOLD, VIEWS
 
 SHOWN = 50  # missing campaign-days listed in the check's metadata
+UNUSUAL_RECENT_DAYS = 56  # the check lists unusual days of the last 8 weeks; the view keeps them all
 
 
 def _table_exists(store: AmdStore) -> bool:
@@ -20,7 +22,8 @@ def _table_exists(store: AmdStore) -> bool:
 
 
 def build_checks(asset: dg.AssetsDefinition, settings: DefinitionSettings) -> list[dg.AssetChecksDefinition]:
-    """``amd_daily_totals_non_negative``, ``amd_daily_one_row_per_key`` and ``amd_daily_complete``."""
+    """``amd_daily_totals_non_negative``, ``amd_daily_one_row_per_key``, ``amd_daily_complete`` and
+    ``amd_daily_unusual_days``."""
 
     @dg.asset_check(asset=asset, name="amd_daily_totals_non_negative", description="No total_amd is negative.")
     def totals_non_negative(amd_store: AmdStoreResource) -> dg.AssetCheckResult:
@@ -92,4 +95,38 @@ def build_checks(asset: dg.AssetsDefinition, settings: DefinitionSettings) -> li
             metadata["backfill"] = f"amd-pipeline backfill --start {first} --end {last}"
         return dg.AssetCheckResult(passed=not gaps, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
-    return [totals_non_negative, one_row_per_key, complete]
+    @dg.asset_check(
+        asset=asset,
+        name="amd_daily_unusual_days",
+        description=f"No closed day of the last {UNUSUAL_RECENT_DAYS} days lies more than {UNUSUAL_THRESHOLD} robust "
+        f"deviations from the median of the campaign's last 8 final days on the same weekday (needs "
+        f"{UNUSUAL_MIN_HISTORY} of them; WARN lists them; view amd_unusual_days).",
+    )
+    def unusual_days(amd_store: AmdStoreResource) -> dg.AssetCheckResult:
+        return unusual_days_result(amd_store.store(), dt.datetime.now(ZoneInfo(settings.timezone)).date())
+
+    return [totals_non_negative, one_row_per_key, complete, unusual_days]
+
+
+def unusual_days_result(store: AmdStore, today: dt.date) -> dg.AssetCheckResult:
+    """The unusual-days check on ``store``: the view's rule, computed from the tables (so a working file
+    whose views predate it is judged the same way)."""
+    if not _table_exists(store):
+        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, metadata={"unusual_days": 0})
+    found = store.query(
+        f"SELECT campaign_id, local_date, total_amd, usual_total_amd, score, direction "
+        f"FROM ({VIEWS['amd_unusual_days']}) WHERE local_date > ?::DATE - {UNUSUAL_RECENT_DAYS} "
+        "ORDER BY local_date DESC, campaign_id",
+        [today],
+    )
+    metadata: dict[str, dg.MetadataValue | int] = {"unusual_days": len(found)}
+    if len(found):
+        lines = ["| campaign | day | total_amd | usual | score |", "|---|---|---:|---:|---:|"]
+        lines += [
+            f"| {r.campaign_id} | {r.local_date.date()} | {r.total_amd} | {r.usual_total_amd:g} | {r.score:+g} |"
+            for r in found.head(SHOWN).itertuples()
+        ]
+        if len(found) > SHOWN:
+            lines.append(f"| ... and {len(found) - SHOWN} more | | | | |")
+        metadata["unusual"] = dg.MetadataValue.md("\n".join(lines))
+    return dg.AssetCheckResult(passed=found.empty, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

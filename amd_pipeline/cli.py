@@ -1,7 +1,7 @@
 """The ``amd-pipeline`` command: argument parsing and printing; the work is in the modules it calls.
 
-demo (demo.py), simulator (simulator.py), backfill (backfill.py), query and report (store.py,
-report.py), budget (budget.py, runs.py), migrate-timezone (store.py), dev [--demo] (demo.py).
+demo (demo.py), simulator (simulator.py), backfill (backfill.py), query, report and export (store.py,
+report.py, export.py), budget (budget.py, runs.py), migrate-timezone (store.py), dev [--demo] (demo.py).
 Exit statuses (messages.py): 0 ok, 1 a run or a call failed, 2 bad input (nothing was called or
 written), 3 refused by the quota guard, 4 stopped by the daily call budget or quota (the rest is
 deferred), 130 interrupted. Errors are one line on stderr; ``--verbose`` adds the traceback.
@@ -140,6 +140,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from amd_pipeline.export import export_published
+    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH
+    from amd_pipeline.store import AmdStore
+
+    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    if not Path(path).exists():
+        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"--out {out} is a file: give a folder (it is created if missing)")
+    done = export_published(path, out, args.format, connect=lambda: AmdStore(path).connect(read_only=True))
+    counts = ", ".join(f"{name} {rows}" for name, rows in done.rows.items())
+    print(f"wrote {done.files} {args.format} file(s) to {out} in {done.seconds:.2f} s from {path}: {counts} rows")
+    return EXIT_OK
+
+
 def cmd_budget(args: argparse.Namespace) -> int:
     """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
     import dagster as dg
@@ -191,17 +208,28 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, check_timezone, working_path_for
+    from amd_pipeline.settings import (
+        DEFAULT_DUCKDB_PATH,
+        PublishSettings,
+        check_timezone,
+        parquet_dir_for,
+        working_path_for,
+    )
     from amd_pipeline.store import AMD_DAILY, AmdStore
 
     new = check_timezone(args.to, "--to")
+    options = PublishSettings.from_env()
     published = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
     done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
-        AmdStore(path).publish(published)
+        AmdStore(path).publish(
+            published,
+            storage_version=options.storage_version,
+            parquet_dir=parquet_dir_for(published) if options.parquet else None,
+        )
     verb = "would keep" if args.dry_run else "kept"
     print(
         f"{path}: days in {done.old or 'an unrecorded zone'} -> {done.new}: {verb} {done.kept_days} day(s) whose "
@@ -337,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=_number(int, 7, 3660), default=60, help="days shown (default 60)")
     report.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
     report.add_argument("--png-dir", help="also write each chart as a PNG file into this folder")
+
+    export = command(
+        "export", "write amd_daily, the campaigns, the snapshots and the views as Parquet or CSV files", cmd_export
+    )
+    export.add_argument("--format", choices=("parquet", "csv"), required=True)
+    export.add_argument("--out", required=True, help="the folder to write into (created if missing)")
+    export.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
 
     budget = command("budget", "today's calls per source, the daily budget, and what the schedules cost", cmd_budget)
     budget.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")

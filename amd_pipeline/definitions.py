@@ -14,7 +14,7 @@ from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxReso
 from amd_pipeline.runs import ticks_per_day
 from amd_pipeline.schedules import Retention, build_cleanup, build_schedules
 from amd_pipeline.sensors import campaign_partitions_sensor
-from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, INT_SETTINGS, DefinitionSettings
+from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, DEFAULT_STORAGE_VERSION, INT_SETTINGS, DefinitionSettings
 
 AMD_DAILY_JOB = "amd_daily_job"
 
@@ -71,6 +71,9 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
                 working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
                 batch_size=env_int_or("AMD_BATCH_SIZE"),
                 lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
+                published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION", DEFAULT_STORAGE_VERSION),
+                published_parquet=env_or("AMD_PUBLISHED_PARQUET", ""),
+                intraday_keep_days=env_int_or("AMD_INTRADAY_KEEP_DAYS"),
             ),
             "campaign_source": CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", "")),
             "retention": Retention(keep_days=env_int_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),

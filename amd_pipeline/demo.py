@@ -129,7 +129,9 @@ def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: f
     import subprocess
 
     _refuse_foreign(duckdb_path, home)
-    config = SimConfig(token=secrets.token_urlsafe(24), latency_ms=latency_ms, daily_quota=20000, seed=7)
+    config = SimConfig(
+        token=secrets.token_urlsafe(24), latency_ms=latency_ms, daily_quota=20000, seed=7, up_to_now=True
+    )
     with Simulator(config) as sim:
         env = {
             k: v

@@ -33,7 +33,7 @@ def _png(figure) -> bytes:
 
 
 def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
-    """The report's charts as PNG bytes: ``trend``, ``weekday`` and ``completeness``."""
+    """The report's charts as PNG bytes: ``today``, ``trend``, ``weekday`` and ``completeness``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +46,11 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
         "ORDER BY campaign_id, local_date"
     )
     campaigns = sorted(trend.campaign_id.unique())
-    out: dict[str, bytes] = {}
+    unusual = store.query(
+        f"SELECT campaign_id, local_date, total_amd, direction FROM amd_unusual_days "
+        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)}"
+    )
+    out: dict[str, bytes] = {"today": today_chart(store)}
 
     figure, axes = plt.subplots(len(campaigns) or 1, 1, figsize=(10, 2.2 * max(len(campaigns), 1)), squeeze=False)
     for ax, campaign in zip(axes[:, 0], campaigns, strict=False):
@@ -54,13 +58,27 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
         name = rows.campaign_name.dropna().iloc[0] if rows.campaign_name.notna().any() else ""
         ax.bar(rows.local_date, rows.total_amd, color=["#4a5568" if f else "#f6ad55" for f in rows.is_final])
         ax.plot(rows.local_date, rows.avg_7d, color="#c53030", linewidth=2, label="7-day average")
+        marks = unusual[unusual.campaign_id == campaign]
+        if not marks.empty:  # a ring on each unusual day: far from the campaign's usual for that weekday
+            ax.scatter(
+                marks.local_date,
+                marks.total_amd,
+                s=90,
+                facecolors="none",
+                edgecolors="#d53f8c",
+                linewidths=2,
+                zorder=3,
+                label="unusual day",
+            )
         ax.set_title(f"{campaign} {name}".strip(), loc="left", fontsize=10)
         ax.set_ylabel("AMD per day")
         ax.legend(loc="upper left", fontsize=8)
         locator = mdates.AutoDateLocator(maxticks=10)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # "Nov", "13", ...: no overlaps
-    figure.suptitle(f"Calls answered by a machine, last {days} days (orange: partial day)", fontsize=11)
+    figure.suptitle(
+        f"Calls answered by a machine, last {days} days (orange: partial day; pink ring: unusual day)", fontsize=11
+    )
     figure.tight_layout()
     out["trend"] = _png(figure)
     plt.close(figure)
@@ -107,6 +125,45 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     return out
 
 
+def today_chart(store: AmdStore) -> bytes:
+    """Today's cumulative AMD per campaign by time of day, next to the same weekday's median of the
+    last 8 weeks at the same times (view ``amd_intraday_today``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    today = store.query("SELECT * FROM amd_intraday_today ORDER BY campaign_id, time_of_day")
+    campaigns = sorted(today.campaign_id.unique())
+    columns = min(len(campaigns), 3) or 1
+    lines = -(-len(campaigns) // columns) or 1
+    figure, axes = plt.subplots(lines, columns, figsize=(10, 2.6 * lines), squeeze=False)
+    for ax in axes.flat[len(campaigns) :]:
+        ax.set_axis_off()
+    if not campaigns:
+        axes[0, 0].text(0.5, 0.5, "no snapshots of today yet", ha="center", va="center", fontsize=11)
+    for ax, campaign in zip(axes.flat, campaigns, strict=False):
+        rows = today[today.campaign_id == campaign]
+        hours = [t.hour + t.minute / 60 + t.second / 3600 for t in rows.time_of_day]
+        ax.plot(hours, rows.total_amd, marker=".", color="#2b6cb0", linewidth=2, label="today")
+        ax.plot(hours, rows.usual_total_amd, "--", color="#718096", linewidth=1.5, label="usual (median)")
+        ax.set_xlim(0, 24)
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(range(0, 25, 6))
+        ax.set_title(campaign, loc="left", fontsize=10)
+        ax.set_ylabel("AMD so far")
+        ax.legend(loc="upper left", fontsize=7)
+    day = today.local_date.iloc[0].date() if len(today) else ""
+    figure.suptitle(
+        f"Today so far {day}: cumulative AMD by local hour; dashed: the same weekday's median (last 8 weeks)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    png = _png(figure)
+    plt.close(figure)
+    return png
+
+
 def trend_thumbnail(daily: pd.DataFrame, days: int = 30) -> bytes:
     """A small PNG of the daily total over every campaign (``local_date``, ``total``, ``final``)."""
     import matplotlib
@@ -134,7 +191,14 @@ def write_report(store: AmdStore, out: Path, *, days: int = 60, png_dir: Path | 
         "count(*) FILTER (WHERE NOT is_final) AS partial_days, min(local_date) AS first_day, "
         "max(local_date) AS last_day FROM amd_daily GROUP BY ALL ORDER BY campaign_id"
     )
+    unusual = store.query(
+        f"SELECT campaign_id, local_date, weekday, total_amd, usual_total_amd, score, direction FROM amd_unusual_days "
+        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
+        "ORDER BY local_date DESC, campaign_id"
+    )
+    unusual["local_date"] = [d.date() for d in unusual.local_date]
     titles = {
+        "today": "Today so far, against a usual day at this time",
         "trend": "Daily trend per campaign, with its 7-day average",
         "weekday": "Weekday x campaign",
         "completeness": "Which days are missing or partial",
@@ -153,6 +217,10 @@ table{{border-collapse:collapse}} td,th{{padding:4px 10px;border-bottom:1px soli
 <p>From {html.escape(str(store.path))}, made {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.</p>
 {totals.to_html(index=False, border=0)}
 {sections}
+<h2>Unusual days</h2>
+<p>Closed days far from the campaign's usual for that weekday: more than 3.5 robust deviations from the
+median of its last 8 final days on the same weekday (view <code>amd_unusual_days</code>).</p>
+{unusual.to_html(index=False, border=0) if len(unusual) else "<p>None in these days.</p>"}
 </body></html>
 """
     out.parent.mkdir(parents=True, exist_ok=True)

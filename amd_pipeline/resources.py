@@ -15,11 +15,15 @@ from amd_pipeline.campaigns import discover_campaign_ids
 from amd_pipeline.loader import CampaignAll
 from amd_pipeline.settings import (
     INT_SETTINGS,
+    PublishSettings,
     SettingsError,
     base_url_for,
     check_campaign_all,
+    check_flag,
     check_share,
+    check_storage_version,
     check_token,
+    parquet_dir_for,
     parse_campaign_list,
     working_path_for,
 )
@@ -179,6 +183,15 @@ class AmdStoreResource(dg.ConfigurableResource):
         description="How long a write waits for a file another process holds (AMD_DUCKDB_LOCK_TIMEOUT_SECONDS).",
     )
     batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
+    published_storage_version: str = Field(
+        default="v1.0.0", description="DuckDB format of the published file (AMD_PUBLISHED_STORAGE_VERSION)."
+    )
+    published_parquet: str = Field(
+        default="", description="1: also keep a Parquet copy beside the published file (AMD_PUBLISHED_PARQUET)."
+    )
+    intraday_keep_days: int = Field(
+        default=63, description="Days of today's snapshots kept in amd_intraday (AMD_INTRADAY_KEEP_DAYS)."
+    )
 
     def store(self, timezone: str | None = None, start_date: dt.date | None = None) -> AmdStore:
         """The working store; with ``timezone``, writes refuse a file whose days are in another zone."""
@@ -187,6 +200,23 @@ class AmdStoreResource(dg.ConfigurableResource):
             timezone=timezone,
             start_date=start_date,
             lock_timeout=self.lock_timeout_seconds,
+            intraday_keep_days=self.intraday_keep_days,
+        )
+
+    def publish_settings(self) -> PublishSettings:
+        """The published file's format and Parquet copy, checked (:class:`SettingsError` names a wrong one)."""
+        return PublishSettings(
+            storage_version=check_storage_version(self.published_storage_version),
+            parquet=check_flag(self.published_parquet, "AMD_PUBLISHED_PARQUET"),
+        )
+
+    def publish(self, working: AmdStore):
+        """Publish ``working`` at :attr:`path` as the settings ask (format, Parquet copy)."""
+        options = self.publish_settings()
+        return working.publish(
+            self.path,
+            storage_version=options.storage_version,
+            parquet_dir=parquet_dir_for(self.path) if options.parquet else None,
         )
 
 

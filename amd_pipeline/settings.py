@@ -30,6 +30,9 @@ DEFAULT_RESTATE_CRON = "30 4 * * *"
 DEFAULT_RESTATE_DAYS = 3
 DEFAULT_CLEANUP_CRON = "40 3 * * *"  # daily, after the restatement
 CAMPAIGN_ALL_MODES = ("auto", "on", "off")
+# The published file's format: DuckDB 2.0 writes one that DuckDB 1.0, 1.4 LTS and 1.5 still open.
+DEFAULT_STORAGE_VERSION = "v1.0.0"
+_STORAGE_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+")
 
 _CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
 _SERVER = re.compile(r"[0-9]{1,6}")
@@ -52,6 +55,7 @@ INT_SETTINGS: dict[str, tuple[int, int, int]] = {
     "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS": (120, 0, 86_400),
     "AMD_RESTATE_DAYS": (3, 1, 31),
     "AMD_KEEP_SCHEDULED_RUNS_DAYS": (3, 0, 3650),
+    "AMD_INTRADAY_KEEP_DAYS": (63, 1, 3650),
 }
 
 
@@ -143,6 +147,49 @@ def check_share(text: str | None) -> float:
     return share
 
 
+def check_storage_version(text: str | None) -> str:
+    """``AMD_PUBLISHED_STORAGE_VERSION``: the DuckDB format of the published file, like ``v1.0.0``."""
+    raw = (text or "").strip() or DEFAULT_STORAGE_VERSION
+    if not _STORAGE_VERSION.fullmatch(raw):
+        raise SettingsError(
+            f"AMD_PUBLISHED_STORAGE_VERSION={text!r} is not a DuckDB storage version like v1.0.0 "
+            "(the oldest DuckDB release that must open the published file)"
+        )
+    return raw
+
+
+def check_flag(text: str | None, setting: str) -> bool:
+    """A yes/no setting: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (empty: no)."""
+    raw = (text or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{setting}={text!r} is not a yes/no value: use 1 or 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishSettings:
+    """How the analysts' copy is written: its DuckDB format, and whether a Parquet copy goes beside it."""
+
+    storage_version: str = DEFAULT_STORAGE_VERSION
+    parquet: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PublishSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            storage_version=check_storage_version(env.get("AMD_PUBLISHED_STORAGE_VERSION")),
+            parquet=check_flag(env.get("AMD_PUBLISHED_PARQUET"), "AMD_PUBLISHED_PARQUET"),
+        )
+
+
+def parquet_dir_for(published: str | Path) -> Path:
+    """Where the Parquet copy of the published file goes: ``data/amd.duckdb`` -> ``data/amd_parquet``."""
+    path = Path(published)
+    return path.with_name(f"{path.stem}_parquet")
+
+
 def check_token(token: str | None) -> str:
     if not token or not token.strip():
         raise SettingsError("WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN")
@@ -207,6 +254,7 @@ class RunSettings:
     duckdb_path: str
     working_path: str
     quota_share: float
+    publish: PublishSettings = PublishSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSettings:
@@ -226,4 +274,5 @@ class RunSettings:
                 env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH, env.get("AMD_WORKING_DUCKDB_PATH")
             ),
             quota_share=check_share(env.get("AMD_QUOTA_SHARE")),
+            publish=PublishSettings.from_env(env),
         )

@@ -90,6 +90,9 @@ class SimConfig:
     clock_offset_seconds: float = 0.0  # added to the real time (tests move the simulated day)
     refuse_everything: str | None = None  # "400", "500" or "html404": every API request gets that answer
     restatements: dict[str, int] = dataclasses.field(default_factory=dict)  # "campaign|YYYY-MM-DD" -> added later
+    # Count only detections that already happened on the simulated wall clock, as the real server
+    # does: today's total grows through the day (the dev demo). Off, a window counts its whole span.
+    up_to_now: bool = False
 
 
 # --- ground truth -----------------------------------------------------------------------------
@@ -424,9 +427,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.state.calls["campaign_6:one"] += 1
             # A campaign the operation does not have has no data, as on the real server.
             ids = [campaign_id] if campaign_id in {c.campaign_id for c in config.campaigns} else []
+        if config.up_to_now:
+            now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=config.clock_offset_seconds)
+            end = min(end, now.astimezone(ZoneInfo(config.timezone)).replace(tzinfo=None, microsecond=0))
         data = []
         for cid in ids:
-            total = truth(cid, ini, end) + sum(
+            total = (truth(cid, ini, end) if end >= ini else 0) + sum(
                 extra
                 for key, extra in config.restatements.items()
                 if key.split("|")[0] == cid and ini.date() <= dt.date.fromisoformat(key.split("|")[1]) <= end.date()

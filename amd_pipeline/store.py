@@ -25,7 +25,9 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
+from amd_pipeline.export import export_published
 from amd_pipeline.normalize import COLUMNS
+from amd_pipeline.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
 from amd_pipeline.views import create_views
 from amd_pipeline.windows import day_window
 
@@ -113,6 +115,16 @@ CREATE TABLE IF NOT EXISTS amd_window_issues (
 )"""
 
 
+# Today so far: one row per campaign, open day and fetch, written with the batch that fetched it.
+INTRADAY_COLUMNS = (
+    "campaign_id VARCHAR NOT NULL, local_date DATE NOT NULL, fetched_at TIMESTAMPTZ NOT NULL, total_amd BIGINT NOT NULL"
+)
+INTRADAY_DDL = (
+    f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS}, PRIMARY KEY (campaign_id, local_date, fetched_at))"
+)
+DEFAULT_INTRADAY_KEEP_DAYS = INT_SETTINGS["AMD_INTRADAY_KEEP_DAYS"][0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Published:
     """One publish: how long it took, the file's size, and what the copy holds (read while building it,
@@ -194,6 +206,7 @@ class AmdStore:
         start_date: the first day of the partition matrix, recorded for the completeness view.
         lock_timeout: seconds to keep retrying while another process holds the file.
         sleep: waits between those retries (tests pass a fake).
+        intraday_keep_days: snapshots of open days fetched longer ago than this are pruned by writes.
     """
 
     def __init__(
@@ -204,7 +217,9 @@ class AmdStore:
         start_date: dt.date | None = None,
         lock_timeout: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        intraday_keep_days: int = DEFAULT_INTRADAY_KEEP_DAYS,
     ):
+        self.intraday_keep_days = intraday_keep_days
         self.path = Path(path)
         self.timezone = timezone
         self.start_date = start_date
@@ -242,6 +257,10 @@ class AmdStore:
         """Replace the frame's (campaign_id, window_start) rows and append ``requests`` (the HTTP
         attempts that fetched them, :data:`REQUEST_COLUMNS`) and ``answers`` (what the answers said,
         :data:`ANSWER_COLUMNS`) in one transaction.
+
+        Rows of open days (``is_final`` false) are also kept as snapshots in ``amd_intraday``, in the
+        same transaction, and snapshots older than ``intraday_keep_days`` are pruned: the shape of
+        today costs no extra call.
 
         Returns what was written, with every final day whose total the batch changed.
         """
@@ -285,6 +304,7 @@ class AmdStore:
                 if has_answers:
                     conn.execute("INSERT INTO api_answers BY NAME SELECT * FROM answers")
                     conn.execute(f"DELETE FROM api_answers WHERE fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY")
+                _keep_snapshots(conn, self.intraday_keep_days)
         finally:
             conn.close()
         return written
@@ -448,8 +468,19 @@ class AmdStore:
         if found is None:
             conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, self.timezone])
 
-    def publish(self, target: str | Path) -> Published:
+    def publish(
+        self,
+        target: str | Path,
+        *,
+        storage_version: str = DEFAULT_STORAGE_VERSION,
+        parquet_dir: str | Path | None = None,
+    ) -> Published:
         """Publish a complete copy of this (working) file at ``target``, atomically, with the views.
+
+        The copy is written in DuckDB's ``storage_version`` format (``v1.0.0``: every DuckDB from 1.0
+        on opens it), whatever the format of the working file. With ``parquet_dir``, the tables and
+        views are also exported there as Parquet (:func:`amd_pipeline.export.export_published`), before
+        the DuckDB copy is renamed into place.
 
         The copy is built from a read-only snapshot beside ``target``, synced to disk and renamed over
         it: a reader that has ``target`` open keeps the state it opened (even a read-write one: the
@@ -473,10 +504,20 @@ class AmdStore:
                         raise
                     self._sleep(delay)
                     waited, delay = waited + delay, min(delay * 2, 5.0)
-            conn.execute("ATTACH ? AS published", [str(tmp)])
-            conn.execute("COPY FROM DATABASE working TO published")
+            # Checked to be like v1.0.0 first: ATTACH takes no bound parameter for it.
+            version = check_storage_version(storage_version)
+            conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{version}')", [str(tmp)])
+            # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
+            # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
+            tables = conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'working' ORDER BY ALL"
+            ).fetchall()
+            for (name,) in tables:
+                conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
             conn.execute("DETACH working")
             conn.execute("USE published")
+            # a working file from before snapshots existed still gets the table the views read
+            conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
             create_views(conn)
             described = _describe(conn) if _has_table(conn, "amd_daily") else {}
             conn.execute("USE memory")
@@ -486,11 +527,17 @@ class AmdStore:
             tmp.unlink(missing_ok=True)
             raise
         conn.close()
-        fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
+                export_published(tmp, Path(parquet_dir), "parquet")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, target)
         folder = os.open(target.parent, os.O_RDONLY)
         try:
@@ -545,6 +592,10 @@ class AmdStore:
                         conn.execute(
                             f"DELETE FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
                         )
+                        if _has_table(conn, "amd_intraday"):  # snapshots of a day whose window moves
+                            conn.execute(
+                                "DELETE FROM amd_intraday WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
+                            )
                     conn.execute("DELETE FROM amd_meta WHERE key = ?", [TIMEZONE_KEY])
                     conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, new])
             kept = len({d for d, _, _ in days}) - len(dropped)
@@ -583,10 +634,22 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
     conn.execute(META_DDL)
     conn.execute(CAMPAIGNS_DDL)
     conn.execute(ISSUES_DDL)
+    conn.execute(INTRADAY_DDL)
     columns = {r[0] for r in conn.execute(f"SELECT column_name FROM (DESCRIBE {table.name})").fetchall()}
     if "is_final" not in columns:
         conn.execute(f"ALTER TABLE {table.name} ADD COLUMN is_final BOOLEAN")
         conn.execute(f"UPDATE {table.name} SET is_final = fetched_at >= window_end")
+
+
+def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int) -> None:
+    """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune old ones."""
+    conn.execute(
+        "INSERT INTO amd_intraday SELECT campaign_id, local_date, fetched_at, total_amd FROM batch "
+        "WHERE NOT is_final ON CONFLICT DO UPDATE SET total_amd = excluded.total_amd"
+    )
+    conn.execute(
+        "DELETE FROM amd_intraday WHERE fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)", [keep_days]
+    )
 
 
 def _describe(conn: duckdb.DuckDBPyConnection) -> dict:

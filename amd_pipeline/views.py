@@ -1,6 +1,6 @@
 """The analyst views, defined in one place: named for what a row is. No dagster.
 
-They read ``amd_daily``, ``campaigns``, ``amd_window_issues`` and ``amd_meta`` (``timezone``,
+They read ``amd_daily``, ``amd_intraday``, ``campaigns``, ``amd_window_issues`` and ``amd_meta`` (``timezone``,
 ``start_date``), so "today" and "the last 8 weeks" are the operation's local days whatever the
 reader's session time zone is.
 """
@@ -14,6 +14,16 @@ _TODAY = "timezone((SELECT value FROM amd_meta WHERE key = 'timezone'), now())::
 _FIRST_DAY = (
     "coalesce((SELECT value FROM amd_meta WHERE key = 'start_date')::DATE, (SELECT min(local_date) FROM amd_daily))"
 )
+
+# The unusual-days rule (the view amd_unusual_days and the check amd_daily_unusual_days).
+UNUSUAL_HISTORY = 8  # the same weekday's last 8 final days before the day
+UNUSUAL_MIN_HISTORY = 4  # fewer than this: no verdict
+UNUSUAL_THRESHOLD = 3.5  # robust z-score beyond which a day is unusual (Iglewicz and Hoaglin)
+# The scale is 1.4826 x MAD (the standard deviation, for normal data), but at least 5% of the median and
+# at least 1: eight near-equal days (MAD about 0) must not make an ordinary difference "unusual".
+UNUSUAL_MIN_SHARE = 0.05
+UNUSUAL_MIN_SCALE = 1.0
+_SCALE = f"greatest(1.4826 * mad, {UNUSUAL_MIN_SHARE} * abs(usual_total_amd), {UNUSUAL_MIN_SCALE})"
 
 VIEWS: dict[str, str] = {
     # One row per campaign and local day: the total, whether it is final, its 7-day mean (the day and
@@ -65,6 +75,62 @@ VIEWS: dict[str, str] = {
                count(*) AS days
         FROM amd_daily
         WHERE is_final AND local_date > {_TODAY} - 56
+        GROUP BY ALL
+    """,
+    # One row per campaign and final day far from that campaign's usual for the weekday: its total
+    # against the median and MAD of the same weekday's last 8 final days before it (at least 4).
+    "amd_unusual_days": f"""
+        WITH final AS (
+            SELECT campaign_id, local_date, total_amd, isodow(local_date) AS weekday_number
+            FROM amd_daily WHERE is_final
+        ), scored AS (
+            SELECT *,
+                   median(total_amd) OVER w AS usual_total_amd,
+                   mad(total_amd) OVER w AS mad,
+                   count(*) OVER w AS history_days
+            FROM final
+            WINDOW w AS (PARTITION BY campaign_id, weekday_number ORDER BY local_date
+                         ROWS BETWEEN {UNUSUAL_HISTORY} PRECEDING AND 1 PRECEDING)
+        )
+        SELECT campaign_id,
+               local_date,
+               dayname(local_date) AS weekday,
+               total_amd,
+               usual_total_amd,
+               mad,
+               history_days,
+               round((total_amd - usual_total_amd) / {_SCALE}, 2) AS score,
+               CASE WHEN total_amd > usual_total_amd THEN 'high' ELSE 'low' END AS direction
+        FROM scored
+        WHERE history_days >= {UNUSUAL_MIN_HISTORY}
+          AND abs(total_amd - usual_total_amd) > {UNUSUAL_THRESHOLD} * {_SCALE}
+    """,
+    # Today so far: the snapshots of today next to the usual cumulative at the same time of day, the
+    # median over the same weekday's days of the last 8 weeks of each day's last snapshot at or before it.
+    "amd_intraday_today": f"""
+        WITH snapshots AS (
+            SELECT campaign_id, local_date, fetched_at, total_amd,
+                   timezone((SELECT value FROM amd_meta WHERE key = 'timezone'), fetched_at)::TIME AS time_of_day
+            FROM amd_intraday
+        ), today AS (
+            SELECT * FROM snapshots WHERE local_date = {_TODAY}
+        ), past AS (
+            SELECT * FROM snapshots
+            WHERE local_date < {_TODAY} AND local_date >= {_TODAY} - 56 AND isodow(local_date) = isodow({_TODAY})
+        ), then_at AS (
+            SELECT t.campaign_id, t.fetched_at, p.local_date, arg_max(p.total_amd, p.fetched_at) AS total_then
+            FROM today t JOIN past p ON p.campaign_id = t.campaign_id AND p.time_of_day <= t.time_of_day
+            GROUP BY ALL
+        )
+        SELECT t.campaign_id,
+               t.local_date,
+               t.fetched_at,
+               t.time_of_day,
+               t.total_amd,
+               median(h.total_then) AS usual_total_amd,
+               count(h.local_date) AS usual_days
+        FROM today t
+        LEFT JOIN then_at h ON h.campaign_id = t.campaign_id AND h.fetched_at = t.fetched_at
         GROUP BY ALL
     """,
 }

@@ -219,3 +219,34 @@ def test_per_partition_metadata_takes_the_one_step_path(env, instance, monkeypat
         for c in CAMPAIGNS
         for i in range(2)
     }
+
+
+def test_materializing_amd_published_republishes_without_a_load(env, instance, sim, monkeypatch):
+    assert run(instance, end=START + dt.timedelta(days=1)).success
+    calls = sim.stats()["requests"]
+    env.path.unlink()  # the analysts' copy is gone
+    monkeypatch.setenv("AMD_PUBLISHED_STORAGE_VERSION", "1.4")
+    job = (
+        build_definitions(DefinitionSettings())
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={dg.AssetKey("amd_published")})
+    )
+    refused = job.execute_in_process(instance=instance, raise_on_error=False)
+    failure = next(e for e in refused.all_events if e.is_step_failure)
+    assert (
+        "AMD_PUBLISHED_STORAGE_VERSION='1.4' is not a DuckDB storage version" in failure.step_failure_data.error.message
+    )
+    assert not env.path.exists()
+    monkeypatch.setenv("AMD_PUBLISHED_STORAGE_VERSION", "v1.4.0")
+    job = (
+        build_definitions(DefinitionSettings())
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(asset_selection={dg.AssetKey("amd_published")})
+    )
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+    assert sim.stats()["requests"] == calls  # no call
+    assert AmdStore(env.path).query("SELECT count(*) AS n FROM amd_daily").n[0] == 6
+    [latest, *_] = instance.fetch_materializations(dg.AssetKey("amd_published"), limit=5).records
+    assert latest.asset_materialization.metadata["republished_without_load"].value is True
+    assert latest.run_id == result.run_id

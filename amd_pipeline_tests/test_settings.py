@@ -38,6 +38,10 @@ def test_base_url_comes_from_the_server_nomenclature_or_an_explicit_url():
         ({"AMD_BATCH_SIZE": "0"}, "AMD_BATCH_SIZE=0 is out of range"),
         ({"AMD_CAMPAIGNS": "20717,all"}, "AMD_CAMPAIGNS 'all' is not a campaign id"),
         ({"AMD_CAMPAIGNS": "20717,abc"}, "AMD_CAMPAIGNS 'abc' is not a campaign id"),
+        ({"AMD_PUBLISHED_STORAGE_VERSION": "1.4"}, "AMD_PUBLISHED_STORAGE_VERSION='1.4' is not a DuckDB storage"),
+        ({"AMD_PUBLISHED_STORAGE_VERSION": "v1.0.0'; DROP"}, "AMD_PUBLISHED_STORAGE_VERSION="),
+        ({"AMD_PUBLISHED_PARQUET": "maybe"}, "AMD_PUBLISHED_PARQUET='maybe' is not a yes/no value"),
+        ({"AMD_INTRADAY_KEEP_DAYS": "0"}, "AMD_INTRADAY_KEEP_DAYS=0 is out of range"),
     ],
 )
 def test_each_wrong_setting_is_named_in_one_line(env, named):
@@ -73,3 +77,10 @@ def test_a_campaign_list_keeps_order_and_drops_duplicates():
 
 def test_an_unset_number_is_its_default():
     assert int_setting("WOLKVOX_MAX_ATTEMPTS", {}) == 6
+
+
+def test_the_published_file_defaults_to_the_format_every_duckdb_from_1_0_opens():
+    settings = RunSettings.from_env(GOOD)
+    assert settings.publish.storage_version == "v1.0.0" and settings.publish.parquet is False
+    chosen = RunSettings.from_env({**GOOD, "AMD_PUBLISHED_STORAGE_VERSION": "v1.4.0", "AMD_PUBLISHED_PARQUET": "1"})
+    assert chosen.publish.storage_version == "v1.4.0" and chosen.publish.parquet is True

@@ -158,3 +158,21 @@ def test_campaign_listing_has_the_documented_fields(sim, token):
     body = get(sim, token, path="/api/v2/information.php", api="campaigns").json()
     assert body["code"] == ""
     assert {"campaign_id", "campaign_name", "type_campaign", "status"} <= set(body["data"][0])
+
+
+def test_up_to_now_counts_only_what_already_happened_today(token):
+    from amd_pipeline.simulator import SimConfig, Simulator
+
+    zone = ZoneInfo("America/Bogota")
+    with Simulator(SimConfig(token=token, up_to_now=True)) as sim:
+        before = dt.datetime.now(zone).replace(tzinfo=None, microsecond=0)
+        today = before.date()
+        # a day with detections, so that "so far" and "the whole day" can differ
+        answer = c6(sim, token, ini=f"{today:%Y%m%d}000000", end=f"{today:%Y%m%d}235959")
+        after = dt.datetime.now(zone).replace(tzinfo=None, microsecond=0)
+        tomorrow = today + dt.timedelta(days=1)
+        later = c6(sim, token, ini=f"{tomorrow:%Y%m%d}000000", end=f"{tomorrow:%Y%m%d}235959")
+    midnight = dt.datetime.combine(today, dt.time())
+    got = int(answer.json()["data"][0]["total_amd"]) if answer.status_code == 200 else 0
+    assert truth("20717", midnight, before) <= got <= truth("20717", midnight, after)
+    assert later.status_code == 404  # nothing has happened tomorrow yet

@@ -148,3 +148,105 @@ def test_migrating_keeps_days_whose_windows_are_unchanged_and_drops_the_others(t
     assert rows(AmdStore(path)) == []
     assert AmdStore(path).stored_timezone() == "Europe/Madrid"
     AmdStore(path, timezone="Europe/Madrid").prepare(AMD_DAILY)
+
+
+# --- today's snapshots -------------------------------------------------------------------------------
+
+
+def open_day(campaign: str, day: dt.date, total: int, hour: int):
+    from amd_pipeline.normalize import to_frame
+    from amd_pipeline_tests.sample import daily_row
+
+    at = dt.datetime.combine(day, dt.time(hour), dt.timezone(dt.timedelta(hours=-5)))  # Bogota
+    return to_frame([daily_row(campaign, day, total, at)])
+
+
+def snapshots(store: AmdStore):
+    return store.query(
+        "SELECT campaign_id, local_date, hour(timezone('America/Bogota', fetched_at)) AS h, total_amd "
+        "FROM amd_intraday ORDER BY ALL"
+    ).values.tolist()
+
+
+def test_every_write_of_an_open_day_keeps_a_snapshot_once_and_a_final_write_adds_none(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    day = dt.date(2026, 11, 25)
+    for hour, total in ((8, 10), (9, 25), (9, 25), (10, 40)):  # the 9 o'clock batch written twice
+        store.replace(AMD_DAILY, open_day("1", day, total, hour))
+    store.replace(AMD_DAILY, frame_for({("1", 25): "55"}))  # fetched the next day: final
+    assert [r[2:] for r in snapshots(store)] == [[8, 10], [9, 25], [10, 40]]
+    assert [r[2] for r in rows(store)] == [55]
+
+
+def test_a_failing_batch_keeps_no_snapshot(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb")
+    broken = open_day("1", dt.date(2026, 11, 26), 10, 8)
+    broken.loc[0, "fetch_status"] = None
+    with pytest.raises(duckdb.ConstraintException):
+        store.replace(AMD_DAILY, broken)
+    assert snapshots(store) == []
+
+
+def test_snapshots_older_than_the_kept_days_are_pruned_by_the_next_write(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb", intraday_keep_days=7)
+    first = dt.date(2026, 11, 1)
+    for k in (0, 5, 7, 9):
+        store.replace(AMD_DAILY, open_day("1", first + dt.timedelta(days=k), 10 + k, 12))
+    # the last write was on day 9 at noon: day 1 (9 days before) is gone, day 3 (7 days before) is kept
+    assert [r[1].day for r in snapshots(store)] == [6, 8, 10]
+
+
+def test_migrating_the_time_zone_drops_the_snapshots_of_the_days_it_drops(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
+    store.replace(AMD_DAILY, open_day("1", dt.date(2026, 11, 25), 10, 8))
+    store.migrate_timezone(AMD_DAILY, "Asia/Tokyo")  # every day's window moves
+    assert snapshots(store) == []
+
+
+# --- the published file in older DuckDB clients ---------------------------------------------------
+
+OLD_RELEASES = ["1.0.0", "1.4.4", "1.5.6"]
+
+
+@pytest.fixture(scope="session")
+def sample_working(tmp_path_factory):
+    from amd_pipeline_tests.conftest import CAMPAIGNS
+    from amd_pipeline_tests.sample import make_working_store
+
+    return make_working_store(tmp_path_factory.mktemp("sample") / "amd.working.duckdb", CAMPAIGNS)
+
+
+def published_names():
+    from amd_pipeline.views import VIEWS
+
+    return ["amd_daily", "amd_intraday", "campaigns", *VIEWS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", OLD_RELEASES)
+def test_the_published_file_gives_the_same_rows_in_older_duckdb_clients(sample_working, tmp_path, release):
+    from amd_pipeline_tests import old_duckdb
+
+    folder = old_duckdb.install(release)
+    published = tmp_path / "amd.duckdb"
+    sample_working.publish(published)
+    names = published_names()
+    new = old_duckdb.dump(None, published, names)
+    old = old_duckdb.dump(folder, published, names)
+    assert old["version"] == release and new["version"].startswith("2.")
+    assert all(new["rows"][name] for name in ("amd_daily", "amd_daily_trend", "amd_completeness"))
+    assert new["rows"]["amd_intraday"] and new["rows"]["amd_unusual_days"]  # not compared on empty views
+    for name in names:
+        assert old["rows"][name] == new["rows"][name], name
+
+
+@pytest.mark.slow
+def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_working, tmp_path):
+    """Shows the comparison above can fail: the same publish in 2.0's own format is refused by 1.5."""
+    from amd_pipeline_tests import old_duckdb
+
+    folder = old_duckdb.install("1.5.6")
+    published = tmp_path / "amd.duckdb"
+    sample_working.publish(published, storage_version="v2.0.0")
+    with pytest.raises(old_duckdb.ClientRefusedError, match="version number"):
+        old_duckdb.dump(folder, published, ["amd_daily"])

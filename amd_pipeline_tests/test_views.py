@@ -8,6 +8,7 @@ import pytest
 from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
 from amd_pipeline.store import AMD_DAILY, AmdStore
 from amd_pipeline.windows import day_window
+from amd_pipeline_tests.sample import make_planted_store
 
 BOGOTA = ZoneInfo("America/Bogota")
 TODAY = dt.datetime.now(BOGOTA).date()
@@ -108,14 +109,83 @@ def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(sto
     images = write_report(store, out, days=30, png_dir=tmp_path / "png")
     page = out.read_text()
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) == 3 == len(images)
+    assert len(embedded) == 4 == len(images)
     for data in embedded:
         png = base64.b64decode(data)
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # a drawn chart, not an empty canvas
+    assert "Unusual days" in page and "None in these days." in page
     assert "http" not in page.replace(str(store.path), "")  # nothing to fetch: it opens offline
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
         "report_completeness.png",
+        "report_today.png",
         "report_trend.png",
         "report_weekday.png",
     ]
     assert "<td>1</td>" in page and "<td>2</td>" in page  # the per-campaign table is there
+
+
+def at_local(d: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(d, dt.time(hour, minute), BOGOTA)
+
+
+def snapshot_row(campaign: str, d: dt.date, total: int, when: dt.datetime) -> dict:
+    window = day_window(d, BOGOTA)
+    return {
+        "campaign_id": campaign,
+        "window_start": window.start,
+        "window_end": window.end,
+        "local_date": d,
+        "total_amd": total,
+        "fetch_status": FETCHED,
+        "fetched_at": when,
+        "is_final": False,
+    }
+
+
+def test_today_so_far_stands_next_to_the_median_of_the_same_weekday_at_the_same_time(tmp_path):
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
+    store.prepare(AMD_DAILY)
+    week = dt.timedelta(weeks=1)
+    # 1, 2 and 3 weeks ago: 10/20/30 by 01:00 and 15/25/35 by 02:00; 4 weeks ago only a 03:00 snapshot
+    # of 100; yesterday (another weekday) and 9 weeks ago (beyond 8) must not count.
+    history = [(1, 1, 10), (1, 2, 15), (2, 1, 20), (2, 2, 25), (3, 1, 30), (3, 2, 35), (4, 3, 100), (9, 1, 999)]
+    for weeks, hour, total in history:
+        d = TODAY - weeks * week
+        store.replace(AMD_DAILY, to_frame([snapshot_row("1", d, total, at_local(d, hour))]))
+    yesterday = TODAY - dt.timedelta(days=1)
+    store.replace(AMD_DAILY, to_frame([snapshot_row("1", yesterday, 999, at_local(yesterday, 1))]))
+    for hour, total in ((1, 3), (2, 7), (3, 9)):
+        store.replace(AMD_DAILY, to_frame([snapshot_row("1", TODAY, total, at_local(TODAY, hour, 30))]))
+    rows = store.query(
+        "SELECT time_of_day, total_amd, usual_total_amd, usual_days FROM amd_intraday_today ORDER BY time_of_day"
+    )
+    assert [(str(r.time_of_day), r.total_amd, r.usual_total_amd, r.usual_days) for r in rows.itertuples()] == [
+        ("01:30:00", 3, 20.0, 3),
+        ("02:30:00", 7, 25.0, 3),
+        ("03:30:00", 9, 30.0, 4),  # 15, 25, 35 and 100
+    ]
+
+
+@pytest.fixture
+def planted(tmp_path):
+    return make_planted_store(tmp_path / "amd.duckdb")
+
+
+def test_unusual_days_are_the_planted_ones_and_none_of_the_control_campaign(planted):
+    store, first = planted
+    rows = store.query("SELECT campaign_id, local_date, direction, history_days FROM amd_unusual_days ORDER BY ALL")
+    found = [(r.campaign_id, r.local_date.date(), r.direction) for r in rows.itertuples()]
+    assert found == [("1", first + dt.timedelta(days=60), "high"), ("1", first + dt.timedelta(days=62), "low")]
+    assert set(rows.history_days) == {8}
+
+
+def test_the_report_lists_the_unusual_days(planted, tmp_path):
+    from amd_pipeline.report import write_report
+
+    store, first = planted
+    page_path = tmp_path / "report.html"
+    write_report(store, page_path, days=30)
+    page = page_path.read_text()
+    table = page[page.index("<h2>Unusual days</h2>") :]
+    assert f"<td>{first + dt.timedelta(days=60)}</td>" in table and f"<td>{first + dt.timedelta(days=62)}</td>" in table
+    assert "None in these days." not in table
