@@ -474,6 +474,8 @@ def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tm
         # The first run asks campaign_id=all for each day; the other two take those answers (same backfill).
         ui_calls = store.query("SELECT campaign, count(*) AS n FROM api_requests WHERE source = 'ui' GROUP BY ALL")
         assert dict(zip(ui_calls.campaign, ui_calls.n, strict=True)) == {"all": 12}, ui_calls
+        budget = amd(env, "budget", cwd=tmp_path)  # the ledger says so too
+        assert "windows served from answers already in hand today: 24 (no call)" in budget.stdout, budget.stdout
         succeeded = [r["runId"] for r in refreshes if r["status"] == "SUCCESS"]
         assert len(succeeded) >= 2, (refreshes, elapsed)
         # Each refresh is one run with one campaign_id=all call per day it covers: today, and on the
