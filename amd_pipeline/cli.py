@@ -237,13 +237,15 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from amd_pipeline.instance import prepare_home
+    from amd_pipeline.instance import batch_event_writes, prepare_home
     from amd_pipeline.settings import DefinitionSettings
 
     DefinitionSettings.from_env()  # a bad zone or start date would stop the code location from loading
     if not Path(args.workspace).exists():
         raise SettingsError(f"--workspace {args.workspace} does not exist; run this in the project folder")
     home = prepare_home(args.home)
+    # Inherited by dagster dev's daemon, webserver and code server, and so by every run worker they start.
+    batch_event_writes()
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
     # The venv's dagster, even when the venv is not activated.
     beside = Path(sys.executable).parent / "dagster"
