@@ -372,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         hint = "" if verbose else " (rerun with --verbose for the traceback)"
         status = _fail(EXIT_FAILED, explain(exc) + hint, verbose)
-    if as_command and threading.active_count() == 1:
+    # Not under a profiler or coverage tracer: they write their results at the normal exit.
+    if as_command and threading.active_count() == 1 and sys.getprofile() is None and sys.gettrace() is None:
         _exit_without_teardown(status)
     sys.exit(status)
 
@@ -382,8 +383,8 @@ def _exit_without_teardown(status: int) -> None:
 
     With Dagster, pandas, DuckDB and matplotlib loaded that teardown took 1.7-2.7 s after every
     backfill (README, "Speed"). Nothing is lost by skipping it: the commands close their files and
-    DuckDB connections before they return, no other thread is running (checked by the caller), and
-    the exit handlers (logging's flush, temporary folders) still run here.
+    DuckDB connections before they return, no other thread is running and no profiler or tracer is
+    attached (checked by the caller), and the exit handlers (logging's flush, temporary folders) still run here.
     """
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
