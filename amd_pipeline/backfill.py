@@ -136,6 +136,7 @@ def run_backfill(
     from amd_pipeline.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
     from amd_pipeline.instance import (
+        batch_event_writes,
         cli_run_tags,
         existing_instance,
         get_instance,
@@ -225,6 +226,7 @@ def run_backfill(
     # starts, about 9 ms each (bench/scale.py: 2.8 minutes of a 50 x 365 backfill). They only drive the
     # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
     os.environ.setdefault(SUBSET_PLANNED_EVENTS, "true")
+    batch_event_writes()  # the run's per-partition materialisations in batches (README, "Speed")
     failures = []
     # One id over this backfill's runs when it has several (a subset of campaigns that are not neighbours):
     # the first asks campaign_id=all for each day and the later ones take their closed windows from those

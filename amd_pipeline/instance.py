@@ -69,6 +69,22 @@ def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg
         yield instance
 
 
+EVENT_BATCH_SIZE = "DAGSTER_EVENT_BATCH_SIZE"
+DEFAULT_EVENT_BATCH_SIZE = "1000"
+
+
+def batch_event_writes() -> None:
+    """Let Dagster hand event writes to the storage in batches, in this process and its children.
+
+    Sets Dagster's ``DAGSTER_EVENT_BATCH_SIZE`` (read by the process that writes the events: the
+    CLI, a run worker, the daemon creating a run) unless it is set already (``0`` turns it off). A
+    ranged step's per-partition materialisations then reach the storage ``store_event_batch`` at a time:
+    one multi-row insert on PostgreSQL, one transaction per file with the shipped SQLite instance
+    (:mod:`amd_pipeline.event_log`), instead of a committed write per partition.
+    """
+    os.environ.setdefault(EVENT_BATCH_SIZE, DEFAULT_EVENT_BATCH_SIZE)
+
+
 CLI_HOST_TAG = "amd_pipeline/host"
 CLI_PID_TAG = "amd_pipeline/pid"
 

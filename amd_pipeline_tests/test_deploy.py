@@ -175,7 +175,10 @@ def test_env_example_values_pass_the_settings_checks() -> None:
 def test_units_read_the_env_file_and_share_one_instance(unit: str) -> None:
     settings = unit_settings((DEPLOY / unit).read_text())
     assert settings["EnvironmentFile"] == [ENV_FILE]
-    assert settings["Environment"] == ["DAGSTER_HOME=/var/lib/amd-pipeline/dagster_home"]
+    assert settings["Environment"] == [
+        "DAGSTER_HOME=/var/lib/amd-pipeline/dagster_home",
+        "DAGSTER_EVENT_BATCH_SIZE=1000",  # batched event writes in every process the unit starts
+    ]
     assert settings["User"] == ["amd"] and settings["Group"] == ["amd"]
     # The daemon's run workers must get SIGTERM themselves (see the comment in the daemon's unit).
     assert settings["KillMode"] == [{WEBSERVER: "mixed", DAEMON: "control-group"}[unit]]

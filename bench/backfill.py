@@ -151,6 +151,7 @@ def cli_run(sim: Sim, workdir: Path, days: int, campaign_all: str, label: str, l
     duckdb_path.unlink()
     start, end = days_span(days)
     sim.reset()
+    began = time.time()
     wall, rss, code, err = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, workdir)
     stats = sim.stats()
     windows = len(CAMPAIGNS) * days
@@ -175,7 +176,36 @@ def cli_run(sim: Sim, workdir: Path, days: int, campaign_all: str, label: str, l
         "peak_rss_mb": round(rss, 1),
         "overlaps": stats["overlaps"],
         "check": verify(duckdb_path, windows) if code == 0 else f"FAILED rc={code}: {err}",
+        "phases_s": phases(home, began, began + wall) if code == 0 else None,
     }
+
+
+def phases(home: Path, began: float, ended: float) -> dict[str, float]:
+    """The backfill's wall time split along its run's event log (seconds)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    logs = instance.all_logs(instance.get_runs(limit=1)[0].run_id)
+
+    def at(kind: str, step: str | None = None, last: bool = False) -> float:
+        for e in reversed(logs) if last else logs:
+            d = e.dagster_event
+            if d and d.event_type_value == kind and (step is None or d.step_key == step):
+                return e.timestamp
+        raise LookupError(kind)
+
+    first_mat = at("ASSET_MATERIALIZATION", "amd_daily")
+    load_done = at("STEP_SUCCESS", "amd_daily")
+    checks_done = at("STEP_SUCCESS", last=True)
+    marks = [
+        ("start: imports, settings, pre-flight calls, instance, run creation", began, logs[0].timestamp),
+        ("run start -> amd_daily step start", logs[0].timestamp, at("STEP_START", "amd_daily")),
+        ("calls, DuckDB, publish (with its trend thumbnail)", at("STEP_START", "amd_daily"), first_mat),
+        ("materialisation events", first_mat, load_done),
+        ("three asset-check steps", load_done, checks_done),
+        ("run end -> process exit", checks_done, ended),
+    ]
+    return {name: round(b - a, 2) for name, a, b in marks}
 
 
 def last_metadata(home: Path) -> dict:
@@ -333,6 +363,10 @@ def main() -> None:
     print(" | ".join(columns))
     for r in results:
         print(" | ".join(str(r.get(c, "")) for c in columns))
+    print()
+    for r in results:
+        if r.get("phases_s"):
+            print(f"{r['path']} ({r['windows']} windows): " + "; ".join(f"{k} {v}" for k, v in r["phases_s"].items()))
 
 
 if __name__ == "__main__":

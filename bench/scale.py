@@ -3,6 +3,7 @@
     python bench/scale.py                                               # 50 x 365, sqlite+postgres, L = 0 and 200 ms
     python bench/scale.py --campaigns 50 --days 20 --profiles sqlite     # a quick look
     python bench/scale.py --days 10 --latency-ms 0 --planned both      # also with Dagster's default
+    python bench/scale.py --latency-ms 0 --event-batch both            # also writing events one at a time
 
 With ``WOLKVOX_CAMPAIGN_ALL=auto`` a backfill makes one ``campaign_id=all`` call per day (plus one
 ``token_info``), so at 50 x 365 the token's floor is 366 x L while Dagster records 18,250 partitions.
@@ -22,6 +23,11 @@ and the rest (process start, imports, token_info, run start and end).
 The CLI writes one planned event per run (it sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true
 unless told otherwise). ``--planned per-partition`` (or ``both``) runs with it set to false,
 Dagster's default: one planned event per partition before the run starts.
+
+The CLI also sets DAGSTER_EVENT_BATCH_SIZE=1000 unless told otherwise: a ranged step's per-partition
+materialisations reach the storage 1000 at a time (one multi-row insert on PostgreSQL, one transaction
+per file with the shipped SQLite instance). ``--event-batch off`` (or ``both``) runs with it set to 0,
+Dagster's default: one committed write per event.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ MATERIALIZATION = "ASSET_MATERIALIZATION"
 RUN_START = "PIPELINE_START"  # DagsterEventType.RUN_START's stored value
 STEP = "amd_daily"
 SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 
 
 def log(message: str) -> None:
@@ -217,7 +224,7 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
 
         planned, run_start = first(PLANNED), first(RUN_START)
         step_start, step_end = first("STEP_START", STEP), last("STEP_SUCCESS", STEP) or last("STEP_FAILURE", STEP)
-        mat_first, mat_last = first(MATERIALIZATION, STEP), last(MATERIALIZATION, STEP)
+        mat_first = first(MATERIALIZATION, STEP)
         checks = [
             e.timestamp
             for e in logs
@@ -249,10 +256,10 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
             parts["run_start_to_step"] += step_start - run_start
         if step_start is not None and mat_first is not None:
             parts["fetch_and_duckdb"] += mat_first - step_start
-        if mat_first is not None and mat_last is not None:
-            parts["materialization_events"] += mat_last - mat_first
-        if mat_last is not None and step_end is not None:
-            parts["step_tail"] += step_end - mat_last
+        if mat_first is not None and step_end is not None:
+            # Each event's timestamp is when it was made; with batching it is written later (every 1000th
+            # and at the end of the step), so the writes last until the step's end.
+            parts["materialization_events"] += step_end - mat_first
         if checks:
             parts["asset_checks"] += max(checks) - min(checks)
     parts["process_start_to_first_event"] = first_event - began
@@ -262,8 +269,8 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
     return {k: round(v, 3) for k, v in parts.items()}, {k: round(v, 2) for k, v in rates.items()}
 
 
-def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, subset: bool) -> dict:
-    label = f"{profile.name}-L{latency_ms:g}" + ("-subset" if subset else "")
+def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, subset: bool, batch: bool) -> dict:
+    label = f"{profile.name}-L{latency_ms:g}" + ("-subset" if subset else "") + ("-batch" if batch else "-one")
     run_dir = workdir / label
     run_dir.mkdir()
     home = run_dir / "home"
@@ -271,12 +278,15 @@ def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, 
     env = env_for(sim, run_dir, home, duckdb_path, "auto")  # its own lock folder, so its own call ledger
     env["AMD_CAMPAIGNS"] = ",".join(campaign_ids(args.campaigns))
     env[SUBSET_ENV] = "true" if subset else "false"
+    if not batch:
+        env[BATCH_ENV] = "0"  # else the CLI's default (1000)
     profile.prepare(home, env)
     windows = args.campaigns * args.days
     result = {
         "profile": profile.name,
         "latency_ms": latency_ms,
         "subset_planned": subset,
+        "event_batch": batch,
         "campaigns": args.campaigns,
         "days": args.days,
         "windows": windows,
@@ -364,16 +374,17 @@ def top3(events: dict[str, list[int]] | None) -> str:
 def report(results: list[dict]) -> None:
     print()
     print(
-        "| profile | L ms | planned events | windows | calls | wall s | CLI CPU s | floor s | wall/floor "
-        "| overhead ms/window | peak RSS MB | DuckDB MB | instance growth MB | growth B/partition "
+        "| profile | L ms | planned events | event writes | windows | calls | wall s | CLI CPU s | floor s "
+        "| wall/floor | overhead ms/window | peak RSS MB | DuckDB MB | instance growth MB | growth B/partition "
         "| event rows | event MB | top 3 event types (rows / MB) | ground truth | overlaps |"
     )
-    print("|" + "---|" * 19)
+    print("|" + "---|" * 20)
     for r in results:
         cells = [
             r["profile"],
             f"{r['latency_ms']:g}",
             "per run" if r["subset_planned"] else "per partition",
+            "batched" if r.get("event_batch") else "one at a time",
             f"{r['windows']:,}",
             r.get("calls", ""),
             r.get("wall_s", ""),
@@ -404,17 +415,17 @@ def report(results: list[dict]) -> None:
     columns = [
         ("planned_events", "planned events (first planned -> RUN_START)"),
         ("fetch_and_duckdb", "fetch + DuckDB + publish (amd_daily STEP_START -> first materialization)"),
-        ("materialization_events", "materialization events (first -> last)"),
+        ("materialization_events", "materialization events (first made -> step end)"),
         ("asset_checks", "asset check steps"),
         ("rest", "rest"),
     ]
     print(
-        "| profile | L ms | planned events | wall s | "
+        "| profile | L ms | planned events | event writes | wall s | "
         + " | ".join(t for _, t in columns)
-        + " | rest: of which process start -> first event, run start -> step, step tail, last event -> exit"
+        + " | rest: of which process start -> first event, run start -> step, last event -> exit"
         + " | ms per planned event, first -> last tenth | ms per materialization event, first -> last tenth |"
     )
-    print("|" + "---|" * (7 + len(columns)))
+    print("|" + "---|" * (8 + len(columns)))
     for r in results:
         parts, per = r.get("breakdown_s"), r.get("breakdown_ms_per_window")
         if not parts:
@@ -423,10 +434,11 @@ def report(results: list[dict]) -> None:
             r["profile"],
             f"{r['latency_ms']:g}",
             "per run" if r["subset_planned"] else "per partition",
+            "batched" if r.get("event_batch") else "one at a time",
             r["wall_s"],
         ]
         cells += [f"{parts.get(k, 0):.2f} ({per.get(k, 0):.2f})" for k, _ in columns]
-        rest = ("process_start_to_first_event", "run_start_to_step", "step_tail", "last_event_to_exit")
+        rest = ("process_start_to_first_event", "run_start_to_step", "last_event_to_exit")
         cells.append(", ".join(f"{parts.get(k, 0):.2f}" for k in rest))
         rates = r.get("event_write_ms", {})
         for name in ("planned", "materialization"):
@@ -446,6 +458,12 @@ def main() -> None:
         choices=["per-run", "per-partition", "both"],
         default="per-run",
         help=f"per-run: the CLI's default; per-partition: {SUBSET_ENV}=false (Dagster's default); both",
+    )
+    parser.add_argument(
+        "--event-batch",
+        choices=["on", "off", "both"],
+        default="on",
+        help=f"on: the CLI's default ({BATCH_ENV}=1000); off: {BATCH_ENV}=0 (Dagster's default); both",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one timed backfill may take")
     parser.add_argument("--out", default="/tmp/amd-scale.json", help="JSON file of all figures")
@@ -482,9 +500,10 @@ def main() -> None:
             try:
                 for name in profiles:
                     for subset in {"per-run": (True,), "per-partition": (False,), "both": (True, False)}[args.planned]:
-                        profile = SqliteProfile() if name == "sqlite" else PostgresProfile(pg)
-                        results.append(one_run(profile, sim, workdir, args, latency, subset))
-                        save()
+                        for batch in {"on": (True,), "off": (False,), "both": (False, True)}[args.event_batch]:
+                            profile = SqliteProfile() if name == "sqlite" else PostgresProfile(pg)
+                            results.append(one_run(profile, sim, workdir, args, latency, subset, batch))
+                            save()
             finally:
                 sim.stop()
     report(results)

@@ -1,0 +1,299 @@
+"""Batched event writes (DAGSTER_EVENT_BATCH_SIZE) leave the UI's view of amd_daily as it was.
+
+On both instance profiles: the shipped SQLite one (amd_pipeline/event_log.py writes a batch in one
+transaction per file) and PostgreSQL (dagster_postgres inserts a batch of materialisations in one
+statement). The same loads run on two instances, one writing events one at a time and one in
+batches, and what the UI reads is compared: each partition's status in the matrix, each
+partition's own metadata (its latest materialisation), the asset's latest materialisation and the
+checks' latest results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.event_log import AmdSqliteInstance, BatchedSqliteEventLogStorage
+from amd_pipeline.instance import EVENT_BATCH_SIZE, prepare_home
+from amd_pipeline.partitions import day_key
+from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline_tests.conftest import CAMPAIGNS, PRODUCTION_PROFILE
+
+AMD_DAILY = dg.AssetKey("amd_daily")
+DAY0 = dt.date(2026, 11, 1)
+DAYS = [DAY0 + dt.timedelta(days=i) for i in range(6)]  # loads cover the first 5; the 6th stays missing
+# A partition's fetched_at says when it was fetched: it differs between two loads and is compared apart.
+WHEN = "fetched_at"
+
+
+def load(instance: dg.DagsterInstance, first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
+    job = build_definitions(DefinitionSettings()).resolve_job_def(AMD_DAILY_JOB)
+    tags = {
+        "dagster/asset_partition_range_start": str(day_key(CAMPAIGNS[0], first)),
+        "dagster/asset_partition_range_end": str(day_key(CAMPAIGNS[-1], last)),
+    }
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def loads(instance: dg.DagsterInstance, monkeypatch) -> list[bool]:
+    """Days 1-3 load; days 4-5 fail before calling (no token): materialized, failed and missing partitions."""
+    done = [load(instance, DAYS[0], DAYS[2]).success]
+    with monkeypatch.context() as m:
+        m.delenv("WOLKVOX_TOKEN")
+        done.append(load(instance, DAYS[3], DAYS[4]).success)
+    done.append(load(instance, DAYS[1], DAYS[1]).success)  # a partition loaded twice: the latest one counts
+    return done
+
+
+def ui_view(instance: dg.DagsterInstance) -> dict:
+    """What the UI shows for amd_daily: statuses, each partition's latest materialisation, the checks."""
+    asset = build_definitions(DefinitionSettings()).get_assets_def(AMD_DAILY)
+    keys = [day_key(c, d) for c in CAMPAIGNS for d in DAYS]
+    statuses = instance.get_status_by_partition(AMD_DAILY, [str(k) for k in keys], asset.partitions_def)
+    own = {}
+    for key in keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=AMD_DAILY, asset_partitions=[str(key)]), limit=1
+        ).records
+        if records:
+            own[str(key)] = _metadata(records[0].asset_materialization)
+    latest = instance.get_latest_materialization_event(AMD_DAILY).asset_materialization
+    checks = {}
+    for name in ("amd_daily_totals_non_negative", "amd_daily_one_row_per_key", "amd_daily_complete"):
+        [record] = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(AMD_DAILY, name), limit=1
+        )
+        checks[name] = (record.status.value, record.event.dagster_event.event_specific_data.passed)
+    return {
+        "status": {k: (s.value if s else "MISSING") for k, s in statuses.items()},
+        "counts": dict(Counter(s.value if s else "MISSING" for s in statuses.values())),
+        "partition_metadata": own,
+        "latest": (latest.partition, _metadata(latest)),
+        "checks": checks,
+    }
+
+
+def _metadata(materialization: dg.AssetMaterialization) -> dict:
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+
+
+def differences(one: dict, other: dict) -> list[str]:
+    """Where two views differ; ``fetched_at`` must be there in both (its value is the load's time)."""
+    found = [
+        f"{part}: {one[part]} != {other[part]}" for part in ("status", "counts", "checks") if one[part] != other[part]
+    ]
+
+    def timeless(metadata: dict) -> dict:
+        return {k: ("present" if k == WHEN else v) for k, v in metadata.items()}
+
+    for view in (one, other):
+        found += [f"{k} has no {WHEN}" for k, m in view["partition_metadata"].items() if WHEN not in m]
+    if {k: timeless(m) for k, m in one["partition_metadata"].items()} != {
+        k: timeless(m) for k, m in other["partition_metadata"].items()
+    }:
+        found.append(f"partition metadata: {one['partition_metadata']} != {other['partition_metadata']}")
+    if (one["latest"][0], timeless(one["latest"][1])) != (other["latest"][0], timeless(other["latest"][1])):
+        found.append(f"latest materialisation: {one['latest']} != {other['latest']}")
+    return found
+
+
+class BatchSpy:
+    """Counts the events the instance's event log received through ``store_event_batch``."""
+
+    def __init__(self, monkeypatch, storage_class: type, alter=None):
+        self.events = 0
+        original = storage_class.store_event_batch
+
+        def store_event_batch(storage, events):
+            self.events += len(events)
+            original(storage, [alter(e) for e in events] if alter else events)
+
+        monkeypatch.setattr(storage_class, "store_event_batch", store_event_batch)
+
+
+def without_metadata(event: dg.EventLogEntry) -> dg.EventLogEntry:
+    """The control's broken batch path: a materialisation stored without its metadata."""
+    dagster_event = event.dagster_event
+    if dagster_event is None or not dagster_event.is_step_materialization:
+        return event
+    data = dagster_event.event_specific_data
+    emptied = data._replace(materialization=data.materialization.with_metadata({}))
+    return event._replace(dagster_event=dagster_event._replace(event_specific_data=emptied))
+
+
+def sqlite_instance(tmp_path: Path, name: str) -> dg.DagsterInstance:
+    home = prepare_home(tmp_path / name)  # the shipped dagster.yaml
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions("campaign", CAMPAIGNS)
+    return instance
+
+
+def postgres_instance(postgres, tmp_path: Path, name: str, monkeypatch) -> dg.DagsterInstance:
+    home = tmp_path / name
+    home.mkdir()
+    shutil.copy(PRODUCTION_PROFILE, home / "dagster.yaml")
+    # Each instance resolves DAGSTER_PG_URL when it is made: one database each.
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres.create_database())
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions("campaign", CAMPAIGNS)
+    return instance
+
+
+PROFILES = [
+    pytest.param("sqlite", marks=pytest.mark.slow),
+    pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow]),
+]
+
+
+@pytest.fixture
+def make_instance(request, tmp_path, monkeypatch):
+    """``make(name)``: a new instance of the test's profile; also returns its event log class."""
+    made = []
+
+    def make(name: str):
+        if request.param == "sqlite":
+            instance, storage_class = sqlite_instance(tmp_path, name), BatchedSqliteEventLogStorage
+        else:
+            from dagster_postgres import PostgresEventLogStorage
+
+            postgres = request.getfixturevalue("postgres")
+            instance, storage_class = postgres_instance(postgres, tmp_path, name, monkeypatch), PostgresEventLogStorage
+        assert type(instance.event_log_storage) is storage_class
+        made.append(instance)
+        return instance, storage_class
+
+    yield make
+    for instance in made:
+        instance.dispose()
+
+
+def one_then_batched(make_instance, monkeypatch, alter=None) -> tuple[dict, dict, int]:
+    """The same loads on an instance writing events one at a time and on one writing them in batches."""
+    monkeypatch.delenv(EVENT_BATCH_SIZE, raising=False)
+    plain, storage_class = make_instance("one_at_a_time")
+    spy = BatchSpy(monkeypatch, storage_class, alter)
+    assert loads(plain, monkeypatch) == [True, False, True]
+    assert spy.events == 0  # Dagster's default: no batch
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    batched, _ = make_instance("batched")
+    assert loads(batched, monkeypatch) == [True, False, True]
+    return ui_view(plain), ui_view(batched), spy.events
+
+
+@pytest.mark.parametrize("make_instance", PROFILES, indirect=True)
+def test_the_ui_reads_the_same_with_and_without_batched_event_writes(env, make_instance, monkeypatch):
+    plain, batched, batched_events = one_then_batched(make_instance, monkeypatch)
+    # The batch path was taken: at least the 9 + 3 partitions' materialisations of the successful loads.
+    assert batched_events >= 12
+    assert plain["counts"] == {"MATERIALIZED": 9, "FAILED": 6, "MISSING": 3}
+    assert set(plain["partition_metadata"]) == {str(day_key(c, d)) for c in CAMPAIGNS for d in DAYS[:3]}
+    assert differences(plain, batched) == []
+
+
+@pytest.mark.parametrize("make_instance", PROFILES, indirect=True)
+def test_the_comparison_sees_a_batch_path_that_drops_metadata(env, make_instance, monkeypatch):
+    # Control: a store_event_batch that stores each materialisation without its metadata must be seen.
+    plain, batched, batched_events = one_then_batched(make_instance, monkeypatch, alter=without_metadata)
+    assert batched_events >= 12
+    found = differences(plain, batched)
+    assert any("has no fetched_at" in f for f in found), found
+
+
+@pytest.fixture
+def env(pipeline_env, monkeypatch):
+    monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "off")
+    return pipeline_env
+
+
+# --- The SQLite event log against the one-event-at-a-time path it replaces -------------------------------
+
+
+# Columns SQLite fills with the wall clock when a row is made (when the file was created, say), not
+# from the event: they differ between any two stores.
+WALL_CLOCK_COLUMNS = {"create_timestamp", "migration_completed"}
+
+
+def table_rows(folder: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of every SQLite file in ``folder`` (file/table -> rows, sorted)."""
+    found = {}
+    for path in sorted(folder.glob("*.db")):
+        with sqlite3.connect(path) as conn:
+            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for name in names:
+                cursor = conn.execute(f'SELECT * FROM "{name}"')
+                columns = [c[0] for c in cursor.description]
+                rows = [
+                    tuple("(now)" if c in WALL_CLOCK_COLUMNS else v for c, v in zip(columns, row, strict=True))
+                    for row in cursor.fetchall()
+                ]
+                found[f"{path.stem}/{name}"] = sorted(rows, key=repr)
+    return found
+
+
+def test_a_batch_writes_every_table_as_one_event_at_a_time_would(env, instance, tmp_path, monkeypatch):
+    # Real events of a ranged load (planned events per partition, the partitions' materialisations with
+    # their metadata and tags, the published asset, checks, run events), replayed into Dagster's SQLite
+    # event log one at a time and into the batched one in batches of 7 (batches that cut through every
+    # kind of event). Every row of every table must be the same. If a Dagster upgrade changes what
+    # store_event writes (another table, another column, another order), this fails.
+    monkeypatch.delenv(EVENT_BATCH_SIZE, raising=False)
+    result = load(instance, DAYS[0], DAYS[3])
+    assert result.success
+    events = instance.all_logs(result.run_id)
+    assert sum(1 for e in events if e.dagster_event and e.dagster_event.is_step_materialization) >= 12
+
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    plain_storage = SqliteEventLogStorage(str(one))
+    for event in events:
+        plain_storage.store_event(event)
+    batched_storage = BatchedSqliteEventLogStorage(str(batched))
+    for i in range(0, len(events), 7):
+        batched_storage.store_event_batch(events[i : i + 7])
+    plain_rows, batched_rows = table_rows(one), table_rows(batched)
+    assert set(plain_rows) == set(batched_rows)
+    assert sum(len(rows) for rows in plain_rows.values()) > 2 * len(events)
+    for table in plain_rows:
+        assert plain_rows[table] == batched_rows[table], table
+
+
+def test_the_batched_replay_comparison_sees_a_batch_that_loses_a_tag(env, instance, tmp_path, monkeypatch):
+    # Control for the test above: a batch path that skips the indexed tags must show in the comparison.
+    monkeypatch.delenv(EVENT_BATCH_SIZE, raising=False)
+    result = load(instance, DAYS[0], DAYS[1])
+    events = instance.all_logs(result.run_id)
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    plain_storage = SqliteEventLogStorage(str(one))
+    for event in events:
+        plain_storage.store_event(event)
+    monkeypatch.setattr(BatchedSqliteEventLogStorage, "_store_asset_event_tags", lambda *args: None)
+    BatchedSqliteEventLogStorage(str(batched)).store_event_batch(events)
+    assert table_rows(one)["index/asset_event_tags"] != table_rows(batched)["index/asset_event_tags"]
+
+
+def test_the_shipped_instance_keeps_dagsters_files_with_the_batched_event_log(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = prepare_home(tmp_path / "home")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance) is AmdSqliteInstance
+        assert type(instance.event_log_storage) is BatchedSqliteEventLogStorage
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    # Dagster's own layout, so a home written before (or by Dagster's default instance) opens as it was.
+    assert (home / "history" / "runs" / "index.db").exists() and (home / "history" / "runs.db").exists()
+
+
+def test_an_instance_opened_by_its_path_uses_its_own_folder(tmp_path, monkeypatch):
+    # DAGSTER_HOME pointing elsewhere must not move the events: they belong to the folder opened.
+    first, second = prepare_home(tmp_path / "first"), prepare_home(tmp_path / "second")
+    monkeypatch.setenv("DAGSTER_HOME", str(second))
+    with dg.DagsterInstance.from_config(str(first)) as instance:
+        assert Path(instance.event_log_storage._base_dir).resolve() == (first / "history" / "runs").resolve()
+    assert os.environ["DAGSTER_HOME"] == str(second)
