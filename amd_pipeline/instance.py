@@ -65,8 +65,13 @@ def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg
     if not (path / "dagster.yaml").exists():
         yield None
         return
-    with dg.DagsterInstance.from_config(str(path)) as instance:
+    with open(path / ".amd_pipeline-init.lock", "w") as lock:  # as get_instance: a fresh home's migrations race
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.from_config(str(path))
+    try:
         yield instance
+    finally:
+        instance.dispose()
 
 
 EVENT_BATCH_SIZE = "DAGSTER_EVENT_BATCH_SIZE"
