@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from importlib import resources
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+
+from amd_pipeline.messages import EXIT_FAILED, CliExit
 
 DEFAULT_HOME = ".dagster_home"
 
@@ -43,17 +47,44 @@ def prepare_home(home: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def get_instance(home: Path) -> dg.DagsterInstance:
-    """The instance in ``home``, with the token pool limited to 1 even if dagster.yaml forgot it.
+def open_instance(home: Path) -> dg.DagsterInstance:
+    """The instance in ``home``, or :class:`CliExit` with one sentence saying why it cannot be opened.
 
-    Creation is serialised with a file lock: several processes creating a fresh sqlite home at
-    once race in its migrations ("Version table 'alembic_version' has more than one head").
+    Opening is serialised with a file lock: several processes creating a fresh sqlite home at once
+    race in its migrations ("Version table 'alembic_version' has more than one head", "table ...
+    already exists").
     """
     with open(home / ".amd_pipeline-init.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.from_config(str(home))
-        if not pool_limit_configured(home):
-            instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
+        logging.disable(logging.WARNING)  # the storage's retry warnings: the error below says it in one line
+        try:
+            return dg.DagsterInstance.from_config(str(home))
+        except Exception as exc:
+            raise CliExit(EXIT_FAILED, cannot_open(home, exc)) from exc
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def cannot_open(home: Path, exc: Exception) -> str:
+    """Why the instance in ``home`` cannot be opened, without the URL (it may hold a password)."""
+    missing = re.search(r'environment variable "(\w+)" which is not set', str(exc))
+    if missing:
+        return (
+            f"{home / 'dagster.yaml'} reads the environment variable {missing[1]}, which is not set: set it "
+            "(DAGSTER_PG_URL is the production profile's PostgreSQL URL)"
+        )
+    return (
+        f"cannot open the Dagster instance in {home} ({type(exc).__name__}): check its dagster.yaml and, on the "
+        "production profile, that the PostgreSQL in DAGSTER_PG_URL is up and reachable"
+    )
+
+
+def get_instance(home: Path) -> dg.DagsterInstance:
+    """The instance in ``home`` (:func:`open_instance`), with the token pool limited to 1 even if
+    dagster.yaml forgot it."""
+    instance = open_instance(home)
+    if not pool_limit_configured(home):
+        instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
     return instance
 
 
@@ -65,9 +96,7 @@ def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg
     if not (path / "dagster.yaml").exists():
         yield None
         return
-    with open(path / ".amd_pipeline-init.lock", "w") as lock:  # as get_instance: a fresh home's migrations race
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.from_config(str(path))
+    instance = open_instance(path)
     try:
         yield instance
     finally:

@@ -854,3 +854,28 @@ def test_a_publish_killed_at_any_moment_leaves_the_previous_file_intact(tmp_path
         assert count in (500, 50000)  # the old file or the new one, always openable, never half of one
         outcomes.append((proc.returncode == -9, int(count)))
     assert (True, 500) in outcomes and outcomes[-1] == (False, 50000), outcomes  # killed mid-way, then done
+
+
+def test_an_instance_that_cannot_be_opened_is_one_sentence_and_exit_1(sim, tmp_path):
+    # The production profile copied into the home, DAGSTER_PG_URL forgotten: one line naming it, no traceback.
+    env = cli_env(sim, tmp_path)
+    home = Path(env["DAGSTER_HOME"])
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml").read_text())
+    env.pop("DAGSTER_PG_URL", None)
+    for args in (["budget"], ["backfill", "--start", str(START), "--end", str(START)]):
+        out = amd(env, *args, cwd=tmp_path)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.strip() == (
+            f"error: {home / 'dagster.yaml'} reads the environment variable DAGSTER_PG_URL, which is not set: "
+            "set it (DAGSTER_PG_URL is the production profile's PostgreSQL URL)"
+        ), out.stderr
+    assert sim.stats()["requests"] == 0
+
+
+def test_an_unreachable_instance_database_is_named_without_its_url():
+    from amd_pipeline.instance import cannot_open
+
+    exc = RuntimeError("could not connect to postgresql://amd:SECRET-pw@db:5432/dagster")
+    said = cannot_open(Path("/srv/home"), exc)
+    assert said.startswith("cannot open the Dagster instance in /srv/home (RuntimeError)") and "SECRET" not in said
