@@ -41,14 +41,9 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
             return CliExit(EXIT_FAILED, explain(exc))
         return None
 
-    quota = None
-    try:
-        client_cm = wolkvox.client("cli")  # asks token_info itself when the quota is not known today
-        client = client_cm.__enter__()
-    except errors.WolkvoxError as exc:
-        raise (refused(exc) or CliExit(EXIT_FAILED, explain(exc))) from None
-    rows = None
-    try:
+    def ask(client) -> tuple[dict | None, list[str], list[dict] | None]:
+        """The quota left, the campaigns to load, and the operation's campaign list if it was asked."""
+        quota = rows = None
         try:
             quota = client.token_info_today or client.token_info()
         except errors.WolkvoxError as exc:
@@ -61,25 +56,32 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
                 rows = campaign_source.listing(wolkvox, client=client)
             except errors.WolkvoxError as exc:
                 raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
-            selected = campaign_source.kept(rows)
-        elif explicit and not force:
+            return quota, campaign_source.kept(rows), rows
+        if explicit and not force:
             try:
                 rows = campaign_source.listing(wolkvox, client=client)
             except errors.WolkvoxError as exc:
                 print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
-            else:
-                known = campaign_source.kept(rows)
-                unknown = [c for c in explicit if c not in known]
-                if unknown:  # refused before anything is kept: a mistyped id writes no file
-                    client.attempts.clear()
-                    raise SettingsError(
-                        f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
-                        f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
-                    )
-    finally:
-        client_cm.__exit__(None, None, None)
-        if store is not None and client.attempts:  # every call in api_requests, as in the budget
-            store.record_requests(attempts_frame(client.attempts, {"source": "cli", "run_id": None}))
+                return quota, selected, None
+            known = campaign_source.kept(rows)
+            unknown = [c for c in explicit if c not in known]
+            if unknown:  # refused before anything is kept: a mistyped id writes no file
+                client.attempts.clear()
+                raise SettingsError(
+                    f"campaign {', '.join(unknown)} is not one of the operation's predictive campaigns "
+                    f"({', '.join(known) or 'none found'}); check the id, or pass --force to load it anyway"
+                )
+        return quota, selected, rows
+
+    try:
+        with wolkvox.client("cli") as client:  # asks token_info itself when the quota is not known today
+            try:
+                quota, selected, rows = ask(client)
+            finally:
+                if store is not None and client.attempts:  # every call in api_requests, as in the budget
+                    store.record_requests(attempts_frame(client.attempts, {"source": "cli", "run_id": None}))
+    except errors.WolkvoxError as exc:  # only from making the client: ask() turns its own errors into exits
+        raise (refused(exc) or CliExit(EXIT_FAILED, explain(exc))) from None
     if rows is not None and store is not None:
         store.record_campaigns(rows, dt.datetime.now(dt.UTC))
     if not selected:

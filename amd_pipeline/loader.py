@@ -252,8 +252,9 @@ def load(
             final = store.final_keys(table, [(r.campaign_id, r.window.start) for r in requests])
             requests = [r for r in requests if (r.campaign_id, r.window.start) not in final]
             report.skipped = report.windows - len(requests)
-        served = [r for r in requests if in_hand and r.window.start in in_hand]
-        requests = [r for r in requests if not (in_hand and r.window.start in in_hand)]
+        in_hand = in_hand or {}
+        served = [r for r in requests if r.window.start in in_hand]
+        requests = [r for r in requests if r.window.start not in in_hand]
         client.max_calls = client.stats.calls + call_allowance(
             requests, campaign_all, client.retry.max_attempts, prefer_all
         )
@@ -264,7 +265,7 @@ def load(
             requests,
             report,
             served=served,
-            in_hand=in_hand or {},
+            in_hand=in_hand,
             prefer_all=prefer_all,
             campaign_all=campaign_all,
             on_all_refused=on_all_refused,

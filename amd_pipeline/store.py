@@ -88,7 +88,7 @@ ANSWER_COLUMNS: dict[str, str] = {
 ANSWERS_DDL = (
     "CREATE TABLE IF NOT EXISTS api_answers (" + ", ".join(f"{n} {k}" for n, k in ANSWER_COLUMNS.items()) + ")"
 )
-ANSWERS_KEEP_DAYS = 14  # answers older than this are pruned by the next write
+ANSWERS_KEEP_DAYS = 14  # answers older than this are pruned when the next load starts (prepare)
 
 
 CAMPAIGNS_DDL = """
@@ -303,7 +303,6 @@ class AmdStore:
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
                 if has_answers:
                     conn.execute("INSERT INTO api_answers BY NAME SELECT * FROM answers")
-                    conn.execute(f"DELETE FROM api_answers WHERE fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY")
                 _keep_snapshots(conn, self.intraday_keep_days)
         finally:
             conn.close()
@@ -425,6 +424,7 @@ class AmdStore:
                     conn.execute("DELETE FROM amd_meta WHERE key = 'start_date'")
                     conn.execute("INSERT INTO amd_meta VALUES ('start_date', ?)", [self.start_date.isoformat()])
                 create_views(conn)
+                conn.execute(f"DELETE FROM api_answers WHERE fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY")
         finally:
             conn.close()
 

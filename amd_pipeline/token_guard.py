@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from amd_pipeline.shared_state import dsn, lock_class
 from amd_pipeline.wolkvox.errors import FatalError
 
 DEFAULT_LOCK_DIR_NAME = "amd_pipeline-token-locks"
@@ -123,7 +124,7 @@ class SharedLock:
 
     def __init__(self, url: str, key: str):
         self.url = url
-        self._classid = int.from_bytes(bytes.fromhex(key)[:4], "big", signed=True)
+        self._classid = lock_class(key)
         self._conn = None
         self._pid = None
 
@@ -131,8 +132,7 @@ class SharedLock:
         import psycopg2  # only on machines that use it; dagster-postgres brings it
 
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
-            dsn = self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
-            self._conn = psycopg2.connect(dsn, connect_timeout=10, application_name="amd_pipeline token lock")
+            self._conn = psycopg2.connect(dsn(self.url), connect_timeout=10, application_name="amd_pipeline token lock")
             self._conn.autocommit = True
             self._pid = os.getpid()
         return self._conn

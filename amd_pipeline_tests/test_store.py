@@ -4,9 +4,10 @@ import sys
 import textwrap
 
 import duckdb
+import pandas as pd
 import pytest
 
-from amd_pipeline.normalize import Fetched, normalize
+from amd_pipeline.normalize import Fetched, normalize, to_frame
 from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
 from amd_pipeline.windows import day_window
 from amd_pipeline.wolkvox.models import Answer
@@ -250,3 +251,29 @@ def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_worki
     sample_working.publish(published, storage_version="v2.0.0")
     with pytest.raises(old_duckdb.ClientRefusedError, match="version number"):
         old_duckdb.dump(folder, published, ["amd_daily"])
+
+
+def test_answers_older_than_the_keep_days_are_pruned_when_a_load_starts(tmp_path):
+    from amd_pipeline.store import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
+
+    store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
+    now = pd.Timestamp.now(tz="UTC")
+    ages = {"old": ANSWERS_KEEP_DAYS + 1, "recent": ANSWERS_KEEP_DAYS - 1}
+    answers = pd.DataFrame(
+        [
+            {
+                **dict.fromkeys(ANSWER_COLUMNS),
+                "answer_id": name,
+                "api_campaign": "all",
+                "fetched_at": now - pd.Timedelta(days=age),
+                "window_start": now - pd.Timedelta(days=age + 1),
+                "empty": True,
+            }
+            for name, age in ages.items()
+        ],
+        columns=list(ANSWER_COLUMNS),
+    )
+    store.replace(AMD_DAILY, to_frame([]), answers=answers)
+    assert sorted(store.query("SELECT answer_id FROM api_answers").answer_id) == ["old", "recent"]
+    store.prepare(AMD_DAILY)
+    assert store.query("SELECT answer_id FROM api_answers").answer_id.tolist() == ["recent"]

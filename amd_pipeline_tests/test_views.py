@@ -8,7 +8,7 @@ import pytest
 from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
 from amd_pipeline.store import AMD_DAILY, AmdStore
 from amd_pipeline.windows import day_window
-from amd_pipeline_tests.sample import make_planted_store
+from amd_pipeline_tests.sample import daily_row, make_planted_store
 
 BOGOTA = ZoneInfo("America/Bogota")
 TODAY = dt.datetime.now(BOGOTA).date()
@@ -128,20 +128,6 @@ def at_local(d: dt.date, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(d, dt.time(hour, minute), BOGOTA)
 
 
-def snapshot_row(campaign: str, d: dt.date, total: int, when: dt.datetime) -> dict:
-    window = day_window(d, BOGOTA)
-    return {
-        "campaign_id": campaign,
-        "window_start": window.start,
-        "window_end": window.end,
-        "local_date": d,
-        "total_amd": total,
-        "fetch_status": FETCHED,
-        "fetched_at": when,
-        "is_final": False,
-    }
-
-
 def test_today_so_far_stands_next_to_the_median_of_the_same_weekday_at_the_same_time(tmp_path):
     store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
     store.prepare(AMD_DAILY)
@@ -151,11 +137,11 @@ def test_today_so_far_stands_next_to_the_median_of_the_same_weekday_at_the_same_
     history = [(1, 1, 10), (1, 2, 15), (2, 1, 20), (2, 2, 25), (3, 1, 30), (3, 2, 35), (4, 3, 100), (9, 1, 999)]
     for weeks, hour, total in history:
         d = TODAY - weeks * week
-        store.replace(AMD_DAILY, to_frame([snapshot_row("1", d, total, at_local(d, hour))]))
+        store.replace(AMD_DAILY, to_frame([daily_row("1", d, total, at_local(d, hour))]))
     yesterday = TODAY - dt.timedelta(days=1)
-    store.replace(AMD_DAILY, to_frame([snapshot_row("1", yesterday, 999, at_local(yesterday, 1))]))
+    store.replace(AMD_DAILY, to_frame([daily_row("1", yesterday, 999, at_local(yesterday, 1))]))
     for hour, total in ((1, 3), (2, 7), (3, 9)):
-        store.replace(AMD_DAILY, to_frame([snapshot_row("1", TODAY, total, at_local(TODAY, hour, 30))]))
+        store.replace(AMD_DAILY, to_frame([daily_row("1", TODAY, total, at_local(TODAY, hour, 30))]))
     rows = store.query(
         "SELECT time_of_day, total_amd, usual_total_amd, usual_days FROM amd_intraday_today ORDER BY time_of_day"
     )
