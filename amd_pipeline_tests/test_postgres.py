@@ -30,7 +30,20 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
 # Control: the processes keep the token's state in their own files, as if the instance were not shared.
 UNSHARED = "import amd_pipeline.shared_state as s; s.instance_url = lambda instance: None\n"
-CLI_UNSHARED = [sys.executable, "-c", UNSHARED + "import sys; from amd_pipeline.cli import main; sys.exit(main())"]
+CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())\n"
+CLI_UNSHARED = [sys.executable, "-c", UNSHARED + CLI_MAIN]
+# With the pool lifted: every process's load waits at a file barrier, so the three loads really run at once
+# (without it, a process that started late could find the others done: a control seeing 0 overlaps).
+AT_ONCE = textwrap.dedent("""
+    import pathlib, amd_pipeline.loader as loader
+    from amd_pipeline_tests.barrier import wait_at_barrier
+    _load = loader.load
+    def _load_at_once(*args, **kwargs):
+        wait_at_barrier(pathlib.Path({gate!r}), 3)
+        return _load(*args, **kwargs)
+    loader.load = _load_at_once
+""")
+ROOT = Path(__file__).resolve().parents[1]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 12)
 CAMPAIGNS = ["20717", "20718", "20731"]
 
@@ -68,22 +81,30 @@ def env_for(sim: Simulator, tmp_path: Path, home: Path, locks: str) -> dict[str,
     return env  # no AMD_TOKEN_LOCK_URL: the instance's PostgreSQL is shared by default
 
 
-def three_at_once(sim: Simulator, tmp_path: Path, home: Path, shared: bool = True) -> list[subprocess.CompletedProcess]:
-    """Two CLI backfills (one campaign each) and a scheduled refresh, started together."""
+def three_at_once(
+    sim: Simulator, tmp_path: Path, home: Path, shared: bool = True, at_once: bool = False
+) -> list[subprocess.CompletedProcess]:
+    """Two CLI backfills (one campaign each) and a scheduled refresh, started together; with ``at_once``
+    (only with the pool lifted, or the first load would hold the slot at the barrier) their loads start
+    together too."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("campaign", CAMPAIGNS)  # as the discovery sensor would have
+    prelude = ("" if shared else UNSHARED) + (AT_ONCE.format(gate=str(tmp_path / "gate")) if at_once else "")
+    (tmp_path / "gate").mkdir()
+    cli = [sys.executable, "-c", prelude + CLI_MAIN] if prelude else [CLI]
+
+    def env(locks: str) -> dict[str, str]:
+        return {**env_for(sim, tmp_path, home, locks), "PYTHONPATH": str(ROOT)}
+
     args = ["backfill", "--start", str(START), "--end", str(END), "--campaign"]
-    cli = [CLI] if shared else CLI_UNSHARED
     procs = [
-        subprocess.Popen(
-            [*cli, *args, campaign], env=env_for(sim, tmp_path, home, f"locks_{campaign}"), cwd=tmp_path, text=True
-        )
+        subprocess.Popen([*cli, *args, campaign], env=env(f"locks_{campaign}"), cwd=tmp_path, text=True)
         for campaign in CAMPAIGNS[:2]
     ]
-    refresh_env = env_for(sim, tmp_path, home, "locks_refresh")
-    refresh = REFRESH if shared else UNSHARED + REFRESH
     procs.append(
-        subprocess.Popen([sys.executable, "-c", refresh], env=refresh_env, stdout=subprocess.DEVNULL, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", prelude + REFRESH], env=env("locks_refresh"), stdout=subprocess.DEVNULL, text=True
+        )
     )
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=300)) for p in procs]
 
@@ -152,7 +173,7 @@ def test_the_instances_postgresql_alone_keeps_requests_apart_with_no_setting(pg_
     # advisory lock the token takes in the instance's PostgreSQL (no AMD_TOKEN_LOCK_URL) keeps them apart.
     lift_pool_limit(pg_home)
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=60, max_in_flight=3)) as sim:
-        results = three_at_once(sim, tmp_path, pg_home)
+        results = three_at_once(sim, tmp_path, pg_home, at_once=True)
         stats = sim.stats()
     assert [r.returncode for r in results] == [0, 0, 0]
     assert stats["overlaps"] == 0, stats
@@ -165,7 +186,7 @@ def test_the_check_sees_overlaps_when_the_pool_limit_and_the_shared_lock_are_lif
     # so the tests above could fail.
     lift_pool_limit(pg_home)
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=60, max_in_flight=3)) as sim:
-        results = three_at_once(sim, tmp_path, pg_home, shared=False)
+        results = three_at_once(sim, tmp_path, pg_home, shared=False, at_once=True)
         stats = sim.stats()
     assert [r.returncode for r in results] == [0, 0, 0]
     assert stats["overlaps"] > 0, stats
