@@ -1,8 +1,11 @@
 """Fetch windows back to back, normalise them and write them in bounded batches. No dagster.
 
 The asset is a thin shell around :func:`load`. Batches bound both memory and what a crash can cost:
-each batch's API calls are made first, then its rows are written in one transaction, so a failure
-loses at most the calls of one unwritten batch and never leaves a half-written batch.
+a batch is written in one transaction once it holds ``batch_size`` windows or ``BATCH_SECONDS`` have
+passed since the last write, so a failure loses at most the calls of one unwritten batch (and the few
+answers fetched ahead of it) and never leaves a half-written batch. The calls are made one after
+another by a thread of their own (``_Fetcher``) while the load's thread parses and writes, so at the
+token's latency the writes cost no wall time.
 
 When several campaigns share a window, one ``campaign_id=all`` call can answer for all of them
 (``CampaignAll``): ``on`` always uses it, ``off`` never, ``auto`` uses it until the server refuses
@@ -20,6 +23,8 @@ import datetime as dt
 import enum
 import json
 import math
+import queue
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -35,7 +40,8 @@ from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import WolkvoxClient
 from amd_pipeline.wolkvox.models import Answer
 
-DEFAULT_BATCH_SIZE = 250
+DEFAULT_BATCH_SIZE = 2500
+BATCH_SECONDS = 10.0  # a batch is also written once this long has passed since the last write
 ALL = "all"
 
 
@@ -314,6 +320,69 @@ def _answers_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"empty": "bool"})
 
 
+class _Fetcher(threading.Thread):
+    """Makes a load's calls one after another, in order, in a thread of its own.
+
+    Only this thread calls the API, so there is still one request in flight; what it fetched is parsed
+    and written by the load's own thread meanwhile, so a write no longer waits for a call or the next
+    call for a write. It hands over ``("answer", call, answer)``, ``("refused",)`` when the server
+    refuses ``campaign_id=all`` in ``auto`` mode (it goes on per campaign), ``("error", exc, deferred)``
+    or ``("done",)``. At most ``AHEAD`` answers wait to be taken: enough to call during a write, few
+    enough that a write that fails (a file locked for minutes) wastes at most that many calls.
+    ``stop()`` makes it end after the call in flight.
+    """
+
+    AHEAD = 2
+
+    def __init__(self, client: WolkvoxClient, pending: deque[Call], campaign_all: CampaignAll):
+        super().__init__(name="amd-pipeline-fetcher", daemon=True)
+        self.client = client
+        self.pending = pending
+        self.campaign_all = campaign_all
+        self.queue: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _hand(self, item: tuple) -> bool:
+        while not self._halt.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        pending = self.pending
+        try:
+            while pending and not self._halt.is_set():
+                call = pending.popleft()
+                try:
+                    answer = self.client.amd_accumulated(call.campaign, call.window)
+                except (errors.BudgetExhaustedError, errors.QuotaExhaustedError) as exc:
+                    # Come back when the quota resets: what was fetched is written, the rest is deferred.
+                    deferred = [WindowRequest(c, p.window) for p in [call, *pending] for c in p.covers]
+                    self._hand(("error", exc, deferred))
+                    return
+                except (errors.BadRequestError, errors.UnexpectedResponseError) as exc:
+                    if call.campaign != ALL or self.campaign_all != CampaignAll.AUTO:
+                        self._hand(("error", exc, None))
+                        return
+                    # The server refuses campaign_id=all: one call per campaign from here on. `plan_calls`
+                    # refuses a campaign named `all`, so the fallback always makes progress.
+                    pending = deque(_per_campaign([call, *pending]))
+                    if not self._hand(("refused",)):
+                        return
+                    continue
+                if not self._hand(("answer", call, answer)):
+                    return
+            self._hand(("done",))
+        except BaseException as exc:  # a bug or an interrupt here must reach the load, not die with the thread
+            self._hand(("error", exc, None))
+
+
 def _load(
     client,
     store,
@@ -337,9 +406,11 @@ def _load(
     records: list[dict] = []
     answers: list[dict] = []
     store_failed = False
+    last_flush = [clock()]
 
     def flush() -> None:
         nonlocal store_failed
+        last_flush[0] = clock()
         if (records or client.attempts or answers) and not store_failed:
             store_failed = True  # until the write succeeds: a failed write is not retried in `finally`
             written = store.replace(
@@ -372,37 +443,40 @@ def _load(
         done += len(call.covers)
         if on_progress:
             on_progress(Progress(done, report.windows, client.stats.calls, client.stats.retries, clock() - started))
-        if len(records) >= batch_size:
+        if len(records) >= batch_size or (records and clock() - last_flush[0] >= BATCH_SECONDS):
             flush()
 
+    fetcher = _Fetcher(client, pending, campaign_all)
     try:
         # Windows this backfill already has a closed answer for: no call (the answer is the same one).
         for call in plan_calls(served, use_all=True, prefer_all=True):
             kept = in_hand[call.window.start]
             take(call, Answer(rows=tuple(kept["rows"]), empty=kept["empty"], received_at=kept["fetched_at"]))
             report.from_answers += len(call.covers)
-        while pending:
-            call = pending.popleft()
-            try:
-                answer = client.amd_accumulated(call.campaign, call.window)
-            except (errors.BudgetExhaustedError, errors.QuotaExhaustedError):
-                # Come back when the quota resets: what was fetched is written, the rest is deferred.
-                report.deferred = [WindowRequest(c, p.window) for p in [call, *pending] for c in p.covers]
-                raise
-            except (errors.BadRequestError, errors.UnexpectedResponseError):
-                if call.campaign != ALL or campaign_all != CampaignAll.AUTO:
-                    raise
-                # `plan_calls` refuses a campaign named `all`, so the fallback always makes progress.
-                # The server refuses campaign_id=all: one call per campaign from here on.
+        fetcher.start()
+        while True:
+            item = fetcher.queue.get()
+            if item[0] == "done":
+                break
+            if item[0] == "error":
+                _, exc, deferred = item
+                if deferred is not None:
+                    report.deferred = deferred
+                raise exc
+            if item[0] == "refused":
                 if on_all_refused:
                     on_all_refused()
-                pending = deque(_per_campaign([call, *pending]))
                 continue
+            _, call, answer = item
             if call.campaign == ALL:
                 report.all_calls += 1
             answers.extend(_answer_rows(call, answer, request_tags))
             take(call, answer)
     finally:
+        # No call after this: the call in flight (if any) ends first, so its attempt is written too.
+        fetcher.stop()
+        if fetcher.is_alive():
+            fetcher.join()
         # Write what was fetched even when a call failed: nothing fetched is lost.
         flush()
         if not store_failed:  # and say which windows could not be written, and why

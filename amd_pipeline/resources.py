@@ -182,7 +182,7 @@ class AmdStoreResource(dg.ConfigurableResource):
         default=120,
         description="How long a write waits for a file another process holds (AMD_DUCKDB_LOCK_TIMEOUT_SECONDS).",
     )
-    batch_size: int = Field(default=250, description="Windows per write transaction (AMD_BATCH_SIZE).")
+    batch_size: int = Field(default=2500, description="Windows per write transaction (AMD_BATCH_SIZE).")
     published_storage_version: str = Field(
         default="v1.0.0", description="DuckDB format of the published file (AMD_PUBLISHED_STORAGE_VERSION)."
     )

@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -62,16 +63,24 @@ def dsn(url: str) -> str:
     return url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
-_connections: dict[tuple[str, int], object] = {}
+_local = threading.local()  # a thread's connections: a load's calls and its writes run in two threads
 _schema_ready: set[tuple[str, int]] = set()
 
 
+def _connections() -> dict[tuple[str, int], object]:
+    if not hasattr(_local, "connections"):
+        _local.connections = {}  # closed with the thread's locals when the thread ends
+    return _local.connections
+
+
 def _connection(url: str):
-    """This process's connection for the shared state (one per URL, reopened after a failure or a fork)."""
+    """This thread's connection for the shared state (one per URL, reopened after a failure or a fork).
+
+    Per thread, because a transaction here must not share its connection with another thread's."""
     import psycopg2  # only on machines that use it; dagster-postgres brings it
 
     slot = (url, os.getpid())
-    conn = _connections.get(slot)
+    conn = _connections().get(slot)
     if conn is None or conn.closed:
         try:
             conn = psycopg2.connect(dsn(url), connect_timeout=10, application_name="amd_pipeline shared state")
@@ -80,7 +89,7 @@ def _connection(url: str):
                 f"cannot reach the PostgreSQL that holds the token's call budget ({type(exc).__name__}): "
                 "check DAGSTER_PG_URL (or AMD_TOKEN_LOCK_URL) and that the database is up"
             ) from None
-        _connections[slot] = conn
+        _connections()[slot] = conn
     if slot not in _schema_ready:
         with _transaction(url, conn) as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", SCHEMA_LOCK)
@@ -102,7 +111,7 @@ def _transaction(url: str, conn=None) -> Iterator:
     except psycopg2.Error as exc:
         with contextlib.suppress(Exception):
             conn.close()
-        _connections.pop((url, os.getpid()), None)
+        _connections().pop((url, os.getpid()), None)
         raise SharedStateError(
             f"the token's shared call budget in PostgreSQL failed ({type(exc).__name__}); the next call reconnects"
         ) from None

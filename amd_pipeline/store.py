@@ -63,8 +63,9 @@ REQUESTS_DDL = (
 def attempts_frame(attempts: list[dict], tags: dict[str, str | None]) -> pd.DataFrame:
     """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``);
     the list is emptied, so each attempt is written once."""
-    rows = [{**attempt, **tags} for attempt in attempts]
-    attempts.clear()
+    taken = len(attempts)  # the calling thread may append meanwhile: those stay for the next batch
+    rows = [{**attempt, **tags} for attempt in attempts[:taken]]
+    del attempts[:taken]
     frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
     frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
     return frame.astype({"attempt": "Int32", "http_status": "Int32", "latency_ms": "float64", "bytes": "Int64"})

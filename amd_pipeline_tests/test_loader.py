@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 
 import pytest
 
@@ -9,6 +10,7 @@ from amd_pipeline.loader import (
     Plan,
     RejectedValuesError,
     WindowRequest,
+    _Fetcher,
     load,
     plan_calls,
 )
@@ -196,13 +198,15 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
     client.amd_accumulated = call_then_lock
     try:
         with pytest.raises(LoadFailedError) as caught:
-            load(client, store, AMD_DAILY, requests_for(["20717"], DAYS[:3]), batch_size=2)
+            load(client, store, AMD_DAILY, requests_for(["20717"], DAYS), batch_size=2)
     finally:
         for process in holder:
             process.communicate("\n", timeout=10)
     assert isinstance(caught.value.cause, StoreLockedError)
     assert 2.0 <= sum(waits) < 4.0  # one wait of the lock timeout; the old code waited again in `finally`
-    assert sim.stats()["requests"] == 2  # the load stopped at the batch it could not write
+    # The load stopped at the batch it could not write: the calls fetched ahead meanwhile are bounded
+    # (the batch's 2, the 2 answers waiting, the one in flight when the queue filled), not the 10 planned.
+    assert _Fetcher.AHEAD == 2 and 2 <= sim.stats()["requests"] <= 5
 
 
 def test_the_budget_stops_the_load_writes_what_was_fetched_and_defers_the_rest(make_client, sim, tmp_path):
@@ -298,3 +302,40 @@ def test_a_bad_value_in_an_answer_in_hand_is_rejected_as_if_it_had_just_arrived(
     assert isinstance(caught.value.cause, RejectedValuesError) and len(caught.value.cause.rejects) == 3
     assert "campaign 20718" in str(caught.value.cause) and "'12.5'" in str(caught.value.cause)
     assert sim.stats()["requests"] == 3 and set(stored(store).campaign_id) == {"20717"}  # never a silent 0
+
+
+def test_the_next_call_is_made_while_a_batch_is_written(make_client, tmp_path):
+    # The calls run in a thread of their own: a write (here made to take 0.3 s) no longer holds them up.
+    store = AmdStore(tmp_path / "amd.duckdb")
+    client = make_client()
+    real_call, real_replace = client.amd_accumulated, store.replace
+    calls, writes = [], []
+
+    def call(campaign, window):
+        calls.append(time.monotonic())
+        return real_call(campaign, window)
+
+    def slow_replace(*args, **kwargs):
+        began = time.monotonic()
+        time.sleep(0.3)
+        written = real_replace(*args, **kwargs)
+        writes.append((began, time.monotonic()))
+        return written
+
+    client.amd_accumulated, store.replace = call, slow_replace
+    report = load(client, store, AMD_DAILY, requests_for(["20717"], DAYS[:6]), batch_size=1)
+    assert report.rows_written == 6 and len(calls) == 6
+    assert_matches_truth(stored(store))
+    during = [t for t in calls if any(began < t < ended for began, ended in writes)]
+    assert during, f"no call was made while a batch was written: calls {calls}, writes {writes}"
+
+
+def test_a_batch_is_also_written_after_batch_seconds(make_client, tmp_path):
+    # Few windows a call (one campaign) would make a batch of 2,500 wait long: time bounds it too.
+    ticks = iter(range(0, 10_000, 6))  # each look at the clock is 6 s later: every second take writes
+    store = AmdStore(tmp_path / "amd.duckdb")
+    report = load(
+        make_client(), store, AMD_DAILY, requests_for(["20717"], DAYS), batch_size=2500, clock=lambda: next(ticks)
+    )
+    assert report.rows_written == 10 and 4 <= report.batches <= 6
+    assert_matches_truth(stored(store))
