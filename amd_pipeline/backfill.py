@@ -228,7 +228,7 @@ def run_backfill(
     # starts, about 9 ms each (bench/scale.py: 2.8 minutes of a 50 x 365 backfill). They only drive the
     # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
     os.environ.setdefault(SUBSET_PLANNED_EVENTS, "true")
-    batch_event_writes()  # the run's per-partition materialisations in batches (README, "Speed")
+    batch_event_writes()  # the run's per-partition materialisations in batches (docs/performance.md, "Speed")
     failures = []
     # One id over this backfill's runs when it has several (a subset of campaigns that are not neighbours):
     # the first asks campaign_id=all for each day and the later ones take their closed windows from those

@@ -421,7 +421,7 @@ def _exit_without_teardown(status: int) -> None:
     """End the process as ``sys.exit`` would, minus Python freeing every loaded module one by one.
 
     With Dagster, pandas, DuckDB and matplotlib loaded that teardown took 1.7-2.7 s after every
-    backfill (README, "Speed"). Nothing is lost by skipping it: the commands close their files and
+    backfill (docs/performance.md, "Speed"). Nothing is lost by skipping it: the commands close their files and
     DuckDB connections before they return, no other thread is running and no profiler or tracer is
     attached (checked by the caller), and the exit handlers (logging's flush, temporary folders) still run here.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from amd_pipeline.settings import SettingsError
 from amd_pipeline.wolkvox import errors
 
-# Exit statuses of every `amd-pipeline` command (the README's table).
+# Exit statuses of every `amd-pipeline` command (the table in docs/operating.md, "Errors and exit statuses").
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
