@@ -206,6 +206,9 @@ class _State:
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            # Seconds spent answering API requests (latency plus computing the answer), summed: with one
+            # request in flight, the least time any client could have taken to get these answers.
+            "busy_seconds": round(sum(end - start for start, end, _ in self.log), 3),
             "overlaps": self.overlaps,
             "max_in_flight_seen": self.max_in_flight_seen,
             "quota_used": self.quota_used,

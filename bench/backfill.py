@@ -202,7 +202,7 @@ def phases(home: Path, began: float, ended: float) -> dict[str, float]:
         ("run start -> amd_daily step start", logs[0].timestamp, at("STEP_START", "amd_daily")),
         ("calls, DuckDB, publish (with its trend thumbnail)", at("STEP_START", "amd_daily"), first_mat),
         ("materialisation events", first_mat, load_done),
-        ("three asset-check steps", load_done, checks_done),
+        ("asset-check step", load_done, checks_done),
         ("run end -> process exit", checks_done, ended),
     ]
     return {name: round(b - a, 2) for name, a, b in marks}
