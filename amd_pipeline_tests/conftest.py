@@ -12,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from amd_pipeline.instance import prepare_home
-from amd_pipeline.simulator import SimConfig, Simulator
-from amd_pipeline.store import AmdStore
-from amd_pipeline.token_guard import TokenGuard, token_key
+from amd_pipeline.core.store import AmdStore
+from amd_pipeline.core.token_guard import TokenGuard, token_key
+from amd_pipeline.orchestration.instance import prepare_home
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 from amd_pipeline_tests import pg_cluster
 
 CAMPAIGNS = ["20717", "20718", "20731"]

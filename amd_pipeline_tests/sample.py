@@ -8,10 +8,10 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
-from amd_pipeline.simulator import truth, truth_for_day
-from amd_pipeline.store import AMD_DAILY, AmdStore
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.wolkvox.simulator import truth, truth_for_day
+from amd_pipeline.wolkvox.windows import day_window
 
 ZONE = "America/Bogota"
 SNAPSHOT_HOURS = 3

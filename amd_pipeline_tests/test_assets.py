@@ -5,11 +5,11 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-from amd_pipeline.partitions import day_key
-from amd_pipeline.settings import DefinitionSettings
-from amd_pipeline.simulator import truth_for_day
-from amd_pipeline.store import AmdStore
+from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.core.store import AmdStore
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.partitions import day_key
+from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline_tests.conftest import CAMPAIGNS, daily_materializations, published_materialization
 
 START, END = dt.date(2026, 11, 1), dt.date(2026, 11, 10)

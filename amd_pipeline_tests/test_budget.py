@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from amd_pipeline.budget import Budget, CallLedger
+from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.wolkvox.errors import BudgetExhaustedError
 
 BOGOTA = "America/Bogota"
@@ -68,7 +68,7 @@ def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
-        from amd_pipeline.budget import CallLedger
+        from amd_pipeline.core.budget import CallLedger
         from amd_pipeline.wolkvox.errors import BudgetExhaustedError
         from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})

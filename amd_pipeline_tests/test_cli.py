@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from amd_pipeline.instance import shipped_instance_yaml
-from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
-from amd_pipeline.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.orchestration.instance import shipped_instance_yaml
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
@@ -505,10 +505,10 @@ def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tm
 
 
 def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
-    from amd_pipeline.normalize import Fetched, normalize
-    from amd_pipeline.store import AMD_DAILY
-    from amd_pipeline.windows import day_window
+    from amd_pipeline.core.normalize import Fetched, normalize
+    from amd_pipeline.core.store import AMD_DAILY
     from amd_pipeline.wolkvox.models import Answer
+    from amd_pipeline.wolkvox.windows import day_window
 
     real = tmp_path / "data" / "amd.duckdb"
     answer = Answer(({"campaign_id": "555", "total_amd": "9"},), False, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
@@ -524,7 +524,7 @@ def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
 def test_the_demo_refuses_an_instance_that_holds_other_campaigns(tmp_path):
     import dagster as dg
 
-    from amd_pipeline.instance import prepare_home
+    from amd_pipeline.orchestration.instance import prepare_home
 
     home = tmp_path / ".dagster_home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
@@ -805,8 +805,8 @@ def test_an_analyst_holding_the_published_file_never_blocks_a_load(tmp_path, rea
 
 
 def test_a_publish_killed_at_any_moment_leaves_the_previous_file_intact(tmp_path):
-    from amd_pipeline.normalize import FETCHED, to_frame
-    from amd_pipeline.windows import day_window
+    from amd_pipeline.core.normalize import FETCHED, to_frame
+    from amd_pipeline.wolkvox.windows import day_window
 
     working, published = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb"
 
@@ -836,7 +836,7 @@ def test_a_publish_killed_at_any_moment_leaves_the_previous_file_intact(tmp_path
     store.publish(published)  # the previous state: 500 rows
     store.replace(AMD_DAILY, to_frame(rows(1000)))  # the next one: 50,000 rows
     script = textwrap.dedent(f"""
-        from amd_pipeline.store import AmdStore
+        from amd_pipeline.core.store import AmdStore
         store = AmdStore({str(working)!r})
         print("publishing", flush=True)
         store.publish({str(published)!r})
@@ -874,7 +874,7 @@ def test_an_instance_that_cannot_be_opened_is_one_sentence_and_exit_1(sim, tmp_p
 
 
 def test_an_unreachable_instance_database_is_named_without_its_url():
-    from amd_pipeline.instance import cannot_open
+    from amd_pipeline.orchestration.instance import cannot_open
 
     exc = RuntimeError("could not connect to postgresql://amd:SECRET-pw@db:5432/dagster")
     said = cannot_open(Path("/srv/home"), exc)

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from amd_pipeline.simulator import truth
-from amd_pipeline.windows import day_window
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient, map_response
+from amd_pipeline.wolkvox.simulator import truth
+from amd_pipeline.wolkvox.windows import day_window
 
 WINDOW = day_window(dt.date(2026, 11, 25), "America/Bogota")  # a Wednesday with detections
 REQ = "campaign 20717, window 2026-11-25"

@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from amd_pipeline.definitions import build_definitions, defs
-from amd_pipeline.instance import pool_limit_configured, prepare_home, shipped_instance_yaml
-from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.definitions import defs
+from amd_pipeline.orchestration.build import build_definitions
+from amd_pipeline.orchestration.instance import pool_limit_configured, prepare_home, shipped_instance_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,10 @@ def test_bad_definition_settings_are_named(name, value):
 
 
 def test_nothing_happens_at_import():
-    """Importing our modules reads no environment variable, opens no file or socket."""
+    """Importing our modules reads no environment variable, opens no file or socket.
+
+    Every module file of the package, sub-packages included, is imported (the walk is checked).
+    """
     script = textwrap.dedent("""
         import json, os, sys
         import dagster, pandas, duckdb, requests, yaml  # third-party imports may do what they like
@@ -67,14 +71,23 @@ def test_nothing_happens_at_import():
                 seen.append((event, str(args[0])))
         sys.addaudithook(hook)
         import importlib, pkgutil, amd_pipeline
+        imported = ["amd_pipeline"]
         for module in pkgutil.walk_packages(amd_pipeline.__path__, 'amd_pipeline.'):
             if module.name != 'amd_pipeline.__main__':  # running it is the command itself
                 importlib.import_module(module.name)
-        print(json.dumps(seen))
+                imported.append(module.name)
+        print(json.dumps({"seen": seen, "imported": imported}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["seen"] == []
+    package = ROOT / "amd_pipeline"
+    files = {
+        ".".join(("amd_pipeline", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+    }
+    assert sorted(files - {"amd_pipeline.__main__"}) == sorted(result["imported"])
 
 
 @pytest.mark.slow
@@ -105,7 +118,7 @@ def test_the_shipped_instance_limits_the_token_pool_and_frees_dead_runs_slots(tm
 def test_a_backfill_makes_one_run_per_group_of_adjacent_campaigns():
     import datetime as dt
 
-    from amd_pipeline.runs import campaign_groups, ranged_runs
+    from amd_pipeline.orchestration.runs import campaign_groups, ranged_runs
 
     assert campaign_groups(["1", "2", "3", "4"], ["1", "2", "3", "4"]) == [["1", "2", "3", "4"]]
     assert campaign_groups(["1", "2", "3", "4"], ["4", "1", "2"]) == [["1", "2"], ["4"]]

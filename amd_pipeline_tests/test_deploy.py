@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amd_pipeline.settings import RunSettings
+from amd_pipeline.core.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -27,9 +27,12 @@ DAEMON = "amd-pipeline-daemon.service"
 UNITS = (WEBSERVER, DAEMON)
 INSTALLED_VENV_BIN = "/opt/amd_pipeline/.venv/bin/"
 ENV_FILE = "/etc/amd-pipeline/env"
-# The modules that read environment variables (settings.py checks them, definitions.py hands them to
+# The modules that read environment variables (core/settings.py checks them, orchestration/build.py hands them to
 # resources as EnvVar). A name the env file sets must be read in one of them.
-SETTINGS_READERS = (ROOT / "amd_pipeline" / "settings.py", ROOT / "amd_pipeline" / "definitions.py")
+SETTINGS_READERS = (
+    ROOT / "amd_pipeline" / "core" / "settings.py",
+    ROOT / "amd_pipeline" / "orchestration" / "build.py",
+)
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
@@ -213,3 +216,12 @@ def test_start_pre_writes_the_instance_config(tmp_path: Path) -> None:
         env = {**os.environ, "DAGSTER_HOME": str(home)}
         subprocess.run([sys.executable, *argv[1:]], env=env, cwd=ROOT, check=True, timeout=60)
         assert "default_limit: 1" in (home / "dagster.yaml").read_text()
+
+
+def test_units_installed_before_the_package_split_still_prepare_the_home(tmp_path: Path) -> None:
+    """Units copied into /etc/systemd/system earlier name the old path; they keep working."""
+    old = "from amd_pipeline.instance import prepare_home; prepare_home()"
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    subprocess.run([sys.executable, "-c", old], env=env, cwd=ROOT, check=True, timeout=60)
+    assert "default_limit: 1" in (home / "dagster.yaml").read_text()

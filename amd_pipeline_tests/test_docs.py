@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amd_pipeline import messages
+from amd_pipeline.core import messages
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"\b((?:WOLKVOX|AMD|DAGSTER)_[A-Z][A-Z_]*[A-Z])\b")

@@ -1,6 +1,6 @@
 """Batched event writes (DAGSTER_EVENT_BATCH_SIZE) leave the UI's view of amd_daily as it was.
 
-On both instance profiles: the shipped SQLite one (amd_pipeline/event_log.py writes a batch in one
+On both instance profiles: the shipped SQLite one (amd_pipeline/orchestration/event_log.py writes a batch in one
 transaction per file) and PostgreSQL (dagster_postgres inserts a batch of materialisations in one
 statement). The same loads run on two instances, one writing events one at a time and one in
 batches, and what the UI reads is compared: each partition's status in the matrix, each
@@ -21,11 +21,11 @@ import dagster as dg
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-from amd_pipeline.event_log import AmdSqliteInstance, BatchedSqliteEventLogStorage
-from amd_pipeline.instance import EVENT_BATCH_SIZE, prepare_home
-from amd_pipeline.partitions import day_key
-from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.event_log import AmdSqliteInstance, BatchedSqliteEventLogStorage
+from amd_pipeline.orchestration.instance import EVENT_BATCH_SIZE, prepare_home, shipped_instance_yaml
+from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline_tests.conftest import CAMPAIGNS, PRODUCTION_PROFILE
 
 AMD_DAILY = dg.AssetKey("amd_daily")
@@ -297,3 +297,20 @@ def test_an_instance_opened_by_its_path_uses_its_own_folder(tmp_path, monkeypatc
     with dg.DagsterInstance.from_config(str(first)) as instance:
         assert Path(instance.event_log_storage._base_dir).resolve() == (first / "history" / "runs").resolve()
     assert os.environ["DAGSTER_HOME"] == str(second)
+
+
+def test_a_home_written_before_the_package_split_keeps_its_config_and_still_opens(tmp_path, monkeypatch):
+    """prepare_home never rewrites a home's dagster.yaml, so old homes keep naming amd_pipeline.event_log."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    old = shipped_instance_yaml().replace(
+        "module: amd_pipeline.orchestration.event_log", "module: amd_pipeline.event_log"
+    )
+    assert old != shipped_instance_yaml()
+    (home / "dagster.yaml").write_text(old)
+    prepare_home(home)
+    assert (home / "dagster.yaml").read_text() == old
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance) is AmdSqliteInstance
+        assert type(instance.event_log_storage) is BatchedSqliteEventLogStorage

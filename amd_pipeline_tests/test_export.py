@@ -9,9 +9,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from amd_pipeline.export import STAGING_PREFIX, export_published
-from amd_pipeline.simulator import truth_for_day
-from amd_pipeline.views import VIEWS
+from amd_pipeline.core.export import STAGING_PREFIX, export_published
+from amd_pipeline.core.views import VIEWS
+from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline_tests.conftest import CAMPAIGNS
 from amd_pipeline_tests.sample import make_working_store
 
@@ -100,7 +100,7 @@ def test_exporting_again_replaces_the_files_and_drops_months_no_longer_written(p
 
 
 def test_publish_can_keep_a_parquet_copy_beside_the_file(published, tmp_path):
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.store import AmdStore
 
     working = AmdStore(published.with_name("amd.working.duckdb"))
     working.publish(tmp_path / "amd.duckdb", parquet_dir=tmp_path / "amd_parquet")

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from amd_pipeline.loader import (
+from amd_pipeline.core.loader import (
     ALL,
     CampaignAll,
     LoadFailedError,
@@ -14,10 +14,10 @@ from amd_pipeline.loader import (
     load,
     plan_calls,
 )
-from amd_pipeline.simulator import truth_for_day
-from amd_pipeline.store import AMD_DAILY, AmdStore
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.wolkvox import errors
+from amd_pipeline.wolkvox.simulator import truth_for_day
+from amd_pipeline.wolkvox.windows import day_window
 
 DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(10)]
 
@@ -118,7 +118,7 @@ def test_a_spent_quota_stops_the_load_and_keeps_what_was_fetched(make_client, si
 
 
 def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
-    from amd_pipeline.settings import SettingsError
+    from amd_pipeline.core.settings import SettingsError
 
     with pytest.raises(LoadFailedError) as caught:
         load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests_for(["20717", "all"]))
@@ -128,7 +128,7 @@ def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
 
 def test_the_loader_cannot_loop_even_if_the_fallback_makes_no_progress(make_client, sim, tmp_path, monkeypatch):
     """The old bug: a fallback that rebuilt the very call the server refused, until the quota was gone."""
-    import amd_pipeline.loader as loader
+    import amd_pipeline.core.loader as loader
 
     monkeypatch.setattr(loader, "_per_campaign", lambda calls: list(calls))  # the fallback now repeats itself
     sim.state.config.supports_all = False
@@ -143,7 +143,7 @@ def test_the_loader_cannot_loop_even_if_the_fallback_makes_no_progress(make_clie
 
 @pytest.mark.parametrize("refusal", ["400", "500", "html404"])
 def test_a_server_that_refuses_everything_costs_at_most_the_plan(make_client, sim, tmp_path, refusal):
-    from amd_pipeline.loader import call_allowance
+    from amd_pipeline.core.loader import call_allowance
 
     sim.state.config.refuse_everything = refusal
     requests = requests_for(["20717", "20718", "20731"], DAYS[:5])
@@ -172,7 +172,7 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
     import subprocess
     import sys
 
-    from amd_pipeline.store import StoreLockedError
+    from amd_pipeline.core.store import StoreLockedError
 
     path = tmp_path / "amd.duckdb"
     waits: list[float] = []
@@ -210,7 +210,7 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
 
 
 def test_the_budget_stops_the_load_writes_what_was_fetched_and_defers_the_rest(make_client, sim, tmp_path):
-    from amd_pipeline.budget import CallLedger
+    from amd_pipeline.core.budget import CallLedger
 
     ledger = CallLedger(tmp_path / "k.calls.json", "America/Bogota")
     client = make_client(before_call=lambda: ledger.charge("backfill", 4))

@@ -2,9 +2,17 @@ import datetime as dt
 
 import pytest
 
-from amd_pipeline.normalize import COLUMNS, FETCHED, FETCHED_EMPTY, Fetched, InvalidValueError, normalize, parse_total
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.normalize import (
+    COLUMNS,
+    FETCHED,
+    FETCHED_EMPTY,
+    Fetched,
+    InvalidValueError,
+    normalize,
+    parse_total,
+)
 from amd_pipeline.wolkvox.models import Answer
+from amd_pipeline.wolkvox.windows import day_window
 
 WINDOW = day_window(dt.date(2026, 11, 25), "America/Bogota")
 AT = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)

@@ -23,19 +23,19 @@ import duckdb
 import psycopg2
 import pytest
 
-from amd_pipeline.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
 # Control: the processes keep the token's state in their own files, as if the instance were not shared.
-UNSHARED = "import amd_pipeline.shared_state as s; s.instance_url = lambda instance: None\n"
+UNSHARED = "import amd_pipeline.core.shared_state as s; s.instance_url = lambda instance: None\n"
 CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())\n"
 CLI_UNSHARED = [sys.executable, "-c", UNSHARED + CLI_MAIN]
 # With the pool lifted: every process's load waits at a file barrier, so the three loads really run at once
 # (without it, a process that started late could find the others done: a control seeing 0 overlaps).
 AT_ONCE = textwrap.dedent("""
-    import pathlib, amd_pipeline.loader as loader
+    import pathlib, amd_pipeline.core.loader as loader
     from amd_pipeline_tests.barrier import wait_at_barrier
     _load = loader.load
     def _load_at_once(*args, **kwargs):
@@ -51,8 +51,8 @@ REFRESH = textwrap.dedent("""
     # As the daemon does: evaluate the refresh schedule's tick, then run its request, in another process.
     import datetime as dt, os, sys
     import dagster as dg
-    from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-    from amd_pipeline.settings import DefinitionSettings
+    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+    from amd_pipeline.core.settings import DefinitionSettings
     defs = build_definitions(DefinitionSettings.from_env())
     repo = defs.get_repository_def()
     instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-from amd_pipeline.settings import DefinitionSettings
+from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
 from amd_pipeline_tests.conftest import daily_materializations, published_materialization
 
 BOGOTA = ZoneInfo("America/Bogota")
@@ -70,8 +70,8 @@ def test_a_refresh_tick_is_skipped_while_the_previous_refresh_still_runs(env, in
     sim.state.config.latency_ms = 1500  # a slow server keeps the refresh run going
     script = textwrap.dedent(f"""
         import dagster as dg
-        from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-        from amd_pipeline.settings import DefinitionSettings
+        from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+        from amd_pipeline.core.settings import DefinitionSettings
         job = build_definitions(DefinitionSettings.from_env()).resolve_job_def(AMD_DAILY_JOB)
         with dg.DagsterInstance.from_config({instance.root_directory!r}) as instance:
             assert job.execute_in_process(instance=instance, tags={dict(request.tags)!r}).success

@@ -1,9 +1,9 @@
 import dagster as dg
 import pytest
 
-from amd_pipeline.definitions import build_definitions
-from amd_pipeline.settings import DefinitionSettings
-from amd_pipeline.store import AmdStore
+from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.core.store import AmdStore
+from amd_pipeline.orchestration.build import build_definitions
 
 
 @pytest.fixture

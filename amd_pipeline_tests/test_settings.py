@@ -2,7 +2,7 @@
 
 import pytest
 
-from amd_pipeline.settings import (
+from amd_pipeline.core.settings import (
     DefinitionSettings,
     RunSettings,
     SettingsError,

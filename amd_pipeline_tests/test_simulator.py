@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from amd_pipeline.simulator import truth, truth_for_day
+from amd_pipeline.wolkvox.simulator import truth, truth_for_day
 
 
 def get(sim, token, path="/api/v2/reports_manager.php", **params):
@@ -70,7 +70,7 @@ def test_windows_one_second_off_or_in_utc_get_other_totals_than_the_local_days(s
     """The instrument: the end-to-end comparisons can see a boundary second or a time zone mistake."""
     from zoneinfo import ZoneInfo
 
-    from amd_pipeline.windows import ONE_SECOND, VENDOR_FORMAT, day_window
+    from amd_pipeline.wolkvox.windows import ONE_SECOND, VENDOR_FORMAT, day_window
 
     bogota = ZoneInfo("America/Bogota")
     days = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(30)]
@@ -161,7 +161,7 @@ def test_campaign_listing_has_the_documented_fields(sim, token):
 
 
 def test_up_to_now_counts_only_what_already_happened_today(token):
-    from amd_pipeline.simulator import SimConfig, Simulator
+    from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 
     zone = ZoneInfo("America/Bogota")
     with Simulator(SimConfig(token=token, up_to_now=True)) as sim:

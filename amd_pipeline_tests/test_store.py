@@ -7,10 +7,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from amd_pipeline.normalize import Fetched, normalize, to_frame
-from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.normalize import Fetched, normalize, to_frame
+from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
 from amd_pipeline.wolkvox.models import Answer
+from amd_pipeline.wolkvox.windows import day_window
 
 AT = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
 
@@ -114,7 +114,7 @@ def test_a_file_locked_by_another_process_is_waited_for_then_reported(tmp_path):
 
 
 def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_path):
-    from amd_pipeline.store import TimezoneMismatchError
+    from amd_pipeline.core.store import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path, timezone="America/Bogota").replace(AMD_DAILY, frame_for({("1", 1): "5"}))
@@ -127,7 +127,7 @@ def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_pat
 
 
 def test_a_file_written_before_zones_were_recorded_is_adopted_only_if_its_days_agree(tmp_path):
-    from amd_pipeline.store import TimezoneMismatchError
+    from amd_pipeline.core.store import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))  # no zone recorded, Bogota days
@@ -155,7 +155,7 @@ def test_migrating_keeps_days_whose_windows_are_unchanged_and_drops_the_others(t
 
 
 def open_day(campaign: str, day: dt.date, total: int, hour: int):
-    from amd_pipeline.normalize import to_frame
+    from amd_pipeline.core.normalize import to_frame
     from amd_pipeline_tests.sample import daily_row
 
     at = dt.datetime.combine(day, dt.time(hour), dt.timezone(dt.timedelta(hours=-5)))  # Bogota
@@ -218,7 +218,7 @@ def sample_working(tmp_path_factory):
 
 
 def published_names():
-    from amd_pipeline.views import VIEWS
+    from amd_pipeline.core.views import VIEWS
 
     return ["amd_daily", "amd_intraday", "campaigns", *VIEWS]
 
@@ -254,7 +254,7 @@ def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_worki
 
 
 def test_answers_older_than_the_keep_days_are_pruned_when_a_load_starts(tmp_path):
-    from amd_pipeline.store import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
+    from amd_pipeline.core.store import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
 
     store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
     now = pd.Timestamp.now(tz="UTC")

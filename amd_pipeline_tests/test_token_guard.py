@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from amd_pipeline.token_guard import SharedLockError, TokenGuard, token_key
+from amd_pipeline.core.token_guard import SharedLockError, TokenGuard, token_key
 
 
 def overlapping_pairs(intervals):
@@ -33,7 +33,7 @@ def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str
     script = textwrap.dedent(f"""
         import json, os, sys, time
         from pathlib import Path
-        from amd_pipeline.token_guard import TokenGuard
+        from amd_pipeline.core.token_guard import TokenGuard
         from amd_pipeline_tests.barrier import wait_at_barrier
         gate = Path({str(tmp_path)!r})
         wait_at_barrier(gate, 3)  # so the three loops run at the same time
@@ -100,7 +100,7 @@ def test_at_most_max_in_flight_leases_are_held_at_once(tmp_path, slots):
 def test_a_dead_holder_does_not_block_the_next_lease(tmp_path):
     script = textwrap.dedent(f"""
         import os
-        from amd_pipeline.token_guard import TokenGuard
+        from amd_pipeline.core.token_guard import TokenGuard
         with TokenGuard("k", lock_dir={str(tmp_path)!r}).lease():
             os._exit(9)
     """)

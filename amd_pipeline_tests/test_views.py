@@ -5,9 +5,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from amd_pipeline.normalize import FETCHED, FETCHED_EMPTY, to_frame
-from amd_pipeline.store import AMD_DAILY, AmdStore
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests.sample import daily_row, make_planted_store
 
 BOGOTA = ZoneInfo("America/Bogota")
@@ -103,7 +103,7 @@ def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(sto
     import base64
     import re
 
-    from amd_pipeline.report import write_report
+    from amd_pipeline.core.report import write_report
 
     out = tmp_path / "report" / "amd_report.html"
     images = write_report(store, out, days=30, png_dir=tmp_path / "png")
@@ -166,7 +166,7 @@ def test_unusual_days_are_the_planted_ones_and_none_of_the_control_campaign(plan
 
 
 def test_the_report_lists_the_unusual_days(planted, tmp_path):
-    from amd_pipeline.report import write_report
+    from amd_pipeline.core.report import write_report
 
     store, first = planted
     page_path = tmp_path / "report.html"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amd_pipeline.windows import ONE_SECOND, day_window, parse_day_key
+from amd_pipeline.wolkvox.windows import ONE_SECOND, day_window, parse_day_key
 
 ZONES = [
     "America/Bogota",

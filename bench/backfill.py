@@ -16,143 +16,46 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-import duckdb
-
-from amd_pipeline.simulator import truth_for_day
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CLI = str(BIN / "amd-pipeline")
-CAMPAIGNS = ["20717", "20718", "20731"]
-TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(url: str, payload: dict | None = None) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as response:
-        return json.load(response)
+from common import (
+    CAMPAIGNS,
+    CLI,
+    ROOT,
+    SimProcess,
+    bench_env,
+    days_span,
+    free_port,
+    graphql,
+    machine,
+    stop_group,
+    timed,
+    verify,
+)
 
 
-class Sim:
-    def __init__(self, latency_ms: float, workdir: Path | None = None, campaigns: int | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                CLI,
-                "simulator",
-                "--port",
-                str(self.port),
-                "--latency-ms",
-                str(latency_ms),
-                "--token",
-                TOKEN,
-                "--daily-quota",
-                "100000000",
-                *(["--campaigns", str(campaigns)] if campaigns else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                self.stats()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("simulator did not start")
-
-    def stats(self) -> dict:
-        return http(self.url + "/_sim/stats")
-
-    def reset(self) -> None:
-        http(self.url + "/_sim/reset", {})
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def env_for(sim: Sim, workdir: Path, home: Path, duckdb_path: Path, campaign_all: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
-    env.update(
-        WOLKVOX_BASE_URL=sim.url,
-        WOLKVOX_TOKEN=TOKEN,
-        AMD_CAMPAIGNS=",".join(CAMPAIGNS),
-        AMD_DUCKDB_PATH=str(duckdb_path),
-        AMD_START_DATE="2024-01-01",
-        AMD_LOCK_DIR=str(workdir / "locks"),
-        DAGSTER_HOME=str(home),
-        WOLKVOX_CAMPAIGN_ALL=campaign_all,
-        # No scheduled refresh or restatement during a measurement (they would share the token).
-        AMD_REFRESH_CRON="0 0 1 1 *",
-        AMD_RESTATE_CRON="0 0 1 1 *",
-    )
-    return env
-
-
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, str]:
-    """Wall seconds, peak RSS (MB) of the process, exit code, stderr tail."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode, stderr[-800:]
-
-
-def verify(duckdb_path: Path, windows: int) -> str:
-    conn = duckdb.connect(str(duckdb_path), read_only=True)
-    rows = conn.execute("SELECT campaign_id, local_date, total_amd FROM amd_daily").fetchall()
-    conn.close()
-    bad = sum(1 for c, d, n in rows if n != truth_for_day(c, d))
-    if len(rows) != windows or bad:
-        return f"MISMATCH ({len(rows)} rows for {windows} windows, {bad} differ from the ground truth)"
-    return f"{len(rows)} rows = ground truth"
-
-
-def days_span(days: int) -> tuple[dt.date, dt.date]:
-    end = dt.date(2026, 10, 31)
-    return end - dt.timedelta(days=days - 1), end
-
-
-def cli_run(sim: Sim, workdir: Path, days: int, campaign_all: str, label: str, latency_ms: float) -> dict:
+def cli_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, label: str, latency_ms: float) -> dict:
     home = workdir / f"home-{label}"
     duckdb_path = workdir / f"{label}.duckdb"
-    env = env_for(sim, workdir, home, duckdb_path, campaign_all)
+    env = bench_env(sim, workdir, home, duckdb_path, campaign_all)
     # Warm-up: create the instance and its sqlite files, as on any machine after the first run.
     warm = days_span(1)
     timed([CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, workdir)
     duckdb_path.unlink()
     # Fixed start-up: a 1-day backfill (3 windows) on the warm home.
     sim.reset()
-    fixed_wall, _, _, _ = timed(
-        [CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, workdir
-    )
+    one_day = [CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"]
+    fixed_wall = timed(one_day, env, workdir)["wall"]
     fixed_calls = sim.stats()["requests"]
     duckdb_path.unlink()
     start, end = days_span(days)
     sim.reset()
     began = time.time()
-    wall, rss, code, err = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, workdir)
+    run = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, workdir)
+    wall, rss, code, err = run["wall"], run["rss_mb"], run["code"], run["stderr"]
     stats = sim.stats()
     windows = len(CAMPAIGNS) * days
     floor = windows * latency_ms / 1000
@@ -218,24 +121,20 @@ def last_metadata(home: Path) -> dict:
     return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    return http(f"http://127.0.0.1:{port}/graphql", {"query": query, "variables": variables or {}})
-
-
 LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
 STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status runs { id status startTime endTime } } } }"""
 
 
-def ui_run(sim: Sim, workdir: Path, days: int, campaign_all: str, latency_ms: float) -> dict:
+def ui_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, latency_ms: float) -> dict:
     import dagster as dg
 
     home = workdir / "home-ui"
     duckdb_path = workdir / "ui.duckdb"
-    env = env_for(sim, workdir, home, duckdb_path, campaign_all)
+    env = bench_env(sim, workdir, home, duckdb_path, campaign_all)
     os.environ["DAGSTER_HOME"] = str(home)
-    from amd_pipeline.instance import get_instance, prepare_home
+    from amd_pipeline.orchestration.instance import get_instance, prepare_home
 
     instance = get_instance(prepare_home(home))
     instance.add_dynamic_partitions("campaign", CAMPAIGNS)
@@ -298,20 +197,7 @@ def ui_run(sim: Sim, workdir: Path, days: int, campaign_all: str, latency_ms: fl
             "check": verify(duckdb_path, windows) if all(r["status"] == "SUCCESS" for r in runs) else "FAILED runs",
         }
     finally:
-        os.killpg(dev.pid, signal.SIGINT)
-        try:
-            dev.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-
-
-def machine() -> str:
-    import dagster
-
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-    versions = f"Python {platform.python_version()}, dagster {dagster.__version__}, duckdb {duckdb.__version__}"
-    return f"{os.cpu_count()} cores ({cpu}), {versions}"
+        stop_group(dev, timeout=20)
 
 
 def main() -> None:
@@ -327,7 +213,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="amd-bench-"))
     print(f"machine: {machine()}")
     print(f"simulator latency L = {args.latency_ms:g} ms; workdir {workdir}")
-    sim = Sim(args.latency_ms, workdir)
+    sim = SimProcess(args.latency_ms)
     results = []
     try:
         paths = args.paths.split(",")

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,18 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dagster as dg  # noqa: E402
+from common import du_bytes  # noqa: E402
 
-from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions  # noqa: E402
-from amd_pipeline.instance import prepare_home  # noqa: E402
-from amd_pipeline.retention import prune_runs  # noqa: E402
-from amd_pipeline.runs import ticks_per_day  # noqa: E402
-from amd_pipeline.settings import DEFAULT_REFRESH_CRON, DefinitionSettings  # noqa: E402
-from amd_pipeline.simulator import SimConfig, Simulator, many_campaigns  # noqa: E402
+from amd_pipeline.core.settings import DEFAULT_REFRESH_CRON, DefinitionSettings  # noqa: E402
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions  # noqa: E402
+from amd_pipeline.orchestration.instance import prepare_home  # noqa: E402
+from amd_pipeline.orchestration.retention import prune_runs  # noqa: E402
+from amd_pipeline.orchestration.runs import ticks_per_day  # noqa: E402
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, many_campaigns  # noqa: E402
 from amd_pipeline_tests.pg_cluster import cluster  # noqa: E402
-
-
-def du(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True).stdout.split()[0])
 
 
 def refresh(defs: dg.Definitions, instance: dg.DagsterInstance, at: dt.datetime) -> float:
@@ -66,7 +62,7 @@ def measure(profile: str, campaigns: int, runs: int, workdir: Path, pg) -> dict:
         size = lambda: pg.database_bytes(url)  # noqa: E731
     else:
         prepare_home(home)
-        size = lambda: du(home)  # noqa: E731
+        size = lambda: du_bytes(home)  # noqa: E731
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["AMD_DUCKDB_PATH"] = str(workdir / f"{profile}.duckdb")
     defs = build_definitions(DefinitionSettings.from_env())

@@ -25,11 +25,11 @@ def make_ledger(pg_url: str | None, folder: Path, name: str) -> str:
     if pg_url:
         key = {"one": "00000000000000000001", "shared": "00000000000000000002"}[name]
         return (
-            "from amd_pipeline.shared_state import PgCallLedger\n"
+            "from amd_pipeline.core.shared_state import PgCallLedger\n"
             f"ledger = PgCallLedger({pg_url!r}, {key!r}, 'America/Bogota')\n"
         )
     return (
-        "from amd_pipeline.budget import CallLedger\n"
+        "from amd_pipeline.core.budget import CallLedger\n"
         f"ledger = CallLedger({str(folder / (name + '.calls.json'))!r}, 'America/Bogota')\n"
     )
 

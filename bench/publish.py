@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from amd_pipeline.normalize import FETCHED, to_frame
-from amd_pipeline.store import AMD_DAILY, REQUEST_COLUMNS, AmdStore
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.normalize import FETCHED, to_frame
+from amd_pipeline.core.store import AMD_DAILY, REQUEST_COLUMNS, AmdStore
+from amd_pipeline.wolkvox.windows import day_window
 
 
 def build(folder: Path, campaigns: int, days: int) -> AmdStore:

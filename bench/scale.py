@@ -38,17 +38,14 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from backfill import CLI, ROOT, Sim, days_span, env_for, machine, verify
+from common import CLI, ROOT, SimProcess, bench_env, days_span, du_bytes, log, machine, timed, verify
 
 PLANNED = "ASSET_MATERIALIZATION_PLANNED"
 MATERIALIZATION = "ASSET_MATERIALIZATION"
@@ -58,49 +55,13 @@ SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def ScaleSim(latency_ms: float, campaigns: int) -> Sim:  # noqa: N802 (reads as the class it builds)
+def ScaleSim(latency_ms: float, campaigns: int) -> SimProcess:  # noqa: N802 (reads as the class it builds)
     """The simulator serving ``campaigns`` predictive campaigns (ids 30001...)."""
-    return Sim(latency_ms, campaigns=campaigns)
+    return SimProcess(latency_ms, campaigns=campaigns)
 
 
 def campaign_ids(count: int) -> list[str]:
     return [str(30001 + i) for i in range(count)]
-
-
-def timed_limit(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> dict:
-    """Like backfill.timed, with a time limit: wall seconds, process start/end (epoch), peak RSS (MB), exit code."""
-    began = time.time()
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    try:
-        stderr = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    if code == -9 and wall >= timeout:
-        stderr += f"\n(killed after the {timeout:g} s time limit)"
-    return {
-        "wall": wall,
-        "began": began,
-        "ended": began + wall,
-        "rss_mb": usage.ru_maxrss / 1024,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "code": code,
-        "stderr": stderr[-800:],
-    }
-
-
-def du_bytes(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 class Profile:
@@ -269,13 +230,15 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
     return {k: round(v, 3) for k, v in parts.items()}, {k: round(v, 2) for k, v in rates.items()}
 
 
-def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, subset: bool, batch: bool) -> dict:
+def one_run(
+    profile: Profile, sim: SimProcess, workdir: Path, args, latency_ms: float, subset: bool, batch: bool
+) -> dict:
     label = f"{profile.name}-L{latency_ms:g}" + ("-subset" if subset else "") + ("-batch" if batch else "-one")
     run_dir = workdir / label
     run_dir.mkdir()
     home = run_dir / "home"
     duckdb_path = run_dir / "amd.duckdb"
-    env = env_for(sim, run_dir, home, duckdb_path, "auto")  # its own lock folder, so its own call ledger
+    env = bench_env(sim, run_dir, home, duckdb_path, "auto")  # its own lock folder, so its own call ledger
     env["AMD_CAMPAIGNS"] = ",".join(campaign_ids(args.campaigns))
     env[SUBSET_ENV] = "true" if subset else "false"
     if not batch:
@@ -295,9 +258,7 @@ def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, 
     log(f"{label}: warm-up (1-day backfill, {args.campaigns} windows)")
     sim.reset()
     warm = days_span(1)
-    warmed = timed_limit(
-        [CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, run_dir, 600
-    )
+    warmed = timed([CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, run_dir, 600)
     warm_overlaps = sim.stats()["overlaps"]
     if warmed["code"] != 0:
         result.update(check=f"WARM-UP FAILED rc={warmed['code']}: {warmed['stderr']}", overlaps=warm_overlaps)
@@ -311,9 +272,7 @@ def one_run(profile: Profile, sim: Sim, workdir: Path, args, latency_ms: float, 
     start, end = days_span(args.days)
     log(f"{label}: timed backfill {start}..{end}, {windows} windows (limit {args.timeout:g} s)")
     sim.reset()
-    run = timed_limit(
-        [CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, run_dir, args.timeout
-    )
+    run = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, run_dir, args.timeout)
     stats = sim.stats()
     size_after = profile.size()
     calls = stats["requests"]

@@ -44,9 +44,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backfill import CLI, ROOT, free_port, graphql, http
+from common import CLI, ROOT, SimProcess, clean_env, free_port, graphql, log, stop_group
 
-from amd_pipeline.simulator import truth_for_day
+from amd_pipeline.wolkvox.simulator import truth_for_day
 
 TOKEN = "soak-token"
 TIMEZONE = "America/Bogota"
@@ -54,31 +54,7 @@ IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 MEMORY_GROWTH_LIMIT = 0.15  # the last minute's RSS may be at most 15% above the first minute's
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 # --- processes ------------------------------------------------------------------------------------
-
-
-def stop_group(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 60) -> bool:
-    """Signal the process group of ``proc`` (started with start_new_session), wait; SIGKILL it if it hangs.
-
-    True when it ended on the first signal."""
-    if proc.poll() is not None:
-        return True
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return True
-    try:
-        proc.wait(timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        return False
 
 
 def proc_table() -> dict[int, tuple[int, int, str, str]]:
@@ -270,48 +246,17 @@ class Backfill:
 # --- the simulator and dagster dev ------------------------------------------------------------------
 
 
-class FaultySim:
-    def __init__(self, args: argparse.Namespace, workdir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [
-            CLI,
-            "simulator",
-            "--port",
-            str(self.port),
-            "--token",
-            TOKEN,
-            "--latency-ms",
-            str(args.latency_ms),
-            "--fault-rate",
-            str(args.fault_rate),
-            "--faults",
-            args.faults,
-            "--campaigns",
-            str(args.campaigns),
-            "--daily-quota",
-            str(args.daily_quota),
-            "--seed",
-            str(args.seed),
-        ]
-        self.log = open(workdir / "simulator.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(300):
-            try:
-                self.stats()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise RuntimeError(f"simulator did not start (see {workdir / 'simulator.log'})")
-
-    def stats(self) -> dict:
-        return http(self.url + "/_sim/stats")
-
-    def stop(self) -> None:
-        stop_group(self.proc, signal.SIGTERM, 10)
-        self.log.close()
+def FaultySim(args: argparse.Namespace, workdir: Path) -> SimProcess:  # noqa: N802 (reads as the class it builds)
+    """The simulator with the soak's faults, seed and quota, logging to ``workdir/simulator.log``."""
+    extra = ["--fault-rate", str(args.fault_rate), "--faults", args.faults, "--seed", str(args.seed)]
+    return SimProcess(
+        args.latency_ms,
+        token=TOKEN,
+        campaigns=args.campaigns,
+        daily_quota=args.daily_quota,
+        extra=extra,
+        log_path=workdir / "simulator.log",
+    )
 
 
 def write_pg_home(home: Path) -> None:
@@ -336,8 +281,8 @@ def pg_driver_url(url: str) -> str:
     return url
 
 
-def soak_env(args: argparse.Namespace, sim: FaultySim, workdir: Path, home: Path, today: dt.date) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+def soak_env(args: argparse.Namespace, sim: SimProcess, workdir: Path, home: Path, today: dt.date) -> dict[str, str]:
+    env = clean_env()
     env.update(
         WOLKVOX_BASE_URL=sim.url,
         WOLKVOX_TOKEN=TOKEN,
@@ -433,7 +378,7 @@ def run_report(home: Path, since: float) -> tuple[list[dict], dict]:
     the runs of earlier soaks: they are left out.)"""
     import dagster as dg
 
-    from amd_pipeline.assets import SOURCE_TAG
+    from amd_pipeline.orchestration.assets import SOURCE_TAG
 
     instance = dg.DagsterInstance.from_config(str(home))
     try:

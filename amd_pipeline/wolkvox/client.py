@@ -20,9 +20,9 @@ from typing import Any
 
 import requests
 
-from amd_pipeline.windows import Window
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.models import Answer, CallStats
+from amd_pipeline.wolkvox.windows import Window
 
 REPORTS_PATH = "/api/v2/reports_manager.php"
 INFORMATION_PATH = "/api/v2/information.php"
@@ -201,7 +201,7 @@ class WolkvoxClient:
         max_calls: most HTTP attempts this client may make (``None``: no limit); the loader sets it to
             the plan's calls x attempts, so no bug can turn a load into a loop that spends the quota.
         before_call: called before every HTTP attempt; it may refuse the attempt by raising
-            (the daily call budget: :meth:`amd_pipeline.budget.CallLedger.charge`).
+            (the daily call budget: :meth:`amd_pipeline.core.budget.CallLedger.charge`).
 
     Every attempt is also recorded in :attr:`attempts` (for the ``api_requests`` ledger), the token never.
     """

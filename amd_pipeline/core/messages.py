@@ -6,7 +6,7 @@ the same words everywhere, and never a traceback or a class path (``--verbose`` 
 
 from __future__ import annotations
 
-from amd_pipeline.settings import SettingsError
+from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.wolkvox import errors
 
 # Exit statuses of every `amd-pipeline` command (the table in docs/operating.md, "Errors and exit statuses").

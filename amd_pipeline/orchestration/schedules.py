@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from amd_pipeline.assets import SOURCE_TAG
-from amd_pipeline.loader import CampaignAll
-from amd_pipeline.partitions import CAMPAIGN_DIMENSION
-from amd_pipeline.resources import WolkvoxResource
-from amd_pipeline.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
-from amd_pipeline.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.core.loader import CampaignAll
+from amd_pipeline.core.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.orchestration.assets import SOURCE_TAG
+from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
+from amd_pipeline.orchestration.resources import WolkvoxResource
+from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
 
 REFRESH = "amd_daily_refresh"
 RESTATE = "amd_daily_restate"
@@ -147,7 +147,7 @@ class Retention(dg.ConfigurableResource):
 
 @dg.op(name="prune_scheduled_runs", description="Deletes finished scheduled runs no partition depends on.")
 def prune_scheduled_runs(context: dg.OpExecutionContext, retention: Retention) -> dg.Output:
-    from amd_pipeline.retention import prune_runs
+    from amd_pipeline.orchestration.retention import prune_runs
 
     pruned = prune_runs(context.instance, retention.keep_days)
     context.log.info(pruned.describe())

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from amd_pipeline.shared_state import dsn, lock_class
+from amd_pipeline.core.shared_state import dsn, lock_class
 from amd_pipeline.wolkvox.errors import FatalError
 
 DEFAULT_LOCK_DIR_NAME = "amd_pipeline-token-locks"
@@ -74,7 +74,7 @@ class TokenGuard:
         """What was learned about this token's server: in the shared database when there is one (every
         machine sees it), else beside the lock files (every process on this machine)."""
         if self.shared_url:
-            from amd_pipeline.shared_state import PgTokenState
+            from amd_pipeline.core.shared_state import PgTokenState
 
             return PgTokenState(self.shared_url, self.key)
         return TokenState(self.lock_dir / f"{self.key}.state.json")

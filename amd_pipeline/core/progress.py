@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from amd_pipeline.loader import Progress
+from amd_pipeline.core.loader import Progress
 
 _listeners: list[Callable[[Progress], None]] = []
 

@@ -5,7 +5,7 @@ runs. This pipeline may spend ``AMD_QUOTA_SHARE`` of them. Each attempt is count
 in a small JSON file beside the token's lock files, under an exclusive ``flock``: check and increment
 are one step, so processes that share the folder never spend more than the budget between them, and
 the count survives restarts. This file is the SQLite profile's ledger; with the instance in PostgreSQL
-the same ledger lives there (:class:`amd_pipeline.shared_state.PgCallLedger`), shared by every machine.
+the same ledger lives there (:class:`amd_pipeline.core.shared_state.PgCallLedger`), shared by every machine.
 The day is the operation's local day (the vendor does not say when its
 quota resets; local midnight is assumed).
 """

@@ -17,7 +17,7 @@ import os
 import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from amd_pipeline.assets import SOURCE_TAG
+from amd_pipeline.orchestration.assets import SOURCE_TAG
 
 PRUNED_SOURCES = ("refresh", "restate", "cleanup")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]

@@ -32,13 +32,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from amd_pipeline.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
-from amd_pipeline.settings import check_campaign_id
-from amd_pipeline.store import ANSWER_COLUMNS, AmdStore, TableSpec, attempts_frame
-from amd_pipeline.windows import Window
+from amd_pipeline.core.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
+from amd_pipeline.core.settings import check_campaign_id
+from amd_pipeline.core.store import ANSWER_COLUMNS, AmdStore, TableSpec, attempts_frame
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import WolkvoxClient
 from amd_pipeline.wolkvox.models import Answer
+from amd_pipeline.wolkvox.windows import Window
 
 DEFAULT_BATCH_SIZE = 2500
 BATCH_SECONDS = 10.0  # a batch is also written once this long has passed since the last write

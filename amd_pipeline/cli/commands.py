@@ -22,9 +22,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from amd_pipeline.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
-from amd_pipeline.settings import RunSettings, SettingsError
-from amd_pipeline.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
+from amd_pipeline.core.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
+from amd_pipeline.core.settings import RunSettings, SettingsError
+from amd_pipeline.wolkvox.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
 # starts in a fraction of a second.
@@ -58,7 +58,7 @@ def _number(kind, low: float, high: float | None = None):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from amd_pipeline.demo import run_demo
+    from amd_pipeline.cli.demo import run_demo
 
     return run_demo(
         days=args.days, latency_ms=args.latency_ms, fault_rate=args.fault_rate, home=args.home, duckdb_path=args.duckdb
@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from amd_pipeline.backfill import run_backfill
+    from amd_pipeline.cli.backfill import run_backfill
 
     return run_backfill(
         args.start,
@@ -85,8 +85,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
     import pandas as pd
 
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH, DefinitionSettings
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, DefinitionSettings
+    from amd_pipeline.core.store import AmdStore
 
     timezone = DefinitionSettings.from_env().timezone
     path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
@@ -128,9 +128,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from amd_pipeline.report import write_report
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.report import write_report
+    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH
+    from amd_pipeline.core.store import AmdStore
 
     path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     if not Path(path).exists():
@@ -143,9 +143,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from amd_pipeline.export import export_published
-    from amd_pipeline.settings import DEFAULT_DUCKDB_PATH
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.export import export_published
+    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH
+    from amd_pipeline.core.store import AmdStore
 
     path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     if not Path(path).exists():
@@ -163,10 +163,10 @@ def cmd_budget(args: argparse.Namespace) -> int:
     """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
     import dagster as dg
 
-    from amd_pipeline.definitions import build_definitions
-    from amd_pipeline.instance import existing_instance
-    from amd_pipeline.runs import Cadence, calls_per_refresh, ticks_per_day
-    from amd_pipeline.schedules import valid_campaigns
+    from amd_pipeline.orchestration.build import build_definitions
+    from amd_pipeline.orchestration.instance import existing_instance
+    from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ticks_per_day
+    from amd_pipeline.orchestration.schedules import valid_campaigns
 
     settings = RunSettings.from_env()
     definition = settings.definition
@@ -210,14 +210,14 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
-    from amd_pipeline.settings import (
+    from amd_pipeline.core.settings import (
         DEFAULT_DUCKDB_PATH,
         PublishSettings,
         check_timezone,
         parquet_dir_for,
         working_path_for,
     )
-    from amd_pipeline.store import AMD_DAILY, AmdStore
+    from amd_pipeline.core.store import AMD_DAILY, AmdStore
 
     new = check_timezone(args.to, "--to")
     options = PublishSettings.from_env()
@@ -271,8 +271,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from amd_pipeline.instance import batch_event_writes, prepare_home
-    from amd_pipeline.settings import DefinitionSettings
+    from amd_pipeline.core.settings import DefinitionSettings
+    from amd_pipeline.orchestration.instance import batch_event_writes, prepare_home
 
     DefinitionSettings.from_env()  # a bad zone or start date would stop the code location from loading
     if not Path(args.workspace).exists():
@@ -292,7 +292,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if not args.demo:
         # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
         os.execv(executable, argv)
-    from amd_pipeline.demo import run_dev_demo
+    from amd_pipeline.cli.demo import run_dev_demo
 
     return run_dev_demo(home=home, argv=argv, duckdb_path=args.duckdb, latency_ms=args.latency_ms, port=args.port)
 
@@ -407,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         status = EXIT_INTERRUPTED
     except Exception as exc:
-        from amd_pipeline.messages import explain
+        from amd_pipeline.core.messages import explain
 
         hint = "" if verbose else " (rerun with --verbose for the traceback)"
         status = _fail(EXIT_FAILED, explain(exc) + hint, verbose)

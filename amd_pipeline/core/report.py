@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from amd_pipeline.store import AmdStore
+from amd_pipeline.core.store import AmdStore
 
 STATUS_COLORS = {
     "fetched": "#2f855a",

@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from amd_pipeline.budget import Budget, CallLedger
-from amd_pipeline.campaigns import discover_campaign_ids
-from amd_pipeline.loader import CampaignAll
-from amd_pipeline.settings import (
+from amd_pipeline.core.budget import Budget, CallLedger
+from amd_pipeline.core.campaigns import discover_campaign_ids
+from amd_pipeline.core.loader import CampaignAll
+from amd_pipeline.core.settings import (
     INT_SETTINGS,
     PublishSettings,
     SettingsError,
@@ -27,9 +27,9 @@ from amd_pipeline.settings import (
     parse_campaign_list,
     working_path_for,
 )
-from amd_pipeline.shared_state import PgCallLedger
-from amd_pipeline.store import AmdStore, attempts_frame
-from amd_pipeline.token_guard import TokenGuard, token_key
+from amd_pipeline.core.shared_state import PgCallLedger
+from amd_pipeline.core.store import AmdStore, attempts_frame
+from amd_pipeline.core.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
 from amd_pipeline.wolkvox.errors import WolkvoxError
@@ -73,7 +73,7 @@ class WolkvoxResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Share the token's state through the instance's PostgreSQL when it has one (runs, sensors,
         schedules, the CLI's ``build_resources(instance=...)``): one budget and one lock everywhere."""
-        from amd_pipeline.shared_state import instance_url
+        from amd_pipeline.core.shared_state import instance_url
 
         self._instance_url = instance_url(context.instance)
 

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.backfill import run_backfill
-from amd_pipeline.messages import EXIT_INTERRUPTED
-from amd_pipeline.settings import SettingsError
-from amd_pipeline.simulator import SimConfig, Simulator
+from amd_pipeline.cli.backfill import run_backfill
+from amd_pipeline.core.messages import EXIT_INTERRUPTED
+from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 
 
 def _summary(duckdb_path: str, start: dt.date, end: dt.date):
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.store import AmdStore
 
     return AmdStore(duckdb_path).query(
         """
@@ -43,9 +43,9 @@ def _refuse_foreign(duckdb_path: str, home: Path) -> None:
     already hold campaigns that are not the simulator's: the demo never mixes its rows with an operation's."""
     import dagster as dg
 
-    from amd_pipeline.partitions import CAMPAIGN_DIMENSION
-    from amd_pipeline.settings import working_path_for
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.settings import working_path_for
+    from amd_pipeline.core.store import AmdStore
+    from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
 
     found: set[str] = set()
     for path in (duckdb_path, working_path_for(duckdb_path)):
@@ -68,8 +68,8 @@ def _refuse_foreign(duckdb_path: str, home: Path) -> None:
 
 def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | None, duckdb_path: str) -> int:
     """Backfill the last ``days`` days from the simulator with faults on, summarise, compare with its truth."""
-    from amd_pipeline.instance import prepare_home
-    from amd_pipeline.settings import DefinitionSettings
+    from amd_pipeline.core.settings import DefinitionSettings
+    from amd_pipeline.orchestration.instance import prepare_home
 
     settings = DefinitionSettings.from_env()
     home = prepare_home(home)
@@ -103,8 +103,8 @@ def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | Non
         stats = sim.stats()
     if code:
         return code
-    from amd_pipeline.simulator import truth_for_day
-    from amd_pipeline.store import AmdStore
+    from amd_pipeline.core.store import AmdStore
+    from amd_pipeline.wolkvox.simulator import truth_for_day
 
     rows = AmdStore(duckdb_path).query(
         "SELECT campaign_id, local_date, total_amd FROM amd_daily WHERE local_date BETWEEN ? AND ?", [start, end]

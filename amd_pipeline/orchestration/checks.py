@@ -5,11 +5,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from amd_pipeline.partitions import CAMPAIGN_DIMENSION
-from amd_pipeline.resources import AmdStoreResource
-from amd_pipeline.settings import DefinitionSettings, SettingsError, check_campaign_id
-from amd_pipeline.store import AMD_DAILY, AmdStore
-from amd_pipeline.views import UNUSUAL_MIN_HISTORY, UNUSUAL_THRESHOLD, VIEWS
+from amd_pipeline.core.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.views import UNUSUAL_MIN_HISTORY, UNUSUAL_THRESHOLD, VIEWS
+from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
+from amd_pipeline.orchestration.resources import AmdStoreResource
 
 SHOWN = 50  # missing campaign-days listed in the check's metadata
 UNUSUAL_RECENT_DAYS = 56  # the check lists unusual days of the last 8 weeks; the view keeps them all

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from amd_pipeline.loader import Plan
-from amd_pipeline.partitions import day_key
-from amd_pipeline.windows import local_day_start
+from amd_pipeline.core.loader import Plan
+from amd_pipeline.orchestration.partitions import day_key
+from amd_pipeline.wolkvox.windows import local_day_start
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

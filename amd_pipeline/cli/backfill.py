@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
-from amd_pipeline.progress import ProgressPrinter
-from amd_pipeline.settings import RunSettings, SettingsError, parquet_dir_for
+from amd_pipeline.core.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
+from amd_pipeline.core.progress import ProgressPrinter
+from amd_pipeline.core.settings import RunSettings, SettingsError, parquet_dir_for
 
 
 def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
@@ -28,8 +28,8 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
     :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3). The calls
     go to ``api_requests`` (source ``cli``) once the campaigns are accepted: a refusal writes no file.
     """
-    from amd_pipeline.messages import explain
-    from amd_pipeline.store import attempts_frame
+    from amd_pipeline.core.messages import explain
+    from amd_pipeline.core.store import attempts_frame
     from amd_pipeline.wolkvox import errors
 
     def refused(exc: errors.WolkvoxError) -> CliExit | None:
@@ -109,8 +109,8 @@ def run_backfill(
     needs more than the quota or the pipeline's daily budget leaves, unless ``force`` (exit 3).
     A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
     """
-    from amd_pipeline.settings import check_campaign_id
-    from amd_pipeline.store import AmdStore, StoreLockedError
+    from amd_pipeline.core.settings import check_campaign_id
+    from amd_pipeline.core.store import AmdStore, StoreLockedError
 
     settings = RunSettings.from_env()
     timezone = settings.definition.timezone
@@ -134,10 +134,12 @@ def run_backfill(
 
     import dagster as dg
 
-    from amd_pipeline import progress
-    from amd_pipeline.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
-    from amd_pipeline.definitions import AMD_DAILY_JOB, build_definitions
-    from amd_pipeline.instance import (
+    from amd_pipeline.core import progress
+    from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
+    from amd_pipeline.core.store import AMD_DAILY
+    from amd_pipeline.orchestration.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
+    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+    from amd_pipeline.orchestration.instance import (
         batch_event_writes,
         cli_run_tags,
         existing_instance,
@@ -145,11 +147,9 @@ def run_backfill(
         prepare_home,
         release_dead_cli_runs,
     )
-    from amd_pipeline.loader import CampaignAll, Plan, WindowRequest, plan_calls
-    from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
-    from amd_pipeline.runs import days_between, quota_refusal, ranged_runs
-    from amd_pipeline.store import AMD_DAILY
-    from amd_pipeline.windows import day_window
+    from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
+    from amd_pipeline.orchestration.runs import days_between, quota_refusal, ranged_runs
+    from amd_pipeline.wolkvox.windows import day_window
 
     defs = build_definitions(settings.definition)
     top_level = defs.get_repository_def().get_top_level_resources()

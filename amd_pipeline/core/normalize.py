@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from amd_pipeline.windows import Window
 from amd_pipeline.wolkvox.models import Answer
+from amd_pipeline.wolkvox.windows import Window
 
 FETCHED = "fetched"
 FETCHED_EMPTY = "fetched_empty"

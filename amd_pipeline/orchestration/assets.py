@@ -10,8 +10,8 @@ import duckdb
 # Private to Dagster 1.13: see add_partition_metadata for why, and for the fallback if it moves.
 from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
-from amd_pipeline import progress
-from amd_pipeline.loader import (
+from amd_pipeline.core import progress
+from amd_pipeline.core.loader import (
     CampaignAll,
     LoadFailedError,
     LoadReport,
@@ -21,12 +21,12 @@ from amd_pipeline.loader import (
     load,
     plan_calls,
 )
-from amd_pipeline.messages import explain
-from amd_pipeline.partitions import DAY_DIMENSION, window_request
-from amd_pipeline.report import trend_thumbnail
-from amd_pipeline.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
-from amd_pipeline.settings import SettingsError
-from amd_pipeline.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.core.messages import explain
+from amd_pipeline.core.report import trend_thumbnail
+from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
+from amd_pipeline.orchestration.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
 PROGRESS_LOG_SECONDS = 5.0
@@ -42,7 +42,7 @@ def backfill_id(tags: dict[str, str]) -> str | None:
 
 
 class LoadFailed(dg.Failure):
-    """A load that failed, described in one sentence from :func:`amd_pipeline.messages.explain`.
+    """A load that failed, described in one sentence from :func:`amd_pipeline.core.messages.explain`.
 
     Dagster shows a step failure as ``module.Class: description``. Declared in ``builtins``, this
     class reads ``LoadFailed: could not reach ...`` in the UI instead of a ``dagster._core...`` path.

@@ -1,6 +1,6 @@
 """Exports of the published file for tools that do not speak DuckDB: Parquet or CSV. No dagster.
 
-``amd_daily``, ``campaigns``, ``amd_intraday`` and every analyst view (:data:`amd_pipeline.views.VIEWS`)
+``amd_daily``, ``campaigns``, ``amd_intraday`` and every analyst view (:data:`amd_pipeline.core.views.VIEWS`)
 are written into a staging folder inside the target, each file synced, then renamed into place one by
 one: a reader sees every file whole, the previous one or the new one, never half of one. In Parquet the
 tables that grow with the days are partitioned by month (``amd_daily/month=2026-11/data_0.parquet``,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from amd_pipeline.views import VIEWS
+from amd_pipeline.core.views import VIEWS
 
 FORMATS = ("parquet", "csv")
 TABLES = ("amd_daily", "campaigns", "amd_intraday")

@@ -1,7 +1,7 @@
 """One token's shared state in PostgreSQL: the daily call ledger and what was learned about its server. No dagster.
 
 On one machine the ledger and the learned facts are small files beside the token's lock files
-(:class:`amd_pipeline.budget.CallLedger`, :class:`amd_pipeline.token_guard.TokenState`). A file
+(:class:`amd_pipeline.core.budget.CallLedger`, :class:`amd_pipeline.core.token_guard.TokenState`). A file
 only reaches one machine, and a container that starts with an empty folder starts with an empty
 ledger. When the Dagster instance lives in PostgreSQL (the production profile), or
 ``AMD_TOKEN_LOCK_URL`` names one, the same state lives in that database instead, so every process,
@@ -13,7 +13,7 @@ machine and container that shares it shares one exact budget:
 - ``amd_pipeline_token_state``: named facts per token key (the token's daily limit as ``token_info``
   gave it today, when ``campaign_id=all`` was refused, windows served from answers in hand).
 
-Rows are keyed by :func:`amd_pipeline.token_guard.token_key` (a keyed hash), never the token.
+Rows are keyed by :func:`amd_pipeline.core.token_guard.token_key` (a keyed hash), never the token.
 Messages never hold the URL (it may hold a password).
 """
 
@@ -118,11 +118,11 @@ def _transaction(url: str, conn=None) -> Iterator:
 
 
 class PgCallLedger:
-    """:class:`amd_pipeline.budget.CallLedger` kept in PostgreSQL: one count for every machine.
+    """:class:`amd_pipeline.core.budget.CallLedger` kept in PostgreSQL: one count for every machine.
 
     Args:
         url: a PostgreSQL URL (``postgresql[+psycopg2]://...``), usually the Dagster instance's.
-        key: the token's key (:func:`amd_pipeline.token_guard.token_key`).
+        key: the token's key (:func:`amd_pipeline.core.token_guard.token_key`).
         timezone: the operation's zone; the count restarts at its midnight.
         now: the wall clock (tests move it).
     """
@@ -192,7 +192,7 @@ class PgCallLedger:
 
 
 class PgTokenState:
-    """:class:`amd_pipeline.token_guard.TokenState` kept in PostgreSQL (values are JSON)."""
+    """:class:`amd_pipeline.core.token_guard.TokenState` kept in PostgreSQL (values are JSON)."""
 
     def __init__(self, url: str, key: str):
         self.url = url

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from amd_pipeline.messages import explain
-from amd_pipeline.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
-from amd_pipeline.resources import AmdStoreResource, CampaignSource, WolkvoxResource
-from amd_pipeline.settings import SettingsError
-from amd_pipeline.store import StoreLockedError
+from amd_pipeline.core.messages import explain
+from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.store import StoreLockedError
+from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
+from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
 

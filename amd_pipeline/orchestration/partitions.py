@@ -6,8 +6,8 @@ import datetime as dt
 
 import dagster as dg
 
-from amd_pipeline.loader import WindowRequest
-from amd_pipeline.windows import day_window, parse_day_key
+from amd_pipeline.core.loader import WindowRequest
+from amd_pipeline.wolkvox.windows import day_window, parse_day_key
 
 CAMPAIGN_DIMENSION = "campaign"
 DAY_DIMENSION = "day"

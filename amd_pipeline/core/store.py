@@ -25,11 +25,11 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
-from amd_pipeline.export import export_published
-from amd_pipeline.normalize import COLUMNS
-from amd_pipeline.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
-from amd_pipeline.views import create_views
-from amd_pipeline.windows import day_window
+from amd_pipeline.core.export import export_published
+from amd_pipeline.core.normalize import COLUMNS
+from amd_pipeline.core.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
+from amd_pipeline.core.views import create_views
+from amd_pipeline.wolkvox.windows import day_window
 
 META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
 TIMEZONE_KEY = "timezone"
@@ -361,7 +361,7 @@ class AmdStore:
             conn.close()
 
     def answers_in_hand(self, backfill_id: str | None, windows: list) -> dict[dt.datetime, dict]:
-        """For each of ``windows`` (:class:`~amd_pipeline.windows.Window`), the latest ``campaign_id=all``
+        """For each of ``windows`` (:class:`~amd_pipeline.wolkvox.windows.Window`), the latest ``campaign_id=all``
         answer of backfill ``backfill_id`` that was fetched after the window ended, if any:
         ``{window.start: {"fetched_at", "empty", "rows"}}`` with the data rows as the server sent them.
         Read-only; nothing without a backfill id (a new backfill always fetches again)."""
@@ -480,7 +480,7 @@ class AmdStore:
 
         The copy is written in DuckDB's ``storage_version`` format (``v1.0.0``: every DuckDB from 1.0
         on opens it), whatever the format of the working file. With ``parquet_dir``, the tables and
-        views are also exported there as Parquet (:func:`amd_pipeline.export.export_published`), before
+        views are also exported there as Parquet (:func:`amd_pipeline.core.export.export_published`), before
         the DuckDB copy is renamed into place.
 
         The copy is built from a read-only snapshot beside ``target``, synced to disk and renamed over

@@ -1,0 +1,129 @@
+"""The folders are the layers, and imports only go down.
+
+Bottom to top: ``wolkvox`` (the vendor boundary), ``core`` (the pure core), ``orchestration`` (the
+Dagster shell), ``cli`` (the command line), then the package's own top-level modules (the code
+location's entry ``definitions.py``, ``__main__.py`` and the old-path shims that instance configs name).
+A module may import its own layer or lower ones; ``wolkvox`` and ``core`` import no dagster.
+"""
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "amd_pipeline"
+LAYERS = ["wolkvox", "core", "orchestration", "cli"]
+TOP = len(LAYERS)  # amd_pipeline/*.py
+DAGSTER_FREE = ["wolkvox", "core"]
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    return ".".join(("amd_pipeline", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+
+
+def layer_of(module: str) -> int:
+    """The layer of an ``amd_pipeline`` module: its sub-package, or the top for the package's own modules."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return TOP
+
+
+def layer_name(layer: int) -> str:
+    return LAYERS[layer] if layer < TOP else "top level"
+
+
+def imported_modules(path: Path, package_root: Path = PACKAGE) -> list[tuple[int, str]]:
+    """(line, module) for every import in the file, those inside functions included, relative ones resolved.
+
+    ``from a.b import c`` yields ``a.b.c`` as well as ``a.b``: ``c`` may be a module (``from
+    amd_pipeline.core import store``).
+    """
+    name = module_name(path, package_root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module
+            found.append((node.lineno, source))
+            found += [(node.lineno, f"{source}.{alias.name}") for alias in node.names if alias.name != "*"]
+    return found
+
+
+def violations(root: Path = PACKAGE) -> list[str]:
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        here = module_name(path, root)
+        mine = layer_of(here)
+        for line, target in imported_modules(path, root):
+            where = f"{path.relative_to(root.parent)}:{line}"
+            top_name = target.split(".")[0]
+            if top_name == "dagster" and mine < TOP and LAYERS[mine] in DAGSTER_FREE:
+                problems.append(f"{where}: {here} ({layer_name(mine)}) imports {target}; this layer imports no dagster")
+            if top_name != "amd_pipeline" or target == "amd_pipeline":
+                continue
+            theirs = layer_of(target)
+            if theirs > mine and not any(p.startswith(f"{where}: ") for p in problems):  # one per statement
+                problems.append(
+                    f"{where}: {here} ({layer_name(mine)}) imports {target} ({layer_name(theirs)}), a higher layer"
+                )
+    return problems
+
+
+def test_every_module_belongs_to_a_layer_folder_or_the_top():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(LAYERS)
+
+
+def test_imports_only_go_down_and_the_vendor_boundary_and_core_import_no_dagster():
+    problems = violations()
+    assert not problems, "imports that go up a layer or into dagster:\n" + "\n".join(problems)
+
+
+def test_the_check_names_a_module_that_imports_a_higher_layer(tmp_path):
+    """The checker itself, on a copy of the package with one upward import and one dagster import added."""
+    copy = tmp_path / "amd_pipeline"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    store = copy / "core" / "store.py"
+    store.write_text(
+        store.read_text() + "\n\ndef _up():\n    from amd_pipeline.orchestration.assets import SOURCE_TAG\n"
+    )
+    client = copy / "wolkvox" / "client.py"
+    client.write_text(client.read_text() + "\nimport dagster as dg\n")
+    problems = violations(copy)
+    assert len(problems) == 2, problems
+    assert any(
+        "amd_pipeline.core.store (core) imports amd_pipeline.orchestration.assets (orchestration), a higher layer" in p
+        for p in problems
+    )
+    assert any("amd_pipeline.wolkvox.client (wolkvox) imports dagster" in p for p in problems)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_sub_package_imports_on_its_own(layer):
+    """All of a layer's modules import in a fresh interpreter, pulling in nothing from a higher layer."""
+    modules = sorted(module_name(p) for p in (PACKAGE / layer).rglob("*.py"))
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('amd_pipeline'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    above = [m for m in loaded if m.startswith("amd_pipeline.") and layer_of(m) > LAYERS.index(layer)]
+    assert above == []
+    if layer in DAGSTER_FREE:
+        assert "dagster" not in loaded
