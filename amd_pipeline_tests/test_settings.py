@@ -55,7 +55,7 @@ def test_good_settings_give_their_values_and_defaults():
     settings = RunSettings.from_env({**GOOD, "AMD_CAMPAIGNS": "101, 102,,101", "WOLKVOX_MAX_ATTEMPTS": "3"})
     assert settings.campaigns == ("101", "102")
     assert settings.numbers["WOLKVOX_MAX_ATTEMPTS"] == 3
-    assert settings.numbers["AMD_BATCH_SIZE"] == 250
+    assert settings.numbers["AMD_BATCH_SIZE"] == 2500
     assert settings.definition == DefinitionSettings()
 
 

@@ -473,9 +473,11 @@ def _load(
             answers.extend(_answer_rows(call, answer, request_tags))
             take(call, answer)
     finally:
-        # No call after this: the call in flight (if any) ends first, so its attempt is written too.
+        # No call after this: the call in flight (if any) ends first, so its attempt is written too; a
+        # retry wait is cut short (a run interrupted while the server is gone ends now, not 30 s later).
         fetcher.stop()
         if fetcher.is_alive():
+            client.stop()
             fetcher.join()
         # Write what was fetched even when a call failed: nothing fetched is lost.
         flush()

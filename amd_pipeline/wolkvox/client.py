@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -229,6 +230,7 @@ class WolkvoxClient:
         self._lease = lease
         self._session = session or requests.Session()
         self._sleep = sleep
+        self._stopped = threading.Event()
         self._rng = rng or random.Random()
         self._clock = clock
         self._now = now
@@ -244,6 +246,13 @@ class WolkvoxClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def stop(self) -> None:
+        """No attempt after this one (from any thread): a retry wait ends now and raises ``StoppedError``.
+
+        The loader calls it when a load ends early (a failed write, Ctrl-C), so the thread that makes
+        its calls does not go on retrying a server that went away."""
+        self._stopped.set()
 
     def amd_accumulated(self, campaign_id: str, window: Window) -> Answer:
         """AMD totals of ``campaign_id`` (or ``"all"``) over ``window``: one campaign_6 call."""
@@ -285,6 +294,8 @@ class WolkvoxClient:
         # The pid tells the simulator's request log which process asked (tests check contention with it).
         headers = {"wolkvox-token": self._token, "User-Agent": f"{USER_AGENT} (pid {os.getpid()})"}
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self._stopped.is_set():
+                raise errors.StoppedError("the load stopped; not calling again", request=request)
             if self.max_calls is not None and self.stats.calls >= self.max_calls:
                 raise errors.CallLimitError(
                     f"this load already made the {self.max_calls} calls its plan allows (plan calls x attempts); "
@@ -303,7 +314,11 @@ class WolkvoxClient:
                     exc.args = (f"{exc.args[0]} (gave up after {attempt} attempts)",)
                     raise
                 self.stats.retries += 1
-                self._sleep(self.retry.delay(attempt, exc, self._rng))
+                delay = self.retry.delay(attempt, exc, self._rng)
+                if self._sleep is time.sleep:
+                    self._stopped.wait(delay)  # the same wait, cut short by stop()
+                else:
+                    self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, url: str, params: dict[str, str], headers: dict[str, str], request: str, attempt: int):

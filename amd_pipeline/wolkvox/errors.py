@@ -63,6 +63,10 @@ class UnexpectedResponseError(FatalError):
     """An answer the API does not document (a 404 page that is not Wolkvox's, other 4xx)."""
 
 
+class StoppedError(FatalError):
+    """The client was told to stop (the load it served ended): no attempt after that, no retry wait."""
+
+
 class CallLimitError(FatalError):
     """The client already made as many HTTP attempts as the load's plan allows (plan calls x attempts).
 
