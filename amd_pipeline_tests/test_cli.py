@@ -745,6 +745,7 @@ def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_st
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
             '"amd_pipeline"}) { ... on Schedules { results { name cronSchedule scheduleState { status } } } } }',
         )["schedulesOrError"]["results"]
+        started = descendants(dev.pid)  # dagster dev runs in a process group of its own: follow the tree
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         output, _ = dev.communicate(timeout=90)
@@ -752,12 +753,34 @@ def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_st
     refresh = next(s for s in schedules if s["name"] == "amd_daily_refresh")
     assert refresh["cronSchedule"] == "* * * * *" and refresh["scheduleState"]["status"] == "RUNNING"
     assert "demo: Wolkvox simulator at http://127.0.0.1:" in output
+    assert len(started) >= 4  # dagster dev, its webserver, daemon and code server at least
     deadline = time.monotonic() + 60  # code servers stop a few seconds after their parent
-    while leftovers := subprocess.run(["pgrep", "-s", str(dev.pid)], capture_output=True, text=True).stdout.split():
+    while leftovers := [pid for pid in started if alive(pid)]:
         if time.monotonic() > deadline:
             break
         time.sleep(1)
     assert leftovers == []  # dagster dev, its webserver, daemon and code servers all stopped
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` now."""
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split("\n")
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        if row.strip():
+            child, parent = (int(x) for x in row.split())
+            children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped has stopped)."""
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
 
 
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only reader", "read-write reader"])
