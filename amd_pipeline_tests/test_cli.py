@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -401,6 +402,9 @@ def start_dev(env, cwd, *extra) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As from a terminal: a test run started in the background (`make test &`) ignores SIGINT, and
+        # a process that starts with SIGINT ignored keeps ignoring it, so Ctrl-C would do nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return dev, port
 
@@ -422,7 +426,6 @@ def wait_for_campaign_partitions(port, count: int, seconds: float = 120) -> list
 def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tmp_path):
     """The daemon, not a test harness: `amd-pipeline dev`, the sensor, the refresh schedule at
     `* * * * *`, and a backfill launched as the UI does (GraphQL launchPartitionBackfill)."""
-    import signal
 
     with Simulator(SimConfig(token="SECRET-ui-" + os.urandom(8).hex(), latency_ms=5)) as sim:
         env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), AMD_REFRESH_CRON="* * * * *")
@@ -734,7 +737,6 @@ def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
 
 
 def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_started(tmp_path):
-    import signal
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
     dev, port = start_dev(env, tmp_path, "--demo")
@@ -745,7 +747,7 @@ def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_st
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
             '"amd_pipeline"}) { ... on Schedules { results { name cronSchedule scheduleState { status } } } } }',
         )["schedulesOrError"]["results"]
-        started = descendants(dev.pid)  # dagster dev runs in a process group of its own: follow the tree
+        started = descendants(dev.pid)
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         output, _ = dev.communicate(timeout=90)

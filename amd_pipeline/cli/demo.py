@@ -6,7 +6,6 @@ both refuse a file or instance that already holds campaigns that are not the sim
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import secrets
@@ -153,26 +152,17 @@ def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: f
             file=sys.stderr,
             flush=True,
         )
-        # dagster dev and everything it starts (webserver, daemon, code servers) in a process group of their
-        # own, so that this process sends the interrupt once to all of them: a terminal's Ctrl-C used to reach
-        # dagster dev twice (from the terminal, then forwarded from here), and dagster dev could miss its
-        # shutdown and wait forever while its webserver and daemon waited for it.
-        child = subprocess.Popen(argv, env=env, start_new_session=True)
-
-        def stop(signum: int = signal.SIGINT) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signum)
-
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop())
+        child = subprocess.Popen(argv, env=env)
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         try:
             return child.wait()
-        except KeyboardInterrupt:  # Ctrl-C, or kill -INT of this process
-            stop()
+        except KeyboardInterrupt:  # Ctrl-C (a terminal sends it to dagster dev too) or kill -INT of this process
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
             try:
                 return child.wait(timeout=60)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # stuck, or Ctrl-C again: stop it all now
-                stop(signal.SIGKILL)
-                child.wait()
+            except subprocess.TimeoutExpired:
+                child.kill()
                 return EXIT_INTERRUPTED
         finally:
             signal.signal(signal.SIGTERM, previous)
