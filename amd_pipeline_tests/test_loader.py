@@ -304,16 +304,21 @@ def test_a_bad_value_in_an_answer_in_hand_is_rejected_as_if_it_had_just_arrived(
     assert sim.stats()["requests"] == 3 and set(stored(store).campaign_id) == {"20717"}  # never a silent 0
 
 
-def test_the_next_call_is_made_while_a_batch_is_written(make_client, tmp_path):
+def test_the_next_call_is_made_while_a_batch_is_written(make_client, sim, tmp_path):
     # The calls run in a thread of their own: a write (here made to take 0.3 s) no longer holds them up.
+    # Each call takes 0.15 s at the simulator, so a call started between two writes is still in flight
+    # when the next write starts: with the old loop (every call, then its write) none overlaps a write.
+    sim.state.config.latency_ms = 150
     store = AmdStore(tmp_path / "amd.duckdb")
     client = make_client()
     real_call, real_replace = client.amd_accumulated, store.replace
     calls, writes = [], []
 
     def call(campaign, window):
-        calls.append(time.monotonic())
-        return real_call(campaign, window)
+        began = time.monotonic()
+        answer = real_call(campaign, window)
+        calls.append((began, time.monotonic()))
+        return answer
 
     def slow_replace(*args, **kwargs):
         began = time.monotonic()
@@ -326,8 +331,8 @@ def test_the_next_call_is_made_while_a_batch_is_written(make_client, tmp_path):
     report = load(client, store, AMD_DAILY, requests_for(["20717"], DAYS[:6]), batch_size=1)
     assert report.rows_written == 6 and len(calls) == 6
     assert_matches_truth(stored(store))
-    during = [t for t in calls if any(began < t < ended for began, ended in writes)]
-    assert during, f"no call was made while a batch was written: calls {calls}, writes {writes}"
+    overlapping = [c for c in calls if any(c[0] < w[1] and w[0] < c[1] for w in writes)]
+    assert overlapping, f"no call was in flight while a batch was written: calls {calls}, writes {writes}"
 
 
 def test_a_batch_is_also_written_after_batch_seconds(make_client, tmp_path):
