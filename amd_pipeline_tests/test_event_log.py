@@ -10,10 +10,13 @@ checks' latest results.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import itertools
 import os
 import shutil
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +24,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.core.settings import DefinitionSettings, SettingsError
+from amd_pipeline.orchestration import partition_events
+from amd_pipeline.orchestration.assets import MISSING_ONLY_TAG
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.orchestration.event_log import AmdSqliteInstance, BatchedSqliteEventLogStorage
 from amd_pipeline.orchestration.instance import EVENT_BATCH_SIZE, prepare_home, shipped_instance_yaml
@@ -35,22 +40,25 @@ DAYS = [DAY0 + dt.timedelta(days=i) for i in range(6)]  # loads cover the first 
 WHEN = "fetched_at"
 
 
-def load(instance: dg.DagsterInstance, first: dt.date, last: dt.date) -> dg.ExecuteInProcessResult:
+def load(
+    instance: dg.DagsterInstance, first: dt.date, last: dt.date, tags: dict | None = None
+) -> dg.ExecuteInProcessResult:
     job = build_definitions(DefinitionSettings()).resolve_job_def(AMD_DAILY_JOB)
     tags = {
         "dagster/asset_partition_range_start": str(day_key(CAMPAIGNS[0], first)),
         "dagster/asset_partition_range_end": str(day_key(CAMPAIGNS[-1], last)),
+        **(tags or {}),
     }
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
 
 
-def loads(instance: dg.DagsterInstance, monkeypatch) -> list[bool]:
+def loads(instance: dg.DagsterInstance, monkeypatch, tags: dict | None = None) -> list[bool]:
     """Days 1-3 load; days 4-5 fail before calling (no token): materialized, failed and missing partitions."""
-    done = [load(instance, DAYS[0], DAYS[2]).success]
+    done = [load(instance, DAYS[0], DAYS[2], tags).success]
     with monkeypatch.context() as m:
         m.delenv("WOLKVOX_TOKEN")
-        done.append(load(instance, DAYS[3], DAYS[4]).success)
-    done.append(load(instance, DAYS[1], DAYS[1]).success)  # a partition loaded twice: the latest one counts
+        done.append(load(instance, DAYS[3], DAYS[4], tags).success)
+    done.append(load(instance, DAYS[1], DAYS[1], tags).success)  # a partition loaded twice: the latest one counts
     return done
 
 
@@ -206,6 +214,141 @@ def test_the_comparison_sees_a_batch_path_that_drops_metadata(env, make_instance
     assert batched_events >= 12
     found = differences(plain, batched)
     assert any("has no fetched_at" in f for f in found), found
+
+
+# --- A CLI run's events logged during the load (partition_events.py) against Dagster's own path --------
+
+
+def after_then_during(make_instance, monkeypatch) -> tuple[dict, dict]:
+    """The same loads (batched event writes, as the CLI runs them) with Dagster logging the partitions'
+    events after the step, and with the step logging them during the load (the CLI's tag)."""
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    after, _ = make_instance("after_the_step")
+    assert loads(after, monkeypatch) == [True, False, True]
+    during, _ = make_instance("during_the_load")
+    assert partition_events.run_tags() == {"dagster/defer_asset_events": "true"}
+    assert loads(during, monkeypatch, partition_events.run_tags()) == [True, False, True]
+    return ui_view(after), ui_view(during)
+
+
+@pytest.mark.parametrize("make_instance", PROFILES, indirect=True)
+def test_the_ui_reads_the_same_when_the_step_logs_its_partitions_during_the_load(env, make_instance, monkeypatch):
+    after, during = after_then_during(make_instance, monkeypatch)
+    assert after["counts"] == {"MATERIALIZED": 9, "FAILED": 6, "MISSING": 3}
+    # The asset's latest materialisation is one of the last run's partitions, with that partition's own
+    # metadata; which one is not the same: Dagster logs a range in the order of a set of keys.
+    last_run = {str(day_key(c, DAYS[1])) for c in CAMPAIGNS}
+    for view in (after, during):
+        partition, metadata = view["latest"]
+        assert partition in last_run and metadata == view["partition_metadata"][partition]
+        view["latest"] = ("compared above", {})
+    assert differences(after, during) == []
+
+
+def test_the_comparison_sees_a_step_that_leaves_out_the_planned_events(env, make_instance_sqlite, monkeypatch):
+    # Control: without the planned events the failed run's partitions read as missing, not failed.
+    monkeypatch.setattr(partition_events.PartitionEvents, "log_planned", lambda self: None)
+    after, during = after_then_during(make_instance_sqlite, monkeypatch)
+    assert during["counts"] == {"MATERIALIZED": 9, "MISSING": 9}
+    assert any(f.startswith("status") for f in differences(after, during))
+
+
+def materializations_during_calls(instance: dg.DagsterInstance, run_id: str, sim) -> int:
+    """The run's amd_daily materialisations logged while the simulator was answering a call."""
+    offset = time.time() - time.monotonic()  # the simulator logs monotonic times, events wall-clock times
+    with sim.state.lock:
+        calls = [(start + offset, end + offset) for start, end, _ in sim.state.log]
+    return sum(
+        1
+        for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if event.dagster_event.asset_key == AMD_DAILY and any(s < event.timestamp < e for s, e in calls)
+    )
+
+
+@pytest.mark.parametrize("during", [True, False], ids=["during_the_load", "control_after_the_step"])
+def test_a_batchs_partitions_are_logged_while_the_next_calls_are_made(env, sim, instance, monkeypatch, during):
+    # 3 campaigns x 3 days, one call per window taking 0.3 s, batches of 3 windows: the first batches'
+    # partitions are logged (by their own thread) while later calls are in flight. Dagster's own path
+    # logs all 9 after the step's compute, after the last call.
+    sim.state.config = dataclasses.replace(sim.state.config, latency_ms=300)
+    monkeypatch.setenv("AMD_BATCH_SIZE", "3")
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    result = load(instance, DAYS[0], DAYS[2], partition_events.run_tags() if during else None)
+    assert result.success
+    assert sim.stats()["requests"] == 9
+    during_calls = materializations_during_calls(instance, result.run_id, sim)
+    assert during_calls >= 3 if during else during_calls == 0
+    records = instance.fetch_materializations(AMD_DAILY, limit=100).records
+    assert len(records) == 9 and len({r.partition_key for r in records}) == 9  # each once, not twice
+
+
+@pytest.mark.parametrize("own_thread", [True, False], ids=["own_thread", "control_on_the_load_thread"])
+def test_slow_event_writes_do_not_hold_up_the_calls(env, sim, instance, monkeypatch, own_thread):
+    # Logging a batch's events is made to take 2 s. On a thread of its own the calls go on back to back
+    # (the load's thread keeps taking answers); on the load's thread the fetcher, at most 2 answers
+    # ahead, waits for it.
+    sim.state.config = dataclasses.replace(sim.state.config, latency_ms=300)
+    monkeypatch.setenv("AMD_BATCH_SIZE", "3")
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    log = partition_events.PartitionEvents.log
+
+    def slow_log(self, by_partition):
+        log(self, by_partition)
+        time.sleep(2)
+
+    monkeypatch.setattr(partition_events.PartitionEvents, "log", slow_log)
+    if not own_thread:
+        monkeypatch.setattr(partition_events.PartitionEvents, "log_soon", slow_log)
+    result = load(instance, DAYS[0], DAYS[2], partition_events.run_tags())
+    assert result.success
+    with sim.state.lock:
+        calls = sorted(sim.state.log)
+    assert len(calls) == 9
+    gap = max(later[0] - earlier[1] for earlier, later in itertools.pairwise(calls))
+    # Measured: 0.01 s on its own thread; 1.2 s on the load's thread (2 s less the 2 answers fetched ahead).
+    assert gap < 0.5 if own_thread else gap > 0.9, gap
+    assert len(instance.fetch_materializations(AMD_DAILY, limit=100).records) == 9
+
+
+def test_amd_partition_events_after_leaves_the_events_to_dagster_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv(partition_events.SETTING, "after")
+    assert partition_events.run_tags() == {}
+    monkeypatch.setenv(partition_events.SETTING, " During ")
+    assert partition_events.run_tags() == {"dagster/defer_asset_events": "true"}
+    monkeypatch.setenv(partition_events.SETTING, "later")
+    with pytest.raises(SettingsError, match="AMD_PARTITION_EVENTS='later' is not during or after"):
+        partition_events.run_tags()
+
+
+def test_partitions_skipped_as_final_get_their_event_as_on_dagsters_path(env, tmp_path, monkeypatch):
+    # A range whose first days are already final (skipped, not fetched): Dagster's path records every
+    # partition of the range; so does the step logging during the load (log_rest).
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    counts = {}
+    for name, tags in (("after", {}), ("during", partition_events.run_tags())):
+        made = sqlite_instance(tmp_path, name)
+        try:
+            assert load(made, DAYS[0], DAYS[1], tags).success
+            assert load(made, DAYS[0], DAYS[2], {MISSING_ONLY_TAG: "true", **tags}).success
+            records = made.fetch_materializations(AMD_DAILY, limit=1000).records
+            counts[name] = Counter(r.partition_key for r in records)
+        finally:
+            made.dispose()
+    assert counts["after"] == counts["during"]
+    assert sorted(set(counts["during"].values())) == [1, 2]  # days 1-2 twice, day 3 once
+
+
+@pytest.fixture
+def make_instance_sqlite(tmp_path):
+    made = []
+
+    def make(name: str):
+        made.append(sqlite_instance(tmp_path, name))
+        return made[-1], BatchedSqliteEventLogStorage
+
+    yield make
+    for instance in made:
+        instance.dispose()
 
 
 @pytest.fixture

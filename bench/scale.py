@@ -28,6 +28,10 @@ The CLI also sets DAGSTER_EVENT_BATCH_SIZE=1000 unless told otherwise: a ranged 
 materialisations reach the storage 1000 at a time (one multi-row insert on PostgreSQL, one transaction
 per file with the shipped SQLite instance). ``--event-batch off`` (or ``both``) runs with it set to 0,
 Dagster's default: one committed write per event.
+
+The CLI's runs log each partition's materialisation as its DuckDB batch commits, while the next calls
+are made (AMD_PARTITION_EVENTS=during, the default). ``--events after`` (or ``both``) runs with
+AMD_PARTITION_EVENTS=after: Dagster makes them all after the step's compute, as for runs the daemon launches.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -53,6 +58,8 @@ RUN_START = "PIPELINE_START"  # DagsterEventType.RUN_START's stored value
 STEP = "amd_daily"
 SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+EVENTS_ENV = "AMD_PARTITION_EVENTS"
+PROGRESS_LINE = re.compile(r"^\d+/\d+ windows, ")  # the step's progress log; the last one: the last answer taken
 
 
 def ScaleSim(latency_ms: float, campaigns: int) -> SimProcess:  # noqa: N802 (reads as the class it builds)
@@ -185,7 +192,17 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
 
         planned, run_start = first(PLANNED), first(RUN_START)
         step_start, step_end = first("STEP_START", STEP), last("STEP_SUCCESS", STEP) or last("STEP_FAILURE", STEP)
-        mat_first = first(MATERIALIZATION, STEP)
+        progress = [e.timestamp for e in logs if e.dagster_event is None and PROGRESS_LINE.match(e.user_message)]
+        last_answer = progress[-1] if progress else None
+        mats = [
+            e.timestamp
+            for e in logs
+            if e.dagster_event
+            and e.dagster_event.event_type_value == MATERIALIZATION
+            and e.dagster_event.step_key == STEP
+        ]
+        if last_answer is not None:
+            parts["materializations_before_last_answer"] += sum(1 for t in mats if t < last_answer)
         checks = [
             e.timestamp
             for e in logs
@@ -212,28 +229,42 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
                 rates[f"{name}_ms_per_event_first_tenth"] = (stamps[tenth] - stamps[0]) / tenth * 1000
                 rates[f"{name}_ms_per_event_last_tenth"] = (stamps[-1] - stamps[-1 - tenth]) / tenth * 1000
         if planned is not None and run_start is not None:
-            parts["planned_events"] += run_start - planned
+            # Dagster writes them before the run starts; a CLI run logging its partitions during the load
+            # writes them in its step (counted there).
+            parts["planned_events"] += max(0.0, run_start - planned)
         if run_start is not None and step_start is not None:
             parts["run_start_to_step"] += step_start - run_start
-        if step_start is not None and mat_first is not None:
-            parts["fetch_and_duckdb"] += mat_first - step_start
-        if mat_first is not None and step_end is not None:
-            # Each event's timestamp is when it was made; with batching it is written later (every 1000th
-            # and at the end of the step), so the writes last until the step's end.
-            parts["materialization_events"] += step_end - mat_first
+        if step_start is not None and last_answer is not None:
+            parts["fetch_and_duckdb"] += last_answer - step_start
+        if last_answer is not None and step_end is not None:
+            # The last batch's write, the publish, and every materialisation event not made yet: on
+            # Dagster's path (AMD_PARTITION_EVENTS=after) all of them, made after the step's compute.
+            parts["after_last_answer"] += step_end - last_answer
         if checks:
             parts["asset_checks"] += max(checks) - min(checks)
     parts["process_start_to_first_event"] = first_event - began
     parts["last_event_to_exit"] = ended - last_event
-    named = ("planned_events", "fetch_and_duckdb", "materialization_events", "asset_checks")
+    named = ("planned_events", "fetch_and_duckdb", "after_last_answer", "asset_checks")
     parts["rest"] = (ended - began) - sum(parts[k] for k in named)
     return {k: round(v, 3) for k, v in parts.items()}, {k: round(v, 2) for k, v in rates.items()}
 
 
 def one_run(
-    profile: Profile, sim: SimProcess, workdir: Path, args, latency_ms: float, subset: bool, batch: bool
+    profile: Profile,
+    sim: SimProcess,
+    workdir: Path,
+    args,
+    latency_ms: float,
+    subset: bool,
+    batch: bool,
+    events: str = "during",
 ) -> dict:
-    label = f"{profile.name}-L{latency_ms:g}" + ("-subset" if subset else "") + ("-batch" if batch else "-one")
+    label = (
+        f"{profile.name}-L{latency_ms:g}"
+        + ("-subset" if subset else "")
+        + ("-batch" if batch else "-one")
+        + f"-{events}"
+    )
     run_dir = workdir / label
     run_dir.mkdir()
     home = run_dir / "home"
@@ -243,6 +274,7 @@ def one_run(
     env[SUBSET_ENV] = "true" if subset else "false"
     if not batch:
         env[BATCH_ENV] = "0"  # else the CLI's default (1000)
+    env[EVENTS_ENV] = events
     profile.prepare(home, env)
     windows = args.campaigns * args.days
     result = {
@@ -250,6 +282,7 @@ def one_run(
         "latency_ms": latency_ms,
         "subset_planned": subset,
         "event_batch": batch,
+        "events": events,
         "campaigns": args.campaigns,
         "days": args.days,
         "windows": windows,
@@ -351,7 +384,7 @@ def report(results: list[dict]) -> None:
             r["profile"],
             f"{r['latency_ms']:g}",
             "per run" if r["subset_planned"] else "per partition",
-            "batched" if r.get("event_batch") else "one at a time",
+            ("batched" if r.get("event_batch") else "one at a time") + f", {r.get('events', 'after')}",
             f"{r['windows']:,}",
             r.get("calls", ""),
             r.get("wall_s", ""),
@@ -383,8 +416,8 @@ def report(results: list[dict]) -> None:
     print()
     columns = [
         ("planned_events", "planned events (first planned -> RUN_START)"),
-        ("fetch_and_duckdb", "fetch + DuckDB + publish (amd_daily STEP_START -> first materialization)"),
-        ("materialization_events", "materialization events (first made -> step end)"),
+        ("fetch_and_duckdb", "calls + parsing + DuckDB (amd_daily STEP_START -> the last answer taken)"),
+        ("after_last_answer", "last batch + publish + events not logged yet (-> step end)"),
         ("asset_checks", "asset check steps"),
         ("rest", "rest"),
     ]
@@ -392,9 +425,10 @@ def report(results: list[dict]) -> None:
         "| profile | L ms | planned events | event writes | wall s | "
         + " | ".join(t for _, t in columns)
         + " | rest: of which process start -> first event, run start -> step, last event -> exit"
+        + " | materialisations logged before the last answer"
         + " | ms per planned event, first -> last tenth | ms per materialization event, first -> last tenth |"
     )
-    print("|" + "---|" * (8 + len(columns)))
+    print("|" + "---|" * (9 + len(columns)))
     for r in results:
         parts, per = r.get("breakdown_s"), r.get("breakdown_ms_per_window")
         if not parts:
@@ -403,12 +437,13 @@ def report(results: list[dict]) -> None:
             r["profile"],
             f"{r['latency_ms']:g}",
             "per run" if r["subset_planned"] else "per partition",
-            "batched" if r.get("event_batch") else "one at a time",
+            ("batched" if r.get("event_batch") else "one at a time") + f", {r.get('events', 'after')}",
             r["wall_s"],
         ]
         cells += [f"{parts.get(k, 0):.2f} ({per.get(k, 0):.2f})" for k, _ in columns]
         rest = ("process_start_to_first_event", "run_start_to_step", "last_event_to_exit")
         cells.append(", ".join(f"{parts.get(k, 0):.2f}" for k in rest))
+        cells.append(f"{parts.get('materializations_before_last_answer', 0):,.0f}")
         rates = r.get("event_write_ms", {})
         for name in ("planned", "materialization"):
             head, tail = rates.get(f"{name}_ms_per_event_first_tenth"), rates.get(f"{name}_ms_per_event_last_tenth")
@@ -433,6 +468,12 @@ def main() -> None:
         choices=["on", "off", "both"],
         default="on",
         help=f"on: the CLI's default ({BATCH_ENV}=1000); off: {BATCH_ENV}=0 (Dagster's default); both",
+    )
+    parser.add_argument(
+        "--events",
+        choices=["during", "after", "both"],
+        default="during",
+        help=f"during: the CLI's default ({EVENTS_ENV}=during); after: Dagster's path, after the step; both",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one timed backfill may take")
     parser.add_argument("--out", default="/tmp/amd-scale.json", help="JSON file of all figures")
@@ -470,9 +511,12 @@ def main() -> None:
                 for name in profiles:
                     for subset in {"per-run": (True,), "per-partition": (False,), "both": (True, False)}[args.planned]:
                         for batch in {"on": (True,), "off": (False,), "both": (False, True)}[args.event_batch]:
-                            profile = SqliteProfile() if name == "sqlite" else PostgresProfile(pg)
-                            results.append(one_run(profile, sim, workdir, args, latency, subset, batch))
-                            save()
+                            for events in {"during": ("during",), "after": ("after",), "both": ("after", "during")}[
+                                args.events
+                            ]:
+                                profile = SqliteProfile() if name == "sqlite" else PostgresProfile(pg)
+                                results.append(one_run(profile, sim, workdir, args, latency, subset, batch, events))
+                                save()
             finally:
                 sim.stop()
     report(results)

@@ -137,6 +137,7 @@ def run_backfill(
     from amd_pipeline.core import progress
     from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
     from amd_pipeline.core.store import AMD_DAILY
+    from amd_pipeline.orchestration import partition_events
     from amd_pipeline.orchestration.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
     from amd_pipeline.orchestration.instance import (
@@ -151,6 +152,9 @@ def run_backfill(
     from amd_pipeline.orchestration.runs import days_between, quota_refusal, ranged_runs
     from amd_pipeline.wolkvox.windows import day_window
 
+    # Each partition's event is logged as its batch is written, not after the step (AMD_PARTITION_EVENTS):
+    # read before any call, so a bad value costs none.
+    event_tags = partition_events.run_tags()
     defs = build_definitions(settings.definition)
     top_level = defs.get_repository_def().get_top_level_resources()
     # An instance that already exists shares the token's budget and lock (in PostgreSQL on the production
@@ -245,6 +249,7 @@ def run_backfill(
                     **backfill,
                     MISSING_ONLY_TAG: "false" if refetch else "true",
                     **cli_run_tags(),
+                    **event_tags,
                 },
                 raise_on_error=False,
                 # Dagster's console log repeats a failure with its stack trace: shown with --verbose only.

@@ -233,6 +233,7 @@ def load(
     request_tags: Mapping[str, str] | None = None,
     prefer_all: bool = False,
     in_hand: Mapping[dt.datetime, Mapping] | None = None,
+    on_written: Callable[[list[dict]], None] | None = None,
 ) -> LoadReport:
     """Fetch every requested window, write them batch by batch (``batch_size`` rows), and report.
 
@@ -243,7 +244,8 @@ def load(
     start is in ``in_hand`` (:meth:`AmdStore.answers_in_hand`: a ``campaign_id=all`` answer this
     backfill fetched after the window closed) are taken from it, with no call. When the daily call
     budget or the token's quota runs out, what was fetched is written and the remaining windows are
-    listed in ``report.deferred``.
+    listed in ``report.deferred``. ``on_written`` gets each batch's records once its transaction has
+    committed (while the next calls are in flight).
 
     Raises:
         LoadFailedError: carrying the report of what was written, caused by a
@@ -279,6 +281,7 @@ def load(
             on_progress=on_progress,
             clock=clock,
             request_tags=dict(request_tags or {}),
+            on_written=on_written,
         )
     except Exception as exc:
         raise LoadFailedError(report, exc) from exc
@@ -399,6 +402,7 @@ def _load(
     on_progress,
     clock,
     request_tags,
+    on_written=None,
 ):
     pending = deque(plan_calls(requests, use_all=campaign_all != CampaignAll.OFF, prefer_all=prefer_all))
     started = clock()
@@ -433,7 +437,10 @@ def _load(
                 report.written.append(record)
                 if record["fetch_status"] == FETCHED_EMPTY:
                     report.empty_by_campaign[campaign] += 1
+            batch = records.copy()
             records.clear()
+            if on_written:
+                on_written(batch)
 
     def take(call: Call, answer: Answer) -> None:
         nonlocal done

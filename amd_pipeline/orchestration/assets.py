@@ -25,6 +25,7 @@ from amd_pipeline.core.messages import explain
 from amd_pipeline.core.report import trend_thumbnail
 from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.orchestration.partition_events import PartitionEvents
 from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.orchestration.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
 from amd_pipeline.wolkvox.errors import WolkvoxError
@@ -202,11 +203,29 @@ def partition_metadata(record: dict) -> dict[str, dg.MetadataValue | int | float
     }
 
 
-def report_partitions(context: dg.AssetExecutionContext, report: LoadReport, requests, keys, *, failed: bool) -> None:
+def written_metadata(records: list[dict], key_of: dict) -> dict:
+    """Each written record's partition key (``key_of``: by campaign and window start), with its own metadata."""
+    return {key_of[(r["campaign_id"], r["window_start"])]: partition_metadata(r) for r in records}
+
+
+def report_partitions(
+    context: dg.AssetExecutionContext,
+    report: LoadReport,
+    key_of: dict,
+    *,
+    failed: bool,
+    events: PartitionEvents | None = None,
+) -> None:
     """Give each written partition its own numbers. A failed step records its written partitions as
-    materialisations itself, so the UI shows them as done; a successful one attaches to its own events."""
-    key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
-    own = {key_of[(r["campaign_id"], r["window_start"])]: partition_metadata(r) for r in report.written}
+    materialisations itself, so the UI shows them as done; a successful one attaches to its own events.
+    With ``events`` (a CLI run), the written partitions were logged during the load: on success the
+    range's other partitions are logged as Dagster would, on failure nothing more."""
+    own = written_metadata(report.written, key_of)
+    if events is not None:
+        events.log(own)  # any a failed on_written left out
+        if not failed:
+            events.log_rest()
+        return
     if not failed:
         add_partition_metadata(context, own)
         return
@@ -268,8 +287,14 @@ def build_amd_daily(
             for k in context.partition_keys
         ]
         requests = [window_request(key, timezone) for key in keys]
+        key_of = {(r.campaign_id, r.window.start): key for r, key in zip(requests, keys, strict=True)}
         tags = context.run.tags
         backfill = backfill_id(tags)
+        # A CLI run's partitions are logged as their batches are written (partition_events.py), its
+        # planned events first, as Dagster would log them when it creates the run.
+        events = PartitionEvents(context, keys) if PartitionEvents.wanted(context) else None
+        if events:
+            events.log_planned()
         working = amd_store.store(timezone, start_date)
         try:
             wolkvox.check()
@@ -311,12 +336,18 @@ def build_amd_daily(
                     request_tags={"source": source, "run_id": context.run.run_id, "backfill_id": backfill},
                     prefer_all=backfill is not None,
                     in_hand=in_hand,
+                    on_written=events and (lambda batch: events.log_soon(written_metadata(batch, key_of))),
                 )
         except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
+            if events:
+                try:
+                    events.finish()
+                except Exception as exc:  # report_partitions logs what is left: the load's failure comes first
+                    context.log.warning(f"logging the written partitions' events failed: {explain(exc)}")
             note_from_answers(wolkvox, failed.report)
-            report_partitions(context, failed.report, requests, keys, failed=True)
+            report_partitions(context, failed.report, key_of, failed=True, events=events)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
@@ -324,12 +355,14 @@ def build_amd_daily(
                 publish(context, working, amd_store, metadata, failed=True)
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
+        if events:
+            events.finish()
         note_from_answers(wolkvox, report)
         if report.from_answers:
             context.log.info(f"{report.from_answers} window(s) taken from answers this backfill already fetched")
         if report.changes:
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
-        report_partitions(context, report, requests, keys, failed=False)
+        report_partitions(context, report, key_of, failed=False, events=events)
         # The run's summary goes once on the published copy, not on every partition's event.
         publish(context, working, amd_store, {**plan_metadata(plan), **report_metadata(report)}, failed=False)
         return dg.MaterializeResult()
