@@ -7,6 +7,7 @@ import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AmdStore
+from amd_pipeline.orchestration import partition_events
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.simulator import truth_for_day
@@ -21,11 +22,12 @@ def env(pipeline_env, monkeypatch):
     return pipeline_env
 
 
-def run(instance, first=CAMPAIGNS[0], last=CAMPAIGNS[-1], start=START, end=END) -> dg.ExecuteInProcessResult:
+def run(instance, first=CAMPAIGNS[0], last=CAMPAIGNS[-1], start=START, end=END, tags=None) -> dg.ExecuteInProcessResult:
     job = build_definitions(DefinitionSettings()).resolve_job_def(AMD_DAILY_JOB)
     tags = {
         "dagster/asset_partition_range_start": str(day_key(first, start)),
         "dagster/asset_partition_range_end": str(day_key(last, end)),
+        **(tags or {}),
     }
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
 
@@ -89,9 +91,13 @@ def test_a_single_partition_run_works(env, instance):
     assert table(env).campaign_id.tolist() == ["20718"]
 
 
-def test_a_bad_value_fails_the_run_naming_it_while_every_other_window_is_written(env, instance, sim):
+# Dagster's path (runs the daemon launches) and a CLI run's, whose step logs its partitions during the load.
+@pytest.mark.parametrize("events", ["after", "during"])
+def test_a_bad_value_fails_the_run_naming_it_while_every_other_window_is_written(env, instance, sim, events):
     sim.state.config.bad_values = {"20718": "1,234"}
-    result = run(instance, end=START + dt.timedelta(days=2))  # the simulator sends "1,234" for every 20718 window
+    tags = partition_events.run_tags() if events == "during" else {}
+    assert bool(tags) == (events == "during")
+    result = run(instance, end=START + dt.timedelta(days=2), tags=tags)  # "1,234" for every 20718 window
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -108,6 +114,13 @@ def test_a_bad_value_fails_the_run_naming_it_while_every_other_window_is_written
     written = {r.partition_key for r in records}
     assert str(day_key("20718", START + dt.timedelta(days=1))) not in written
     assert str(day_key("20717", START + dt.timedelta(days=1))) in written
+    assert len(records) == 6  # each written partition once
+    asset = build_definitions(DefinitionSettings()).get_assets_def(dg.AssetKey("amd_daily"))
+    keys = [str(day_key(c, START + dt.timedelta(days=d))) for c in CAMPAIGNS for d in range(3)]
+    statuses = instance.get_status_by_partition(dg.AssetKey("amd_daily"), keys, asset.partitions_def)
+    assert sorted(k for k, s in statuses.items() if s and s.value == "FAILED") == sorted(
+        str(day_key("20718", START + dt.timedelta(days=d))) for d in range(3)
+    )
 
 
 def test_a_wrong_token_fails_without_retries_and_the_token_is_not_in_the_events(env, instance, sim, monkeypatch):
