@@ -280,6 +280,12 @@ def test_a_batchs_partitions_are_logged_while_the_next_calls_are_made(env, sim, 
     assert during_calls >= 3 if during else during_calls == 0
     records = instance.fetch_materializations(AMD_DAILY, limit=100).records
     assert len(records) == 9 and len({r.partition_key for r in records}) == 9  # each once, not twice
+    # Every batch's events carry the tags Dagster's one call gives all of them: the same data version,
+    # computed (not "provided by the user", as a second call would find it cached), the same tag names.
+    tags = [r.asset_materialization.tags for r in records]
+    assert len({frozenset(t) - {"dagster/partition/campaign", "dagster/partition/day"} for t in tags}) == 1, tags
+    assert len({t["dagster/data_version"] for t in tags}) == 1
+    assert not any("dagster/data_version_is_user_provided" in t for t in tags), tags
 
 
 @pytest.mark.parametrize("own_thread", [True, False], ids=["own_thread", "control_on_the_load_thread"])
