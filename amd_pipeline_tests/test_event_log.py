@@ -16,6 +16,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from amd_pipeline.core.settings import DefinitionSettings, SettingsError
-from amd_pipeline.orchestration import partition_events
+from amd_pipeline.orchestration import assets, partition_events
 from amd_pipeline.orchestration.assets import MISSING_ONLY_TAG
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.orchestration.event_log import AmdSqliteInstance, BatchedSqliteEventLogStorage
@@ -314,6 +315,30 @@ def test_slow_event_writes_do_not_hold_up_the_calls(env, sim, instance, monkeypa
     # Measured: 0.01 s on its own thread; 1.2 s on the load's thread (2 s less the 2 answers fetched ahead).
     assert gap < 0.5 if own_thread else gap > 0.9, gap
     assert len(instance.fetch_materializations(AMD_DAILY, limit=100).records) == 9
+
+
+@pytest.mark.parametrize("retry", [True, False], ids=["retried", "control_not_retried"])
+def test_a_batch_the_events_thread_fails_to_log_is_logged_once_more_by_the_step(env, instance, monkeypatch, retry):
+    # The first batch's events fail in the logging thread (a storage error, say): the step logs them once
+    # more after the load, so every written partition still has exactly one materialisation.
+    monkeypatch.setenv("AMD_BATCH_SIZE", "3")
+    monkeypatch.setenv(EVENT_BATCH_SIZE, "1000")
+    log, failed = partition_events.PartitionEvents.log, []
+
+    def failing_once(self, by_partition):
+        if threading.current_thread().name == "amd-partition-events" and not failed:
+            failed.append(len(by_partition))
+            raise OSError("event storage unavailable")
+        log(self, by_partition)
+
+    monkeypatch.setattr(partition_events.PartitionEvents, "log", failing_once)
+    if not retry:
+        monkeypatch.setattr(assets, "settle", lambda context, events: events and events.finish())
+    result = load(instance, DAYS[0], DAYS[2], partition_events.run_tags())
+    assert failed == [3]
+    assert result.success is retry
+    records = instance.fetch_materializations(AMD_DAILY, limit=100).records
+    assert sorted(Counter(r.partition_key for r in records).values()) == ([1] * 9 if retry else [])
 
 
 def test_amd_partition_events_after_leaves_the_events_to_dagster_and_a_bad_value_is_named(monkeypatch):

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from common import (
     days_span,
     free_port,
     graphql,
+    last_answer_taken,
     machine,
     stop_group,
     timed,
@@ -98,10 +98,7 @@ def phases(home: Path, began: float, ended: float) -> dict[str, float]:
                 return e.timestamp
         raise LookupError(kind)
 
-    # The step's last progress line ("180/180 windows, ...") is logged when the last answer is taken.
-    last_answer = [
-        e.timestamp for e in logs if e.dagster_event is None and re.match(r"\d+/\d+ windows, ", e.user_message)
-    ][-1]
+    last_answer = last_answer_taken(logs)
     load_done = at("STEP_SUCCESS", "amd_daily")
     checks_done = at("STEP_SUCCESS", last=True)
     marks = [

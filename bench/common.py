@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -215,3 +216,13 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
     versions = f"Python {platform.python_version()}, dagster {dagster.__version__}, duckdb {duckdb.__version__}"
     return f"{os.cpu_count()} cores ({cpu}), {versions}"
+
+
+PROGRESS_LINE = re.compile(r"^\d+/\d+ windows, ")  # the amd_daily step's progress log
+
+
+def last_answer_taken(logs) -> float | None:
+    """When the step took its last answer: its last progress line ("180/180 windows, ..."), logged then.
+    Materialisations may come before it (a CLI run logs them during the load), so they cannot mark it."""
+    stamps = [e.timestamp for e in logs if e.dagster_event is None and PROGRESS_LINE.match(e.user_message)]
+    return stamps[-1] if stamps else None

@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import sqlite3
 import sys
@@ -50,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import CLI, ROOT, SimProcess, bench_env, days_span, du_bytes, log, machine, timed, verify
+from common import CLI, ROOT, SimProcess, bench_env, days_span, du_bytes, last_answer_taken, log, machine, timed, verify
 
 PLANNED = "ASSET_MATERIALIZATION_PLANNED"
 MATERIALIZATION = "ASSET_MATERIALIZATION"
@@ -59,7 +58,6 @@ STEP = "amd_daily"
 SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 EVENTS_ENV = "AMD_PARTITION_EVENTS"
-PROGRESS_LINE = re.compile(r"^\d+/\d+ windows, ")  # the step's progress log; the last one: the last answer taken
 
 
 def ScaleSim(latency_ms: float, campaigns: int) -> SimProcess:  # noqa: N802 (reads as the class it builds)
@@ -192,8 +190,7 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
 
         planned, run_start = first(PLANNED), first(RUN_START)
         step_start, step_end = first("STEP_START", STEP), last("STEP_SUCCESS", STEP) or last("STEP_FAILURE", STEP)
-        progress = [e.timestamp for e in logs if e.dagster_event is None and PROGRESS_LINE.match(e.user_message)]
-        last_answer = progress[-1] if progress else None
+        last_answer = last_answer_taken(logs)
         mats = [
             e.timestamp
             for e in logs

@@ -208,6 +208,17 @@ def written_metadata(records: list[dict], key_of: dict) -> dict:
     return {key_of[(r["campaign_id"], r["window_start"])]: partition_metadata(r) for r in records}
 
 
+def settle(context: dg.AssetExecutionContext, events: PartitionEvents | None) -> None:
+    """Wait for the thread logging the partitions' events. What it could not log, report_partitions logs
+    once more on the step's thread (and fails the step if that fails too)."""
+    if events is None:
+        return
+    try:
+        events.finish()
+    except Exception as exc:
+        context.log.warning(f"logging the written partitions' events failed, trying once more: {explain(exc)}")
+
+
 def report_partitions(
     context: dg.AssetExecutionContext,
     report: LoadReport,
@@ -341,11 +352,7 @@ def build_amd_daily(
         except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
-            if events:
-                try:
-                    events.finish()
-                except Exception as exc:  # report_partitions logs what is left: the load's failure comes first
-                    context.log.warning(f"logging the written partitions' events failed: {explain(exc)}")
+            settle(context, events)
             note_from_answers(wolkvox, failed.report)
             report_partitions(context, failed.report, key_of, failed=True, events=events)
             metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
@@ -355,8 +362,7 @@ def build_amd_daily(
                 publish(context, working, amd_store, metadata, failed=True)
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
-        if events:
-            events.finish()
+        settle(context, events)
         note_from_answers(wolkvox, report)
         if report.from_answers:
             context.log.info(f"{report.from_answers} window(s) taken from answers this backfill already fetched")
