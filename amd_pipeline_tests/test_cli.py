@@ -22,6 +22,7 @@ import pytest
 from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline_tests import forkserver
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
@@ -46,7 +47,8 @@ def cli_env(sim: Simulator, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def amd(env, *args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    """``amd-pipeline *args`` in a process of its own, forked from the pre-warmed server (forkserver.py)."""
+    return forkserver.run(list(args), env=env, cwd=cwd)
 
 
 def backfill(env, tmp_path, *extra):
@@ -362,14 +364,7 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
         assert 20 <= len(partial) < 90 and len(partial) % 10 == 0  # whole batches only
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in partial.itertuples())
 
-        rerun = subprocess.run(
-            [CLI, "backfill", "--start", str(START), "--end", str(END), "--quiet"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        rerun = amd(env, "backfill", "--start", str(START), "--end", str(END), "--quiet", cwd=tmp_path)
         assert rerun.returncode == 0, rerun.stderr
         assert "of a dead amd-pipeline process: marked failed, its token slot freed" in rerun.stderr
         rows = store.query("SELECT campaign_id, local_date, total_amd FROM amd_daily")

@@ -1,8 +1,7 @@
 """Exports for tools that do not speak DuckDB: 3 campaigns x 60 days read back with pandas, row for row."""
 
 import datetime as dt
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import duckdb
@@ -12,6 +11,7 @@ import pytest
 from amd_pipeline.core.export import STAGING_PREFIX, export_published
 from amd_pipeline.core.views import VIEWS
 from amd_pipeline.wolkvox.simulator import truth_for_day
+from amd_pipeline_tests import forkserver
 from amd_pipeline_tests.conftest import CAMPAIGNS
 from amd_pipeline_tests.sample import make_working_store
 
@@ -110,21 +110,15 @@ def test_publish_can_keep_a_parquet_copy_beside_the_file(published, tmp_path):
 
 @pytest.mark.slow
 def test_the_export_command_writes_both_formats_and_refuses_a_bad_one_in_one_line(published, tmp_path):
-    cli = str(Path(sys.executable).parent / "amd-pipeline")
+    env = dict(os.environ)
     for fmt in ("parquet", "csv"):
-        done = subprocess.run(
-            [cli, "export", "--format", fmt, "--out", str(tmp_path / fmt), "--duckdb", str(published)],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = forkserver.run(
+            ["export", "--format", fmt, "--out", str(tmp_path / fmt), "--duckdb", str(published)], env=env, cwd=tmp_path
         )
         assert done.returncode == 0, done.stderr
         assert f"{fmt} file(s)" in done.stdout and "amd_daily" in done.stdout
     assert (tmp_path / "csv" / "amd_daily.csv").is_file()
-    bad = subprocess.run(
-        [cli, "export", "--format", "xlsx", "--out", str(tmp_path / "x"), "--duckdb", str(published)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    bad = forkserver.run(
+        ["export", "--format", "xlsx", "--out", str(tmp_path / "x"), "--duckdb", str(published)], env=env, cwd=tmp_path
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "xlsx" in bad.stderr
