@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,24 +23,23 @@ import psycopg2
 import pytest
 
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline_tests import forkserver
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-CLI = str(Path(sys.executable).parent / "amd-pipeline")
 # Control: the processes keep the token's state in their own files, as if the instance were not shared.
 UNSHARED = "import amd_pipeline.core.shared_state as s; s.instance_url = lambda instance: None\n"
 CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())\n"
-CLI_UNSHARED = [sys.executable, "-c", UNSHARED + CLI_MAIN]
 # With the pool lifted: every process's load waits at a file barrier, so the three loads really run at once
 # (without it, a process that started late could find the others done: a control seeing 0 overlaps).
 AT_ONCE = textwrap.dedent("""
-    import pathlib, amd_pipeline.core.loader as loader
+    import pathlib, amd_pipeline.core.loader as loader, amd_pipeline.orchestration.assets as assets
     from amd_pipeline_tests.barrier import wait_at_barrier
     _load = loader.load
     def _load_at_once(*args, **kwargs):
         wait_at_barrier(pathlib.Path({gate!r}), 3)
         return _load(*args, **kwargs)
-    loader.load = _load_at_once
+    loader.load = assets.load = _load_at_once  # the asset imported the name before this ran
 """)
 ROOT = Path(__file__).resolve().parents[1]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 12)
@@ -91,22 +89,17 @@ def three_at_once(
         instance.add_dynamic_partitions("campaign", CAMPAIGNS)  # as the discovery sensor would have
     prelude = ("" if shared else UNSHARED) + (AT_ONCE.format(gate=str(tmp_path / "gate")) if at_once else "")
     (tmp_path / "gate").mkdir()
-    cli = [sys.executable, "-c", prelude + CLI_MAIN] if prelude else [CLI]
 
     def env(locks: str) -> dict[str, str]:
         return {**env_for(sim, tmp_path, home, locks), "PYTHONPATH": str(ROOT)}
 
     args = ["backfill", "--start", str(START), "--end", str(END), "--campaign"]
     procs = [
-        subprocess.Popen([*cli, *args, campaign], env=env(f"locks_{campaign}"), cwd=tmp_path, text=True)
+        forkserver.start([*args, campaign], env=env(f"locks_{campaign}"), cwd=tmp_path, script=prelude + CLI_MAIN)
         for campaign in CAMPAIGNS[:2]
     ]
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-c", prelude + REFRESH], env=env("locks_refresh"), stdout=subprocess.DEVNULL, text=True
-        )
-    )
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300)) for p in procs]
+    procs.append(forkserver.start([], env=env("locks_refresh"), cwd=tmp_path, script=prelude + REFRESH))
+    return [p.wait() for p in procs]
 
 
 def pool_waits(home: Path) -> int:
@@ -197,16 +190,14 @@ def spend_one_budget(sim: Simulator, tmp_path: Path, home: Path, shared: bool = 
     quota of 40 at a share of 0.5 (a budget of 20), both forced past the quota guard."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("campaign", CAMPAIGNS)
-    cli = [CLI] if shared else CLI_UNSHARED
+    script = ("" if shared else UNSHARED) + CLI_MAIN
     args = ["backfill", "--start", "2026-08-01", "--end", "2026-09-29", "--force", "--quiet", "--campaign"]
     procs = []
     for campaign in CAMPAIGNS[:2]:
         env = env_for(sim, tmp_path, home, f"locks_{campaign}")
         env.update(WOLKVOX_DAILY_QUOTA="40", AMD_QUOTA_SHARE="0.5")
-        procs.append(
-            subprocess.Popen([*cli, *args, campaign], env=env, cwd=tmp_path, text=True, stderr=subprocess.PIPE)
-        )
-    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        procs.append(forkserver.start([*args, campaign], env=env, cwd=tmp_path, script=script))
+    return [(done.returncode, done.stderr) for done in (p.wait() for p in procs)]
 
 
 def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg_home, tmp_path):
@@ -216,15 +207,12 @@ def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg
         # A third process as a new container starts: an empty lock folder, the same instance.
         env = env_for(sim, tmp_path, pg_home, "locks_new_container")
         env.update(WOLKVOX_DAILY_QUOTA="40", AMD_QUOTA_SHARE="0.5")
-        third = subprocess.run(
-            [CLI, "backfill", "--start", "2026-08-01", "--end", "2026-09-29", "--force", "--campaign", "20731"],
+        third = forkserver.run(
+            ["backfill", "--start", "2026-08-01", "--end", "2026-09-29", "--force", "--campaign", "20731"],
             env=env,
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
         )
-        budget = subprocess.run([CLI, "budget"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        budget = forkserver.run(["budget"], env=env, cwd=tmp_path)
         stats = sim.stats()
     assert [code for code, _ in results] == [4, 4], results  # both stopped by the one budget
     assert after_two["requests"] == 20, after_two  # 20 between them, not 20 each

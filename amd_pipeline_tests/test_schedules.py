@@ -1,8 +1,7 @@
 """The refresh and restatement schedules, evaluated on an instance with the shipped dagster.yaml."""
 
 import datetime as dt
-import subprocess
-import sys
+import os
 import textwrap
 import time
 from zoneinfo import ZoneInfo
@@ -12,6 +11,7 @@ import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline_tests import forkserver
 from amd_pipeline_tests.conftest import daily_materializations, published_materialization
 
 BOGOTA = ZoneInfo("America/Bogota")
@@ -76,14 +76,17 @@ def test_a_refresh_tick_is_skipped_while_the_previous_refresh_still_runs(env, in
         with dg.DagsterInstance.from_config({instance.root_directory!r}) as instance:
             assert job.execute_in_process(instance=instance, tags={dict(request.tags)!r}).success
     """)
-    running = subprocess.Popen([sys.executable, "-c", script])  # as the daemon would: another process
+    running = forkserver.start(
+        [], env=dict(os.environ), cwd=instance.root_directory, script=script
+    )  # as the daemon would
     try:
         deadline = time.monotonic() + 60
         while sim.stats()["requests"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         skipped = tick(instance, "amd_daily_refresh")
     finally:
-        assert running.wait(timeout=120) == 0
+        done = running.wait(timeout=120)
+        assert done.returncode == 0, done.stderr
     assert not skipped.run_requests
     assert "the previous refresh run" in skipped.skip_message and "is still started" in skipped.skip_message
     assert tick(instance, "amd_daily_refresh").run_requests  # once it is done, the next tick runs
