@@ -22,6 +22,12 @@ from amd_pipeline_tests import pg_cluster
 CAMPAIGNS = ["20717", "20718", "20731"]
 
 
+def pytest_collection_modifyitems(items):
+    """The real `dagster dev` test first: it mostly waits for the daemon, so under pytest-xdist it starts
+    at once on one worker while the other runs the rest, instead of lengthening the run at its end."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 @pytest.fixture
 def token() -> str:
     return "SECRET-" + secrets.token_hex(12)

@@ -1,8 +1,11 @@
 """Older ``duckdb`` releases, each installed by the test run itself into a folder of its own, and a way
 to query a file with one of them in a separate interpreter (CI has no other way to get them).
 
-The folders live under ``.pytest_cache/old-duckdb/<version>`` and are reused by later runs; one is
-built beside its final place and renamed into it, so an interrupted install is never reused.
+The folders live outside the clone, in the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+``amd_pipeline_tests/old-duckdb/<version>``; ``AMD_TESTS_CACHE`` names another place), so a fresh
+clone reuses what an earlier one installed. Installing holds a file lock (``filelock``, which Dagster
+brings): pytest-xdist's workers, or two clones' suites, never install one release twice at once; a
+release is built beside its final place and renamed into it, so an interrupted install is never reused.
 """
 
 from __future__ import annotations
@@ -14,8 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "old-duckdb"
+from filelock import FileLock
+
 INSTALL_TIMEOUT = 600
+
+
+def cache_root() -> Path:
+    """Where the test suite keeps what it installs for itself, outside any clone."""
+    if os.environ.get("AMD_TESTS_CACHE"):
+        return Path(os.environ["AMD_TESTS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "amd_pipeline_tests"
+
 
 # Runs in the old release's interpreter: every name's rows, each value as DuckDB itself prints it.
 DUMP = """
@@ -34,31 +47,35 @@ print(json.dumps(out))
 
 def install(version: str) -> Path:
     """The folder holding ``duckdb==version`` (installed with pip the first time)."""
-    target = CACHE / version
+    cache = cache_root() / "old-duckdb"
+    target = cache / version
     if (target / "duckdb").is_dir() and (target / ".complete").exists():
         return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    building = CACHE / f".{version}.{os.getpid()}.tmp"
-    shutil.rmtree(building, ignore_errors=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(building),
-            f"duckdb=={version}",
-        ],
-        check=True,
-        timeout=INSTALL_TIMEOUT,
-        capture_output=True,
-    )
-    (building / ".complete").touch()
-    shutil.rmtree(target, ignore_errors=True)
-    building.rename(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / f".{version}.lock"), timeout=INSTALL_TIMEOUT):
+        if (target / "duckdb").is_dir() and (target / ".complete").exists():  # another process just did
+            return target
+        building = cache / f".{version}.{os.getpid()}.tmp"
+        shutil.rmtree(building, ignore_errors=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(building),
+                f"duckdb=={version}",
+            ],
+            check=True,
+            timeout=INSTALL_TIMEOUT,
+            capture_output=True,
+        )
+        (building / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        building.rename(target)
     return target
 
 

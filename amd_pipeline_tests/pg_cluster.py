@@ -62,8 +62,20 @@ class Cluster:
             os.chown(self.folder, user.pw_uid, user.pw_gid)
             self.folder.chmod(0o700)
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
+        # The port was free when picked; another process (a pytest-xdist worker starting its own cluster)
+        # may take it before the server binds it: then the start fails, and a new port is tried.
+        for attempt in range(5):
+            options = (
+                f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+            )
+            pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o", options]
+            try:
+                self._run(*pg_ctl, "start")
+                return self
+            except subprocess.CalledProcessError:
+                if attempt == 4 or "already in use" not in self.log.read_text(errors="replace"):
+                    raise
+                self.port = _free_port()
         return self
 
     def url(self, database: str = "postgres") -> str:

@@ -1,11 +1,9 @@
 """The `amd-pipeline` command as a user runs it: subprocesses against the simulator on loopback."""
 
-import contextlib
 import datetime as dt
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +12,6 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -23,6 +20,7 @@ from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests import forkserver
+from amd_pipeline_tests.secret_scan import secret_hits
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
@@ -53,28 +51,6 @@ def amd(env, *args, cwd) -> subprocess.CompletedProcess:
 
 def backfill(env, tmp_path, *extra):
     return amd(env, "backfill", "--start", str(START), "--end", str(END), *extra, cwd=tmp_path)
-
-
-def secret_hits(root: Path, secret: str) -> list[str]:
-    """Files under ``root`` holding ``secret``: raw bytes, and every sqlite value (zlib blobs unpacked)."""
-    needle, hits = secret.encode(), []
-    for path in (p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        if needle in data:
-            hits.append(str(path))
-        if data.startswith(b"SQLite format 3"):
-            conn = sqlite3.connect(path)
-            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-                for row in conn.execute(f'SELECT * FROM "{table}"'):
-                    for value in row:
-                        blob = value.encode() if isinstance(value, str) else value
-                        if isinstance(blob, bytes):
-                            with contextlib.suppress(zlib.error):
-                                blob = zlib.decompress(blob)
-                            if needle in blob:
-                                hits.append(f"{path}:{table}")
-            conn.close()
-    return hits
 
 
 @pytest.fixture
@@ -372,136 +348,6 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
         assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
 
 
-def graphql(port, query, variables=None):
-    import urllib.request
-
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
-
-
-def start_dev(env, cwd, *extra) -> tuple[subprocess.Popen, int]:
-    """`amd-pipeline dev` on a free port, in a session of its own so a test can Ctrl-C all of it."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
-    dev = subprocess.Popen(
-        [CLI, "dev", *extra, "--port", str(port), "--workspace", str(workspace)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        # As from a terminal: a test run started in the background (`make test &`) ignores SIGINT, and
-        # a process that starts with SIGINT ignored keeps ignoring it, so Ctrl-C would do nothing.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    return dev, port
-
-
-def wait_for_campaign_partitions(port, count: int, seconds: float = 120) -> list[str]:
-    """The campaign partitions once the sensor has added ``count`` of them (or what there is at the deadline)."""
-    deadline, names = time.monotonic() + seconds, []
-    while time.monotonic() < deadline and len(names) < count:
-        time.sleep(1)
-        try:
-            nodes = graphql(port, "{ assetNodes { partitionKeysByDimension { name partitionKeys } } }")
-        except OSError:
-            continue
-        dims = {d["name"]: d["partitionKeys"] for d in nodes["assetNodes"][0]["partitionKeysByDimension"]}
-        names = dims["campaign"]
-    return names
-
-
-def test_under_dagster_dev_refreshes_run_every_minute_and_a_ui_backfill_lands(tmp_path):
-    """The daemon, not a test harness: `amd-pipeline dev`, the sensor, the refresh schedule at
-    `* * * * *`, and a backfill launched as the UI does (GraphQL launchPartitionBackfill)."""
-
-    with Simulator(SimConfig(token="SECRET-ui-" + os.urandom(8).hex(), latency_ms=5)) as sim:
-        env = cli_env(sim, tmp_path, AMD_CAMPAIGNS=",".join(CAMPAIGNS), AMD_REFRESH_CRON="* * * * *")
-        env["WOLKVOX_DAILY_QUOTA"] = "20000"
-        dev, port = start_dev(env, tmp_path)
-        store = AmdStore(env["AMD_DUCKDB_PATH"])
-        refresh_query = (
-            'query { runsOrError(filter: {tags: [{key: "amd_pipeline/source", value: "refresh"}]}) {'
-            " ... on Runs { results { runId status } } } }"
-        )
-        try:
-            started = time.monotonic()
-            names = wait_for_campaign_partitions(port, 3)  # the sensor adds the campaigns
-            assert names == CAMPAIGNS
-            # 3 campaigns x 12 days: Dagster splits the selection into one run per campaign (the dimension
-            # with fewer keys). bench/backfill.py --paths ui measures the same at 3 x 30 and 3 x 120 days.
-            days = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(12)]
-            keys = [f"{c}|{d}" for c in names for d in days]
-            launched = graphql(
-                port,
-                "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
-                " ... on LaunchBackfillSuccess { backfillId } } }",
-                {"p": {"partitionNames": keys, "assetSelection": [{"path": ["amd_daily"]}]}},
-            )
-            backfill_id = launched["launchPartitionBackfill"]["backfillId"]
-            refreshes, status = [], None
-            while time.monotonic() - started < 420:
-                time.sleep(2)
-                status = graphql(
-                    port,
-                    "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
-                    " ... on PartitionBackfill { status runs { status } } } }",
-                    {"id": backfill_id},
-                )["partitionBackfillOrError"]
-                refreshes = graphql(port, refresh_query)["runsOrError"]["results"]
-                backfill_done = status["runs"] and all(r["status"] in ("SUCCESS", "FAILURE") for r in status["runs"])
-                if backfill_done and sum(r["status"] == "SUCCESS" for r in refreshes) >= 2:
-                    break
-            elapsed = time.monotonic() - started
-        finally:
-            os.killpg(dev.pid, signal.SIGINT)
-            try:
-                output, _ = dev.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
-                output, _ = dev.communicate()
-        assert status and {r["status"] for r in status["runs"]} == {"SUCCESS"}, status
-        assert len(status["runs"]) == 3, status  # one run per campaign, as Dagster splits it
-        # The first run asks campaign_id=all for each day; the other two take those answers (same backfill).
-        ui_calls = store.query("SELECT campaign, count(*) AS n FROM api_requests WHERE source = 'ui' GROUP BY ALL")
-        assert dict(zip(ui_calls.campaign, ui_calls.n, strict=True)) == {"all": 12}, ui_calls
-        budget = amd(env, "budget", cwd=tmp_path)  # the ledger says so too
-        assert "windows served from answers already in hand today: 24 (no call)" in budget.stdout, budget.stdout
-        succeeded = [r["runId"] for r in refreshes if r["status"] == "SUCCESS"]
-        assert len(succeeded) >= 2, (refreshes, elapsed)
-        # Each refresh is one run with one campaign_id=all call per day it covers: today, and on the
-        # first refresh of a day (here the very first) yesterday too.
-        calls = store.query(
-            "SELECT run_id, count(*) AS calls, count(DISTINCT date_ini) AS days, min(campaign) AS campaign "
-            "FROM api_requests WHERE source = 'refresh' GROUP BY run_id"
-        )
-        assert set(succeeded) <= set(calls.run_id)
-        assert (calls.calls == calls.days).all() and set(calls.campaign) == {"all"}
-        assert sorted(calls.days)[-1] <= 2 and sorted(calls.days)[0] == 1
-        today = dt.datetime.now(ZoneInfo("America/Bogota")).date()
-        rows = store.query("SELECT campaign_id, local_date, total_amd, is_final FROM amd_daily ORDER BY ALL")
-        backfilled = rows[rows.local_date.dt.date < today - dt.timedelta(days=1)]
-        assert len(backfilled) == 36
-        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in backfilled.itertuples())
-        todays = rows[rows.local_date.dt.date == today]
-        assert sorted(todays.campaign_id) == CAMPAIGNS and not todays.is_final.any()
-        # (The simulator knows a day's detections in advance, so a partial day equals its whole-day truth.)
-        assert all(r.total_amd == truth_for_day(r.campaign_id, today) for r in todays.itertuples())
-        assert sim.stats()["overlaps"] == 0
-        token = sim.config.token
-        assert token not in output
-        compute_logs = list((tmp_path / "dagster_home" / "storage").rglob("compute_logs/*.err"))
-        assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
-        assert secret_hits(tmp_path, token) == []  # instance, compute logs, DuckDB (api_requests included)
-
-
 def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
     from amd_pipeline.core.normalize import Fetched, normalize
     from amd_pipeline.core.store import AMD_DAILY
@@ -729,55 +575,6 @@ def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
     stats = sim.stats()
     assert stats["requests"] == 20 == sum(ledger_of(Path(env["AMD_LOCK_DIR"]))["calls"].values())
     assert len(stats["clients"]) == 2 and stats["client_switches"] >= 3, stats  # they really took turns
-
-
-def test_dev_demo_runs_the_ui_on_the_simulator_and_ctrl_c_stops_everything_it_started(tmp_path):
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
-    dev, port = start_dev(env, tmp_path, "--demo")
-    try:
-        names = wait_for_campaign_partitions(port, 3)  # discovered from the simulator by the sensor
-        schedules = graphql(
-            port,
-            '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
-            '"amd_pipeline"}) { ... on Schedules { results { name cronSchedule scheduleState { status } } } } }',
-        )["schedulesOrError"]["results"]
-        started = descendants(dev.pid)
-    finally:
-        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        output, _ = dev.communicate(timeout=90)
-    assert names == CAMPAIGNS
-    refresh = next(s for s in schedules if s["name"] == "amd_daily_refresh")
-    assert refresh["cronSchedule"] == "* * * * *" and refresh["scheduleState"]["status"] == "RUNNING"
-    assert "demo: Wolkvox simulator at http://127.0.0.1:" in output
-    assert len(started) >= 4  # dagster dev, its webserver, daemon and code server at least
-    deadline = time.monotonic() + 60  # code servers stop a few seconds after their parent
-    while leftovers := [pid for pid in started if alive(pid)]:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert leftovers == []  # dagster dev, its webserver, daemon and code servers all stopped
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` now."""
-    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split("\n")
-    children: dict[int, list[int]] = {}
-    for row in rows:
-        if row.strip():
-            child, parent = (int(x) for x in row.split())
-            children.setdefault(parent, []).append(child)
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie nobody reaped has stopped)."""
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
-    return bool(state) and not state.startswith("Z")
 
 
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only reader", "read-write reader"])
