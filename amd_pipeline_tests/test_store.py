@@ -7,9 +7,11 @@ import duckdb
 import pandas as pd
 import pytest
 
+from amd_pipeline.core.loader import CampaignAll, WindowRequest, load
 from amd_pipeline.core.normalize import Fetched, normalize, to_frame
 from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
 from amd_pipeline.wolkvox.models import Answer
+from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
 
 AT = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
@@ -277,3 +279,36 @@ def test_answers_older_than_the_keep_days_are_pruned_when_a_load_starts(tmp_path
     assert sorted(store.query("SELECT answer_id FROM api_answers").answer_id) == ["old", "recent"]
     store.prepare(AMD_DAILY)
     assert store.query("SELECT answer_id FROM api_answers").answer_id.tolist() == ["recent"]
+
+
+def test_answers_in_hand_are_the_latest_answer_the_backfill_has_for_the_window(make_client, sim, tmp_path):
+    # One backfill fetched one closed day twice (its second run was not handed the first's answer), and
+    # the vendor restated the day in between: both answers came after the day ended, the later one is in hand.
+    store = AmdStore(tmp_path / "amd.duckdb")
+    window = day_window(dt.date(2026, 9, 1), "America/Bogota")
+
+    def run(run_id: str) -> None:
+        load(
+            make_client(),
+            store,
+            AMD_DAILY,
+            [WindowRequest("20717", window)],
+            campaign_all=CampaignAll.AUTO,
+            prefer_all=True,
+            request_tags={"source": "ui", "run_id": run_id, "backfill_id": "b1"},
+        )
+
+    run("r1")
+    sim.state.config.restatements = {"20717|2026-09-01": 7}
+    run("r2")
+    kept = store.query("SELECT run_id, fetched_at, campaign_id, total_amd FROM api_answers ORDER BY fetched_at")
+    assert kept.run_id.unique().tolist() == ["r1", "r2"] and set(kept.campaign_id) >= {"20717", "20718"}
+    first, latest = (
+        {r.campaign_id: r.total_amd for r in kept[kept.run_id == run].itertuples()} for run in ("r1", "r2")
+    )
+    assert int(latest["20717"]) == int(first["20717"]) + 7 == truth_for_day("20717", window.local_date) + 7
+
+    in_hand = store.answers_in_hand("b1", [window])
+    assert list(in_hand) == [window.start]
+    assert {row["campaign_id"]: row["total_amd"] for row in in_hand[window.start]["rows"]} == latest
+    assert in_hand[window.start]["fetched_at"] == kept[kept.run_id == "r2"].fetched_at.iloc[0]

@@ -1,8 +1,13 @@
 """The analyst views on a small hand-made dataset; expected numbers are written out here, not re-computed in SQL."""
 
+import base64
 import datetime as dt
+import html.parser
+import io
+import re
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
@@ -99,29 +104,83 @@ def test_the_views_use_the_operations_day_whatever_the_session_zone(store):
         assert rows["last"][0].date() == TODAY
 
 
-def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(store, tmp_path):
-    import base64
-    import re
+class Tables(html.parser.HTMLParser):
+    """Every ``<table>`` of a page, as rows of cell texts (the header row first)."""
 
-    from amd_pipeline.core.report import write_report
+    def __init__(self, page: str):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def coverage(png: bytes, colour: str) -> float:
+    """The share of a PNG's pixels that are ``colour`` (``#rrggbb``, give or take 2 of 255 a channel)."""
+    from matplotlib import image
+
+    pixels = np.round(image.imread(io.BytesIO(png), format="png")[..., :3] * 255)
+    wanted = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return float((np.abs(pixels - wanted).max(axis=-1) <= 2).mean())
+
+
+def test_the_report_is_one_html_page_with_its_charts_embedded_as_real_images(store, tmp_path):
+    from matplotlib import image
+
+    from amd_pipeline.core.report import STATUS_COLORS, write_report
 
     out = tmp_path / "report" / "amd_report.html"
     images = write_report(store, out, days=30, png_dir=tmp_path / "png")
     page = out.read_text()
-    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) == 4 == len(images)
-    for data in embedded:
-        png = base64.b64decode(data)
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000  # a drawn chart, not an empty canvas
+    embedded = [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    assert list(images) == ["today", "trend", "weekday", "completeness"] and embedded == list(images.values())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "png").iterdir()} == {
+        f"report_{name}.png": png for name, png in images.items()
+    }
+    for png in images.values():
+        height, width, _ = image.imread(io.BytesIO(png), format="png").shape
+        assert width > 600 and height > 200
+    # Each chart shows the data in the colours the report gives it, over more of the image than a legend
+    # swatch or a colour bar's end could: a blank canvas, or axes with the data left out, fail here.
+    drawn = {
+        ("trend", "#4a5568"): 0.02,  # the bars of campaign 1's 13 final days
+        ("trend", "#f6ad55"): 0,  # and of today's partial one (5 AMD)
+        ("trend", "#c53030"): 0.001,  # the 7-day mean, a line across the chart
+        ("today", "#2b6cb0"): 0,  # today's snapshot of campaign 1
+        ("weekday", "#440154"): 0.01,  # campaign 2's mean of 0: the scale's bottom
+        ("weekday", "#fde725"): 0.01,  # campaign 1's highest weekday mean (95): its top
+    }
+    # Every status is some campaign's day here: a calendar cell each.
+    drawn |= {("completeness", colour): 0.01 for colour in STATUS_COLORS.values()}
+    for (chart, colour), least in drawn.items():
+        found = coverage(images[chart], colour)
+        assert found > least, f"{chart} chart: {found:.3%} of the pixels are {colour}, expected over {least:.1%}"
     assert "Unusual days" in page and "None in these days." in page
     assert "http" not in page.replace(str(store.path), "")  # nothing to fetch: it opens offline
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
-        "report_completeness.png",
-        "report_today.png",
-        "report_trend.png",
-        "report_weekday.png",
+    # The page's one table: per campaign, its days, their total, the partial ones and the span.
+    assert Tables(page).tables == [
+        [
+            ["campaign_id", "days", "total_amd", "partial_days", "first_day", "last_day"],
+            ["1", "14", "915", "1", str(day(0)), str(TODAY)],  # 10 + 20 + ... + 130, and today's 5
+            ["2", "1", "0", "0", str(day(0)), str(day(0))],  # its final zero; rejected and deferred are no rows
+        ]
     ]
-    assert "<td>1</td>" in page and "<td>2</td>" in page  # the per-campaign table is there
 
 
 def at_local(d: dt.date, hour: int, minute: int = 0) -> dt.datetime:
