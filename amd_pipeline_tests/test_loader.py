@@ -1,4 +1,5 @@
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -347,28 +348,37 @@ def test_a_batch_is_also_written_after_batch_seconds(make_client, tmp_path):
 
 
 def test_a_load_that_stops_does_not_wait_for_the_fetchers_retries(make_client, sim, tmp_path):
-    # The write fails while the fetcher waits to retry a 500 (seconds, with the real sleep): the load
-    # ends now, and the fetcher makes no further attempt (a run interrupted while the server is gone).
+    # The write fails while the fetcher waits to retry a 500 (minutes, with the real sleep): the load
+    # ends anyway, and the fetcher makes no further attempt (a run interrupted while the server is gone).
     from amd_pipeline.wolkvox.client import RetryPolicy
 
     store = AmdStore(tmp_path / "amd.duckdb")
-    client = make_client(sleep=time.sleep, retry=RetryPolicy(max_attempts=6, base_delay=4.0))
+    client = make_client(sleep=time.sleep, retry=RetryPolicy(max_attempts=6, base_delay=600.0, max_delay=600.0))
     real_call = client.amd_accumulated
 
     def call(campaign, window):
         if client.stats.calls == 1:
-            sim.queue_faults(*["500"] * 6)  # every later attempt fails: the fetcher backs off 2-4 s, 4-8 s, ...
+            sim.queue_faults(*["500"] * 6)  # every later attempt fails: the fetcher backs off 5-10 min, ...
         return real_call(campaign, window)
 
     def failing_replace(*args, **kwargs):
-        time.sleep(0.5)  # by now the fetcher is waiting to retry
+        deadline = time.monotonic() + 60
+        while sim.stats()["requests"] < 2 and time.monotonic() < deadline:  # the failed attempt was made
+            time.sleep(0.01)
         raise RuntimeError("disk full")
 
     client.amd_accumulated, store.replace = call, failing_replace
-    began = time.monotonic()
-    with pytest.raises(LoadFailedError):
-        load(client, store, AMD_DAILY, requests_for(["20717"], DAYS), batch_size=1)
-    assert time.monotonic() - began < 2.0
-    attempts = sim.stats()["requests"]
-    time.sleep(2.5)  # past the first retry wait
-    assert sim.stats()["requests"] == attempts == 2  # the first answer, the failed attempt; no retry after
+    failed = []
+
+    def run():
+        with pytest.raises(LoadFailedError):
+            load(client, store, AMD_DAILY, requests_for(["20717"], DAYS), batch_size=1)
+        failed.append(True)
+
+    loading = threading.Thread(target=run, daemon=True)
+    loading.start()
+    loading.join(120)  # without the wait cut short, the load would sit out 5-10 min of retry wait
+    assert not loading.is_alive() and failed == [True]
+    # The load joined its fetcher, so nothing calls after it returned: the first answer and the failed
+    # attempt, no retry.
+    assert sim.stats()["requests"] == 2
