@@ -20,6 +20,9 @@ from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 from amd_pipeline_tests import pg_cluster
 
 CAMPAIGNS = ["20717", "20718", "20731"]
+# Tests whose processes must really contend (for the token, the ledger, the pool): under pytest-xdist
+# they share one worker, so two of them never run at once and load each other's processes.
+CONTENTION = pytest.mark.xdist_group("contention")
 
 
 def pytest_collection_modifyitems(items):

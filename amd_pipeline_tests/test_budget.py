@@ -13,6 +13,7 @@ import pytest
 from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.shared_state import dsn
 from amd_pipeline.wolkvox.errors import BudgetExhaustedError
+from amd_pipeline_tests.conftest import CONTENTION
 
 BOGOTA = "America/Bogota"
 
@@ -103,6 +104,7 @@ def interleaved(numbers: list[list[int]]) -> bool:
 
 
 @pytest.mark.parametrize("lock", LOCKS)
+@CONTENTION
 def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path, lock):
     # Three processes wait at a file barrier, then each tries 80 calls against a budget of 150
     # (240 tries in all), pausing 1 ms between tries so their loops overlap whoever starts first.
@@ -138,6 +140,7 @@ def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path, lock):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("lock", LOCKS)
+@CONTENTION
 def test_processes_charging_one_postgresql_ledger_at_once_stay_within_it(postgres, tmp_path, lock):
     # Eight processes connect (the schema is made then), wait at a file barrier, then each tries 20
     # charges against a limit of 20: any one of them could spend it all alone.

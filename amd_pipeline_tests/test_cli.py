@@ -20,6 +20,7 @@ from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests import forkserver
+from amd_pipeline_tests.conftest import CONTENTION
 from amd_pipeline_tests.secret_scan import secret_hits
 
 pytestmark = pytest.mark.slow
@@ -193,6 +194,7 @@ def concurrent_backfills(sim, envs):
 
 
 @pytest.mark.parametrize("homes", ["one DAGSTER_HOME (pool and lock)", "two DAGSTER_HOMEs (lock only)"])
+@CONTENTION
 def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes):
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
         a = cli_env(sim, tmp_path, _cwd=str(tmp_path))
@@ -215,6 +217,7 @@ def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes
 
 
 @pytest.mark.parametrize("homes", ["one DAGSTER_HOME", "two DAGSTER_HOMEs"])
+@CONTENTION
 def test_the_concurrency_check_does_see_overlaps_when_the_guards_are_bypassed(tmp_path, homes):
     # Control: the same configurations minus the guard (separate lock folders; on one home, a pool
     # limit of 10 instead of 1), so the simulator must count overlaps. The tests above could fail.
@@ -555,6 +558,7 @@ def test_a_backfill_stops_at_the_daily_budget_and_later_days_fetch_only_what_is_
         assert all(r.total_amd == sim.day_total(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
 
 
+@CONTENTION
 def test_two_backfills_spending_one_budget_at_once_stay_within_it(tmp_path):
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=200, daily_quota=40)) as sim:
         env = cli_env(sim, tmp_path, WOLKVOX_DAILY_QUOTA="40", WOLKVOX_CAMPAIGN_ALL="off")

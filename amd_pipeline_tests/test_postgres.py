@@ -24,6 +24,7 @@ import pytest
 
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests import forkserver
+from amd_pipeline_tests.conftest import CONTENTION
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -125,6 +126,7 @@ def database_text(url: str) -> str:
     return "\n".join(out)
 
 
+@CONTENTION
 def test_two_backfills_and_a_refresh_at_once_never_overlap_and_load_exact_totals(pg_home, tmp_path):
     # 150 ms a call: each load holds the token's slot for about 2 s, so the three really compete for it.
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=150)) as sim:
@@ -161,6 +163,7 @@ def lift_pool_limit(home: Path) -> None:
         instance.event_log_storage.set_concurrency_slots("wolkvox_token", 10)
 
 
+@CONTENTION
 def test_the_instances_postgresql_alone_keeps_requests_apart_with_no_setting(pg_home, tmp_path):
     # The pool's limit lifted: the two backfills' and the refresh's steps all run at once, and only the
     # advisory lock the token takes in the instance's PostgreSQL (no AMD_TOKEN_LOCK_URL) keeps them apart.
@@ -173,6 +176,7 @@ def test_the_instances_postgresql_alone_keeps_requests_apart_with_no_setting(pg_
     assert len(stats["clients"]) == 3 and stats["client_switches"] >= 3, stats  # they took turns
 
 
+@CONTENTION
 def test_the_check_sees_overlaps_when_the_pool_limit_and_the_shared_lock_are_lifted(pg_home, tmp_path):
     # Control: the same three processes with the pool's limit lifted and the token's state kept in each
     # process's own lock folder (as before it moved to PostgreSQL): the simulator must count overlaps,
@@ -200,6 +204,7 @@ def spend_one_budget(sim: Simulator, tmp_path: Path, home: Path, shared: bool = 
     return [(done.returncode, done.stderr) for done in (p.wait() for p in procs)]
 
 
+@CONTENTION
 def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg_home, tmp_path):
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
         results = spend_one_budget(sim, tmp_path, pg_home)
@@ -232,6 +237,7 @@ def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg
     assert sim.config.token not in database_text(os.environ["DAGSTER_PG_URL"])
 
 
+@CONTENTION
 def test_the_budget_check_sees_each_machine_spend_its_own_when_nothing_is_shared(pg_home, tmp_path):
     # Control: the same two backfills with the ledger in each process's own lock folder spend 20 each.
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from amd_pipeline.core.token_guard import SharedLockError, TokenGuard, token_key
+from amd_pipeline_tests.conftest import CONTENTION
 
 
 def overlapping_pairs(intervals):
@@ -54,6 +55,7 @@ def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str
     return [interval for interval, _ in leases], holders
 
 
+@CONTENTION
 def test_leases_from_several_processes_never_overlap(tmp_path):
     intervals, _ = three_processes_leasing(tmp_path)
     assert overlapping_pairs(intervals) == 0
@@ -61,6 +63,7 @@ def test_leases_from_several_processes_never_overlap(tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("shared", [True, False], ids=["shared lock", "control: no shared lock"])
+@CONTENTION
 def test_processes_with_separate_lock_folders_are_kept_apart_by_the_shared_lock(postgres, tmp_path, shared):
     # Separate lock folders stand for separate machines: only the PostgreSQL advisory lock is common.
     intervals, _ = three_processes_leasing(tmp_path, own_folders=True, shared_url=postgres.url() if shared else None)
