@@ -190,7 +190,12 @@ def test_the_tree_check_finds_a_child_started_late_that_outlives_ctrl_c(tmp_path
     # its own and deaf to SIGINT, survives the Ctrl-C. A snapshot of the children taken at the start
     # cannot see it; the mark does, and kill_marked stops it.
     env = {**os.environ, **process_tree.new_mark()}
-    parent = subprocess.Popen([sys.executable, "-c", LATE_CHILD], env=env, start_new_session=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", LATE_CHILD],
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal (see start_dev)
+    )
     try:
         snapshot = process_tree.marked(env)
         assert snapshot == [parent.pid]
