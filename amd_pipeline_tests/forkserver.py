@@ -76,6 +76,8 @@ def _handle(conn: socket.socket) -> None:
         if pid == 0:
             conn.close()
             _command(request)
+        with contextlib.suppress(OSError):  # also here, so a kill sent before the child set it reaches it
+            os.setpgid(pid, pid)
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         _, status = os.waitpid(pid, 0)
         conn.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
@@ -132,7 +134,12 @@ class Process:
     def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
         try:
             if self._popen is not None:
-                returncode = self._popen.wait(timeout)
+                try:
+                    returncode = self._popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    self._popen.wait()  # reaped, not left a zombie
+                    raise
             else:
                 self._conn.settimeout(timeout)
                 try:

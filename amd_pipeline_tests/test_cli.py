@@ -1,4 +1,7 @@
-"""The `amd-pipeline` command as a user runs it: subprocesses against the simulator on loopback."""
+"""The `amd-pipeline` command as a user runs it: processes against the simulator on loopback.
+
+Each command is a process of its own, forked from the pre-warmed server (forkserver.py); the killed
+backfill and the killed publish are plain subprocesses."""
 
 import datetime as dt
 import json
@@ -24,7 +27,7 @@ from amd_pipeline_tests.conftest import CONTENTION
 from amd_pipeline_tests.secret_scan import secret_hits
 
 pytestmark = pytest.mark.slow
-CLI = str(Path(sys.executable).parent / "amd-pipeline")
+CLI = forkserver.CLI
 CAMPAIGNS = ["20717", "20718", "20731"]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 30)
 

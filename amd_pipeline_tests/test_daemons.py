@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+import yaml
 
 # Dagster's test harness for its daemons (private names, as in dagster's own daemon tests).
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
@@ -47,14 +48,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BOGOTA = ZoneInfo("America/Bogota")
 DISCOVERED = ["20717", "20718", "20731"]  # the simulator's predictive campaigns (20744 is a preview one)
 # The runs the daemons submit start at once, in this process: no queue, no run worker.
-IN_PROCESS_RUNS = """
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: DefaultRunCoordinator
-run_launcher:
-  module: dagster._core.launcher.sync_in_memory_run_launcher
-  class: SyncInMemoryRunLauncher
-"""
+IN_PROCESS_RUNS = {
+    "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
+    "run_launcher": {
+        "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+        "class": "SyncInMemoryRunLauncher",
+    },
+}
 
 
 class Daemon:
@@ -102,12 +102,9 @@ def daemon(pipeline_env, monkeypatch, tmp_path):
     monkeypatch.setenv("AMD_START_DATE", "2026-01-01")
     home = tmp_path / "dagster_home"
     home.mkdir()
-    # The shipped file's run queue belongs to the queued coordinator, replaced here.
-    shipped = shipped_instance_yaml()
-    assert "run_queue:\n  dequeue_interval_seconds: 1\n" in shipped
-    (home / "dagster.yaml").write_text(
-        shipped.replace("run_queue:\n  dequeue_interval_seconds: 1\n", "") + IN_PROCESS_RUNS
-    )
+    config = yaml.safe_load(shipped_instance_yaml())
+    del config["run_queue"]  # the queued coordinator's setting: that coordinator is replaced here
+    (home / "dagster.yaml").write_text(yaml.safe_dump({**config, **IN_PROCESS_RUNS}))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.from_config(str(home))
     origin = InProcessCodeLocationOrigin(
@@ -183,13 +180,11 @@ def test_the_refresh_reads_yesterday_on_its_first_tick_of_the_day_then_only_toda
     assert daemon.instance.get_runs() == []
     daemon.schedules(second)
     daemon.schedules(third)
-    runs = sorted(daemon.instance.get_runs(), key=lambda r: r.run_id)
-    refreshes = sorted(
-        (r for r in daemon.instance.get_runs() if r.tags.get("amd_pipeline/source") == "refresh"),
-        key=lambda r: daemon.instance.get_run_record_by_id(r.run_id).create_timestamp,
-    )
-    assert len(refreshes) == len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    today = second.astimezone(BOGOTA).date()
+    refreshes = daemon.instance.get_runs()[::-1]  # oldest first
+    assert [(r.tags["amd_pipeline/source"], r.status) for r in refreshes] == [
+        ("refresh", dg.DagsterRunStatus.SUCCESS)
+    ] * 2
+    today = second.astimezone(BOGOTA).date()  # the ticks' day
     calls = calls_by_run(pipeline_env)
     # One campaign_id=all call per day for the three campaigns: the first refresh of the day also
     # closes yesterday; the next one writes only today.
@@ -200,7 +195,8 @@ def test_the_refresh_reads_yesterday_on_its_first_tick_of_the_day_then_only_toda
     assert sorted({(r.campaign_id, r.local_date.date()) for r in rows.itertuples()}) == [
         (c, d) for c in DISCOVERED for d in (today - dt.timedelta(days=1), today)
     ]
-    # Yesterday closed and final; today partial. (This simulator counts a day's detections in advance,
-    # so a partial day already equals its whole-day truth.)
-    assert rows.is_final.tolist() == [d < today for d in rows.local_date.dt.date]
+    # A day is final once it has ended on the real clock (the ticks' day too, just after midnight); until
+    # then partial. This simulator counts a day's detections in advance: a partial day equals its truth.
+    ended = dt.datetime.now(BOGOTA).date()
+    assert rows.is_final.tolist() == [d < ended for d in rows.local_date.dt.date]
     assert all(r.total_amd == sim.day_total(r.campaign_id, r.local_date.date()) for r in rows.itertuples())

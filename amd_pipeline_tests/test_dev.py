@@ -11,6 +11,7 @@ in run workers, and Ctrl-C stops every process of the tree, those started late i
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -28,11 +29,11 @@ import pytest
 
 from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.simulator import truth_for_day
-from amd_pipeline_tests import process_tree
+from amd_pipeline_tests import forkserver, process_tree
 from amd_pipeline_tests.secret_scan import secret_hits
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-CLI = str(Path(sys.executable).parent / "amd-pipeline")
+CLI = forkserver.CLI
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 CAMPAIGNS = ["20717", "20718", "20731"]
 UI_DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(4)]
@@ -52,21 +53,40 @@ def free_port() -> int:
 
 
 def start_dev(env: dict[str, str], cwd: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`amd-pipeline dev` on a free port, as from a terminal: a session of its own (a test's Ctrl-C
-    reaches all of it) and SIGINT at its default (a suite started in the background ignores SIGINT, and
-    a process that starts with it ignored keeps ignoring it). Its output goes to ``log``."""
-    port = free_port()
-    with open(log, "w") as out:
-        dev = subprocess.Popen(
-            [CLI, "dev", *extra, "--port", str(port), "--workspace", str(WORKSPACE)],
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-    return dev, port
+    """`amd-pipeline dev` on a free port, as from a terminal, once its UI answers.
+
+    As from a terminal: a session of its own (a test's Ctrl-C reaches all of it) and SIGINT at its
+    default (a suite started in the background ignores SIGINT, and a process that starts with it ignored
+    keeps ignoring it). Its output goes to ``log``. The port was free when picked; if another process
+    takes it first, the webserver cannot bind it, and another port is tried.
+    """
+    for _ in range(3):
+        port = free_port()
+        with open(log, "w") as out:
+            dev = subprocess.Popen(
+                [CLI, "dev", *extra, "--port", str(port), "--workspace", str(WORKSPACE)],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+        if wait_for(functools.partial(settled, dev, port, log), 120) == "serving":
+            return dev, port
+        process_tree.kill_marked(env)
+        dev.wait(10)
+        if "address already in use" not in log.read_text().lower():
+            break
+    raise AssertionError(f"`amd-pipeline dev` did not serve its UI:\n{log.read_text()[-3000:]}")
+
+
+def settled(dev: subprocess.Popen, port: int, log: Path) -> str | None:
+    """ "serving" once the UI answers; "failed" if `dev` ended or its webserver could not bind the port
+    (`dagster dev` itself keeps running then); None while it starts."""
+    if dev.poll() is not None or "address already in use" in log.read_text().lower():
+        return "failed"
+    return "serving" if graphql(port, "{ version }") else None
 
 
 def wait_for(what, seconds: float, every: float = 1.0):
@@ -109,8 +129,10 @@ def test_dev_demo_serves_a_ui_backfill_and_a_schedule_tick_and_ctrl_c_stops_ever
             "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
             " ... on LaunchBackfillSuccess { backfillId } } }",
             {
-                "p": {"partitionNames": [f"{c}|{d}" for c in CAMPAIGNS for d in UI_DAYS]}
-                | {"assetSelection": [{"path": ["amd_daily"]}]}
+                "p": {
+                    "partitionNames": [f"{c}|{d}" for c in CAMPAIGNS for d in UI_DAYS],
+                    "assetSelection": [{"path": ["amd_daily"]}],
+                }
             },
         )
         backfill_id = launched["launchPartitionBackfill"]["backfillId"]

@@ -61,9 +61,7 @@ class CallLedger:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """The ledger's lock: one process at a time reads, changes and writes the file back.
-
-        Its own method, so the ledger's lock is one thing to name (the concurrency test's control drops it)."""
+        """The ledger's lock: one process at a time reads, changes and writes the file back."""
         fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
