@@ -32,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "amd-pipeline")
+# The command's own entry, for a script that changes something first (a test's control or barrier).
+CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())\n"
 # What every command pays otherwise: about 1.5 s of imports a process on the 2-core machine.
 PRELOAD = (
     "dagster",

@@ -23,6 +23,7 @@ from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests import forkserver
+from amd_pipeline_tests.barrier import runs_at_once
 from amd_pipeline_tests.conftest import CONTENTION
 from amd_pipeline_tests.secret_scan import secret_hits
 
@@ -172,14 +173,41 @@ def test_the_secret_scan_would_find_a_leaked_token(tmp_path):
     assert secret_hits(home, "SECRET-leak") == [f"{home / 'x.db'}:t"]
 
 
-def concurrent_backfills(sim, envs):
-    """Two backfills at once; returns the simulator's stats after checking both ran and really contended."""
-    results = []
+# For two runs on one instance: the run whose step got the token's pool slot first holds it (before
+# its first call) until the other run's step has been refused the slot, so the pool is seen at work
+# however slowly that other run starts on a busy machine. A step that finds the other run ended goes on,
+# and so does one that waited 15 s (a pool that let both steps in: the assertion below then fails).
+HOLD_UNTIL_THE_OTHER_IS_BLOCKED = """
+import os, time, dagster as dg, amd_pipeline.orchestration.assets as assets
+_load = assets.load
+def _blocked_or_ended(instance, run):
+    if run.is_finished:
+        return True
+    return any("blocked by limit for pool" in (e.message or "") for e in instance.all_logs(run.run_id))
+def _when_the_other_waits(*args, **kwargs):
+    mine = kwargs["request_tags"]["run_id"]
+    with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            others = [r for r in instance.get_runs() if r.run_id != mine]
+            if others and all(_blocked_or_ended(instance, r) for r in others):
+                break
+            time.sleep(0.05)
+    return _load(*args, **kwargs)
+assets.load = _when_the_other_waits
+"""
+
+
+def concurrent_backfills(sim, envs, prelude: str = ""):
+    """Two backfills whose runs start together (a barrier after their pre-flight); returns the simulator's
+    stats after checking both ran and really contended."""
+    results, gate = [], Path(envs[0]["_cwd"]) / "gate"
+    gate.mkdir()
+    script = runs_at_once(gate, 2) + prelude + forkserver.CLI_MAIN
 
     def go(env, campaign):
-        results.append(
-            amd(env, "backfill", "--start", str(START), "--end", str(END), "--campaign", campaign, cwd=env["_cwd"])
-        )
+        args = ["backfill", "--start", str(START), "--end", str(END), "--campaign", campaign]
+        results.append(forkserver.run(args, env=env, cwd=env["_cwd"], script=script))
 
     threads = [threading.Thread(target=go, args=(env, c)) for env, c in zip(envs, ["20717", "20718"], strict=True)]
     for t in threads:
@@ -204,7 +232,7 @@ def test_two_concurrent_backfills_never_overlap_at_the_simulator(tmp_path, homes
         b = cli_env(sim, tmp_path, _cwd=str(tmp_path))
         if homes.startswith("two"):
             b["DAGSTER_HOME"] = str(tmp_path / "other_home")
-        stats = concurrent_backfills(sim, [a, b])
+        stats = concurrent_backfills(sim, [a, b], "" if homes.startswith("two") else HOLD_UNTIL_THE_OTHER_IS_BLOCKED)
         assert stats["overlaps"] == 0
     if homes.startswith("two"):
         # Without a shared instance only the token lock keeps them apart, request by request.

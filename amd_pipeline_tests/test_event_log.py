@@ -31,7 +31,8 @@ from amd_pipeline.orchestration.event_log import AmdSqliteInstance, BatchedSqlit
 from amd_pipeline.orchestration.instance import EVENT_BATCH_SIZE, prepare_home, shipped_instance_yaml
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.client import WolkvoxClient
-from amd_pipeline_tests.conftest import CAMPAIGNS, PRODUCTION_PROFILE
+from amd_pipeline_tests import forkserver
+from amd_pipeline_tests.conftest import CAMPAIGNS, CONTENTION, PRODUCTION_PROFILE
 
 AMD_DAILY = dg.AssetKey("amd_daily")
 DAY0 = dt.date(2026, 11, 1)
@@ -499,3 +500,44 @@ def test_a_home_written_before_the_package_split_keeps_its_config_and_still_open
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance) is AmdSqliteInstance
         assert type(instance.event_log_storage) is BatchedSqliteEventLogStorage
+
+
+# --- The token pool's slot on the shipped SQLite instance ------------------------------------------------
+
+CLAIM_AT_ONCE = """
+import sys, uuid, dagster as dg
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from amd_pipeline_tests.barrier import wait_at_barrier
+home, gate, parties, stock = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "stock"
+instance = dg.DagsterInstance.from_config(home)
+storage = instance.event_log_storage
+if stock:  # the control: Dagster's own SQLite event log, as a home without the shipped instance class has
+    storage.__class__ = SqliteEventLogStorage
+wait_at_barrier(gate, parties)
+print(int(storage.claim_concurrency_slot("wolkvox_token", uuid.uuid4().hex, "amd_daily").is_claimed))
+"""
+
+
+def claims_at_once(tmp_path: Path, attempt: int, storage: str, parties: int = 6) -> int:
+    """How many of ``parties`` processes, claiming the token pool's one slot at the same moment, got it."""
+    home = prepare_home(tmp_path / f"home{attempt}")
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # the pool has its slot, as after a first run
+        assert instance.event_log_storage.initialize_concurrency_limit_to_default("wolkvox_token")
+    gate = tmp_path / f"gate{attempt}"
+    gate.mkdir()
+    args = [str(home), str(gate), str(parties), storage]
+    started = [forkserver.start(args, env=dict(os.environ), cwd=tmp_path, script=CLAIM_AT_ONCE) for _ in range(parties)]
+    done = [p.wait() for p in started]
+    assert all(d.returncode == 0 for d in done), [d.stderr[-2000:] for d in done]
+    return sum(int(d.stdout) for d in done)
+
+
+@pytest.mark.slow
+@CONTENTION
+@pytest.mark.parametrize("storage", ["shipped", "stock"], ids=["shipped", "control_dagsters_sqlite_event_log"])
+def test_steps_claiming_the_token_pool_at_once_get_one_slot_between_them(tmp_path, monkeypatch, storage):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    if storage == "shipped":
+        assert [claims_at_once(tmp_path, i, storage) for i in range(5)] == [1] * 5
+    else:  # measured: 2-4 claims in 8 of 10 tries; one is enough to show the comparison can fail
+        assert any(claims_at_once(tmp_path, i, storage) > 1 for i in range(10))

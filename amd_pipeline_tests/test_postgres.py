@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 # Control: the processes keep the token's state in their own files, as if the instance were not shared.
 UNSHARED = "import amd_pipeline.core.shared_state as s; s.instance_url = lambda instance: None\n"
-CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())\n"
+CLI_MAIN = forkserver.CLI_MAIN
 # With the pool lifted: every process's load waits at a file barrier, so the three loads really run at once
 # (without it, a process that started late could find the others done: a control seeing 0 overlaps).
 AT_ONCE = textwrap.dedent("""
