@@ -16,6 +16,7 @@ import dagster as dg
 import yaml
 
 from amd_pipeline.core.messages import EXIT_FAILED, CliExit
+from amd_pipeline.core.portable import pid_alive
 
 DEFAULT_HOME = ".dagster_home"
 
@@ -128,16 +129,6 @@ def cli_run_tags() -> dict[str, str]:
     return {CLI_HOST_TAG: socket.gethostname(), CLI_PID_TAG: str(os.getpid())}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def release_dead_cli_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark runs of CLI processes on this host that died (kill -9, OOM) as failed, and free their pool slots.
 
@@ -152,7 +143,7 @@ def release_dead_cli_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in records:
         run = record.dagster_run
         pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
-        if pid and pid != os.getpid() and not _alive(pid):
+        if pid and pid != os.getpid() and not pid_alive(pid):
             instance.report_run_failed(run, f"the amd-pipeline process (pid {pid}) that ran it is gone")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             released.append(run.run_id)
