@@ -10,6 +10,11 @@ import pytest
 
 from amd_pipeline.core.token_guard import SharedLockError, TokenGuard, token_key
 from amd_pipeline_tests.conftest import CONTENTION
+from amd_pipeline_tests.windows_like import windows_like
+
+# Where the processes run: this Python, or one with fcntl and every other POSIX-only module hidden, as on
+# Windows (filelock then keeps them apart with lock files created exclusively; on Windows, msvcrt.locking).
+PLATFORMS = [pytest.param(False, id="posix"), pytest.param(True, id="windows-like")]
 
 
 def overlapping_pairs(intervals):
@@ -24,11 +29,12 @@ def test_the_lock_key_does_not_contain_the_token():
     assert key != token_key("https://wv0020.wolkvox.com", "SECRET-abcdef")
 
 
-def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str | None = None):
+def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str | None = None, windows: bool = False):
     """Three processes (started together at a barrier) each take 15 leases of 10 ms.
 
     Returns ``(intervals, holders)``: every lease's (start, end), and who held the token in time order.
-    ``own_folders`` gives each process its own lock folder, as on separate machines.
+    ``own_folders`` gives each process its own lock folder, as on separate machines; ``windows`` hides
+    the POSIX-only modules from them.
     """
     folder = "gate / str(os.getpid())" if own_folders else "gate"
     script = textwrap.dedent(f"""
@@ -45,7 +51,10 @@ def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str
                 start = time.monotonic(); time.sleep(0.01); out.append((start, time.monotonic()))
         print(json.dumps(out))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    env = windows_like() if windows else None
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)
+    ]
     leases = [(tuple(i), n) for n, p in enumerate(procs) for i in json.loads(p.communicate(timeout=60)[0])]
     assert len(leases) == 45
     # They really contended: in time order, the holder changes more often than once per process
@@ -55,10 +64,19 @@ def three_processes_leasing(tmp_path, own_folders: bool = False, shared_url: str
     return [interval for interval, _ in leases], holders
 
 
+@pytest.mark.parametrize("windows", PLATFORMS)
 @CONTENTION
-def test_leases_from_several_processes_never_overlap(tmp_path):
-    intervals, _ = three_processes_leasing(tmp_path)
+def test_leases_from_several_processes_never_overlap(tmp_path, windows):
+    intervals, _ = three_processes_leasing(tmp_path, windows=windows)
     assert overlapping_pairs(intervals) == 0
+
+
+@pytest.mark.parametrize("windows", PLATFORMS)
+@CONTENTION
+def test_the_overlap_count_sees_processes_that_do_not_share_a_lock(tmp_path, windows):
+    # Control: the same three processes, each with a lock folder of its own, so no lock stands between them.
+    intervals, _ = three_processes_leasing(tmp_path, own_folders=True, windows=windows)
+    assert overlapping_pairs(intervals) > 0
 
 
 @pytest.mark.postgres
@@ -75,6 +93,57 @@ def test_an_unreachable_shared_lock_is_one_sentence_without_the_url(tmp_path):
     with pytest.raises(SharedLockError) as caught, guard.lease():
         pass
     assert "AMD_TOKEN_LOCK_URL" in str(caught.value) and "PASSWORD" not in str(caught.value)
+
+
+GATE_REMOVED = (
+    "import contextlib\n"
+    "from amd_pipeline.core.token_guard import TokenGuard\n"
+    "TokenGuard._gate = lambda self: contextlib.nullcontext()\n"
+)
+
+
+@pytest.mark.parametrize("gate", ["gate", "control: gate removed"])
+@CONTENTION
+def test_a_process_waiting_for_the_token_gets_it_before_a_busy_one_takes_it_twice(tmp_path, gate):
+    # A busy process takes 300 leases of 5 ms back to back (a backfill); another, once the first is
+    # going, takes 10 leases (a refresh), noting when it began to wait and when it got each. Counted
+    # for each wait: how many of the busy process's leases started while it waited.
+    prelude = GATE_REMOVED if gate.startswith("control") else ""
+    busy = prelude + textwrap.dedent(f"""
+        import json, time
+        from pathlib import Path
+        from amd_pipeline.core.token_guard import TokenGuard
+        guard, starts = TokenGuard("k", lock_dir={str(tmp_path)!r}), []
+        for n in range(300):
+            with guard.lease():
+                starts.append(time.monotonic())
+                if n == 0:
+                    Path({str(tmp_path / "going")!r}).touch()
+                time.sleep(0.005)
+        print(json.dumps(starts))
+    """)
+    waiter = prelude + textwrap.dedent(f"""
+        import json, time
+        from pathlib import Path
+        from amd_pipeline.core.token_guard import TokenGuard
+        while not Path({str(tmp_path / "going")!r}).exists():
+            time.sleep(0.001)
+        guard, waits = TokenGuard("k", lock_dir={str(tmp_path)!r}), []
+        for _ in range(10):
+            began = time.monotonic()
+            with guard.lease():
+                waits.append((began, time.monotonic()))
+                time.sleep(0.005)
+            time.sleep(0.01)
+        print(json.dumps(waits))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", s], stdout=subprocess.PIPE, text=True) for s in (busy, waiter)]
+    starts, waits = (json.loads(p.communicate(timeout=60)[0]) for p in procs)
+    passed_by = [sum(began < start < got for start in starts) for began, got in waits]
+    if gate == "gate":
+        assert max(passed_by) <= 1, passed_by
+    else:  # without the gate the busy process takes the token again and again while the other waits
+        assert max(passed_by) > 2, passed_by
 
 
 @pytest.mark.parametrize("slots", [1, 2])

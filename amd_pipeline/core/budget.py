@@ -2,7 +2,7 @@
 
 Wolkvox gives an operation ``licenses x 1000`` calls a day, shared with every other integration it
 runs. This pipeline may spend ``AMD_QUOTA_SHARE`` of them. Each attempt is counted before it is made,
-in a small JSON file beside the token's lock files, under an exclusive ``flock``: check and increment
+in a small JSON file beside the token's lock files, under an exclusive file lock (``filelock``): check and increment
 are one step, so processes that share the folder never spend more than the budget between them, and
 the count survives restarts. This file is the SQLite profile's ledger; with the instance in PostgreSQL
 the same ledger lives there (:class:`amd_pipeline.core.shared_state.PgCallLedger`), shared by every machine.
@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import json
 import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from filelock import FileLock
 
 from amd_pipeline.wolkvox.errors import BudgetExhaustedError
 
@@ -44,7 +45,7 @@ class CallLedger:
     """Today's calls per source, and the token's daily quota once learned, in one file.
 
     Args:
-        path: the ledger file (``<lock dir>/<token key>.calls.json``); its ``.lock`` sibling is flocked.
+        path: the ledger file (``<lock dir>/<token key>.calls.json``); its ``.lock`` sibling is the lock.
         timezone: the operation's zone; the count restarts at its midnight.
         now: the wall clock (tests move it).
     """
@@ -62,12 +63,8 @@ class CallLedger:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """The ledger's lock: one process at a time reads, changes and writes the file back."""
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with FileLock(self.path.with_suffix(".lock"), mode=0o600).acquire(poll_interval=0.005):
             yield
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def _locked(self, write: bool = False) -> Iterator[dict]:

@@ -3,8 +3,9 @@
 Dagster's ``wolkvox_token`` pool keeps the *steps* of one Dagster instance apart. This lease covers
 every single request, including those made outside a step (the CLI's pre-flight ``token_info``,
 campaign discovery, sensors) and those of scripts, tests and a second DAGSTER_HOME. On one machine
-it is a set of ``flock``-ed slot files named by a keyed hash of the base URL and token (the name
-does not contain, and cannot be turned back into, the token); the OS releases a dead process's lock.
+it is a set of locked slot files (``filelock``: ``flock`` on Linux and macOS, ``msvcrt.locking`` on
+Windows) named by a keyed hash of the base URL and token (the name does not contain, and cannot be
+turned back into, the token); the OS releases a dead process's lock.
 A file lock is local, so with ``shared_url`` (the Dagster instance's PostgreSQL on the production
 profile, or AMD_TOKEN_LOCK_URL) each lease also holds a PostgreSQL advisory lock on the same slot:
 that is what keeps processes on several machines and containers apart. PostgreSQL releases it when a
@@ -14,7 +15,6 @@ dead process's connection drops.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +22,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from amd_pipeline.core.shared_state import dsn, lock_class
 from amd_pipeline.wolkvox.errors import FatalError
@@ -84,32 +86,40 @@ class TokenGuard:
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[int]:
-        """Block until a slot is free, hold it for the body, then release it. Yields the slot."""
+        """Block until a slot is free, hold it for the body, then release it. Yields the slot.
+
+        filelock waits by trying again every few milliseconds, so a process that releases a slot and
+        takes it again at once would win nearly every time and starve the others (a refresh waiting out
+        a whole backfill). So a lease is taken in two steps: the gate, then a slot, and the gate is let go
+        once the slot is held. A waiter holds the gate while it waits for a slot, so the holder, coming
+        back for its next lease, queues behind it at the gate: the token passes from process to process.
+        """
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        if self.max_in_flight == 1:
-            fd = os.open(self._slot_path(0), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                with self._across_machines(0):
-                    yield 0
-            finally:
-                os.close(fd)  # closing releases the lock
-            return
-        fds = [os.open(self._slot_path(slot), os.O_RDWR | os.O_CREAT, 0o600) for slot in range(self.max_in_flight)]
+        # New lock objects per lease: two leases in one process (two threads) exclude each other too.
+        slots = [FileLock(self._slot_path(slot), mode=0o600) for slot in range(self.max_in_flight)]
+        with self._gate():
+            slot = self._take_a_slot(slots)
         try:
-            while True:
-                for slot, fd in enumerate(fds):
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        continue
-                    with self._across_machines(slot):
-                        yield slot
-                    return
-                self._sleep(POLL_SECONDS)
+            with self._across_machines(slot):
+                yield slot
         finally:
-            for fd in fds:
-                os.close(fd)
+            slots[slot].release()
+
+    def _gate(self) -> contextlib.AbstractContextManager:
+        return FileLock(self.lock_dir / f"{self.key}.gate.lock", mode=0o600).acquire(poll_interval=POLL_SECONDS)
+
+    def _take_a_slot(self, slots: list[FileLock]) -> int:
+        if len(slots) == 1:
+            slots[0].acquire(poll_interval=POLL_SECONDS)
+            return 0
+        while True:
+            for slot, lock in enumerate(slots):
+                try:
+                    lock.acquire(blocking=False)
+                    return slot
+                except Timeout:
+                    continue
+            self._sleep(POLL_SECONDS)
 
     def _across_machines(self, slot: int) -> contextlib.AbstractContextManager:
         return self._shared.hold(slot) if self._shared else contextlib.nullcontext()

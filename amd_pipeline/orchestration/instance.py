@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from filelock import FileLock
 
 from amd_pipeline.core.messages import EXIT_FAILED, CliExit
 from amd_pipeline.core.portable import pid_alive
@@ -55,8 +55,7 @@ def open_instance(home: Path) -> dg.DagsterInstance:
     race in its migrations ("Version table 'alembic_version' has more than one head", "table ...
     already exists").
     """
-    with open(home / ".amd_pipeline-init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with init_lock(home):
         logging.disable(logging.WARNING)  # the storage's retry warnings: the error below says it in one line
         try:
             return dg.DagsterInstance.from_config(str(home))
@@ -64,6 +63,11 @@ def open_instance(home: Path) -> dg.DagsterInstance:
             raise CliExit(EXIT_FAILED, cannot_open(home, exc)) from exc
         finally:
             logging.disable(logging.NOTSET)
+
+
+def init_lock(home: Path) -> FileLock:
+    """The lock that serialises opening the instance in ``home`` (freed by the OS if its holder dies)."""
+    return FileLock(home / ".amd_pipeline-init.lock")
 
 
 def cannot_open(home: Path, exc: Exception) -> str:

@@ -1,0 +1,295 @@
+"""Windows and macOS: the source holds nothing POSIX-only outside one room, the package runs with the
+POSIX-only modules hidden (as on Windows), its locks are freed when their holder dies, and every file
+it writes has a name Windows allows. No Windows machine is at hand: what this cannot show is in
+docs/operating.md#windows-and-macos."""
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from amd_pipeline.core.store import AmdStore
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline_tests.barrier import runs_at_once
+from amd_pipeline_tests.conftest import CONTENTION
+from amd_pipeline_tests.portable_rules import posix_only_uses, windows_name_problem
+from amd_pipeline_tests.windows_like import ROOT, windows_like
+
+PACKAGE = ROOT / "amd_pipeline"
+PORTABLE = PACKAGE / "core" / "portable.py"
+CLI_MAIN = "import sys; from amd_pipeline.cli import main; sys.exit(main())"
+
+
+# --- the source -------------------------------------------------------------------------------------
+
+
+def test_nothing_posix_only_outside_the_platform_module():
+    found = {
+        str(path.relative_to(ROOT)): uses
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PORTABLE and (uses := posix_only_uses(path.read_text(), str(path)))
+    }
+    assert found == {}, "move these into amd_pipeline/core/portable.py, with a Windows branch"
+
+
+def test_the_source_rule_finds_what_windows_lacks():
+    # Control: the rule flags the import the old token_guard.py had, also behind a try at module level...
+    old_token_guard = "import fcntl\n" + (PACKAGE / "core" / "token_guard.py").read_text()
+    assert "1: module-level import of fcntl" in posix_only_uses(old_token_guard)
+    assert posix_only_uses("try:\n    import pwd\nexcept ImportError:\n    pwd = None\n") == [
+        "2: module-level import of pwd"
+    ]
+    assert posix_only_uses("import msvcrt\n") == ["1: module-level import of msvcrt"]
+    # ... calls that exist only on POSIX, wherever they are; but an import inside a function is allowed.
+    assert posix_only_uses("import os, signal\ndef stop(p):\n    os.killpg(p, signal.SIGKILL)\n") == [
+        "3: os.killpg",
+        "3: signal.SIGKILL",
+    ]
+    assert posix_only_uses("subprocess.Popen(argv,\n    start_new_session=True)\n") == ["2: start_new_session="]
+    assert posix_only_uses("def f():\n    import fcntl\n") == []
+
+
+# --- the package with the POSIX-only modules hidden -------------------------------------------------------
+
+IMPORT_EVERYTHING = textwrap.dedent("""
+    import importlib, pkgutil
+    import amd_pipeline
+    names = [m.name for m in pkgutil.walk_packages(amd_pipeline.__path__, "amd_pipeline.")]
+    names.remove("amd_pipeline.__main__")  # it runs the command line
+    for name in names:
+        importlib.import_module(name)
+    from amd_pipeline.definitions import defs
+    built = defs()
+    print(len(names), len(list(built.resolve_all_asset_keys())))
+""")
+
+
+def test_the_package_imports_and_builds_its_definitions_without_posix_only_modules(tmp_path):
+    env = {k: v for k, v in windows_like().items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    done = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    modules, assets = map(int, done.stdout.split())
+    assert modules > 40 and assets >= 2
+    # Control: in that Python the old token_guard.py (fcntl at module level) does not import.
+    old = (
+        (PACKAGE / "core" / "token_guard.py")
+        .read_text()
+        .replace("import contextlib\n", "import contextlib\nimport fcntl\n", 1)
+    )
+    (tmp_path / "old_token_guard.py").write_text(old)
+    control = subprocess.run(
+        [sys.executable, "-c", "import old_token_guard"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert control.returncode == 1 and "import of fcntl halted" in control.stderr, control.stderr
+
+
+# --- locks whose holder is killed -----------------------------------------------------------------------
+
+HOLD = {
+    "token": "from amd_pipeline.core.token_guard import TokenGuard\nheld = TokenGuard('k', lock_dir=D).lease()",
+    "ledger": "from amd_pipeline.core.budget import CallLedger\n"
+    "held = CallLedger(D / 'k.calls.json', 'America/Bogota')._exclusive()",
+    "instance": "from amd_pipeline.orchestration.instance import init_lock\nheld = init_lock(D)",
+}
+TAKE = {
+    "token": "from amd_pipeline.core.token_guard import TokenGuard\nwith TokenGuard('k', lock_dir=D).lease(): pass",
+    "ledger": "from amd_pipeline.core.budget import CallLedger\n"
+    "CallLedger(D / 'k.calls.json', 'America/Bogota').charge('cli', None)",
+    "instance": "from amd_pipeline.orchestration.instance import open_instance, prepare_home\n"
+    "open_instance(prepare_home(D)).dispose()",
+}
+# The control's prelude: each module's lock made a plain lock file (created exclusively, removed on
+# release), the way a hand-written lock goes wrong: a killed holder leaves it behind. (filelock's own
+# SoftFileLock would not do: it breaks a lock whose owner's pid is gone.)
+LOCK_FILE_ONLY = textwrap.dedent("""
+    import contextlib, os, time
+    import amd_pipeline.core.token_guard, amd_pipeline.core.budget, amd_pipeline.orchestration.instance
+    class LockFile:
+        def __init__(self, path, mode=0o644):
+            self.path = str(path)
+        def acquire(self, poll_interval=0.005, blocking=True):
+            while True:
+                try:
+                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    return contextlib.closing(self)
+                except FileExistsError:
+                    if not blocking:
+                        raise amd_pipeline.core.token_guard.Timeout(self.path) from None
+                    time.sleep(poll_interval)
+        def release(self):
+            os.remove(self.path)
+        close = release
+        def __enter__(self):
+            self.acquire()
+            return self
+        def __exit__(self, *exc):
+            self.release()
+    for m in (amd_pipeline.core.token_guard, amd_pipeline.core.budget, amd_pipeline.orchestration.instance):
+        m.FileLock = LockFile
+""")
+
+
+@pytest.mark.parametrize("lock", list(HOLD))
+@pytest.mark.parametrize("kind", ["os lock", "control: lock file only"])
+def test_a_lock_whose_holder_is_killed_is_free_again(tmp_path, lock, kind):
+    prelude = (
+        LOCK_FILE_ONLY if kind.startswith("control") else ""
+    ) + f"from pathlib import Path\nD = Path({str(tmp_path)!r})\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", prelude + HOLD[lock] + "\nwith held:\n    print('held', flush=True)\n    input()\n"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "held\n"
+    os.kill(holder.pid, signal.SIGKILL)  # kill -9: no finally, no atexit
+    holder.wait()
+    taker = subprocess.Popen([sys.executable, "-c", prelude + TAKE[lock]])
+    try:
+        code = taker.wait(timeout=30 if kind == "os lock" else 5)
+    except subprocess.TimeoutExpired:
+        code = None
+        taker.kill()
+        taker.wait()
+    assert code == (0 if kind == "os lock" else None)  # the control's taker still waits for the dead holder
+
+
+# --- a backfill, the budget and the demo with the POSIX-only modules hidden ---------------------------------
+
+CAMPAIGNS = ["20717", "20718", "20731"]
+START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 30)
+
+
+def cli_env(sim: Simulator, folder: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    env.update(
+        WOLKVOX_BASE_URL=sim.url,
+        WOLKVOX_TOKEN=sim.config.token,
+        AMD_DUCKDB_PATH=str(folder / "data" / "amd.duckdb"),
+        DAGSTER_HOME=str(folder / "dagster_home"),
+        AMD_START_DATE="2026-01-01",
+        AMD_LOCK_DIR=str(folder.parent / "locks"),  # one lock folder: one token, one lane
+        TMPDIR=str(folder / "tmp"),
+        WOLKVOX_BACKOFF_BASE_MS="5",
+        WOLKVOX_MAINTENANCE_DELAY_MS="5",
+    )
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
+    env.update(extra)
+    return env
+
+
+def two_at_once(sim: Simulator, tmp_path: Path, args: list[str], **extra: str) -> list[subprocess.CompletedProcess]:
+    """Two ``amd-pipeline *args`` processes with the POSIX-only modules hidden, each with its own Dagster home
+    and DuckDB file (only the lock folder is shared), whose runs start together (a barrier)."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    results: list[subprocess.CompletedProcess] = []
+
+    def go(name: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        env = windows_like(cli_env(sim, folder, **extra), prelude=runs_at_once(gate, 2), folder=folder)
+        argv = [sys.executable, "-c", CLI_MAIN, *args]
+        results.append(subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=300))
+
+    threads = [threading.Thread(target=go, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def written_names_windows_refuses(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): problem
+        for path in folder.rglob("*")
+        if (problem := windows_name_problem(path.name))
+    }
+
+
+@pytest.mark.slow
+@CONTENTION
+def test_two_backfills_without_posix_only_modules_share_one_token_and_equal_the_truth(tmp_path):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
+        results = two_at_once(sim, tmp_path, ["backfill", "--start", str(START), "--end", str(END), "--quiet"])
+        stats = sim.stats()
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    for name in ("a", "b"):
+        rows = AmdStore(tmp_path / name / "data" / "amd.duckdb").query(
+            "SELECT campaign_id, local_date, total_amd FROM amd_daily"
+        )
+        assert len(rows) == 90 and set(rows.campaign_id) == set(CAMPAIGNS)
+        assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+    assert stats["calls"]["campaign_6:all"] == 60  # one call a day each
+    # One token, one request in flight, and not by luck: both were calling during one common stretch
+    # and the token passed between them (a backfill alone takes over a second of calls here).
+    assert stats["overlaps"] == 0
+    assert len(stats["clients"]) == 2 and stats["clients_overlap_seconds"] > 0.5 and stats["client_switches"] >= 5
+    assert written_names_windows_refuses(tmp_path) == {}
+
+
+@pytest.mark.slow
+@CONTENTION
+def test_two_backfills_without_posix_only_modules_stay_within_one_budget(tmp_path):
+    with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=100, daily_quota=40)) as sim:
+        args = ["backfill", "--start", str(START), "--end", str(END), "--force", "--quiet"]
+        results = two_at_once(sim, tmp_path, args, WOLKVOX_DAILY_QUOTA="40")  # a budget of 20: half of it
+        stats = sim.stats()
+    # Both stopped at the budget (exit 4), and between them they made its 20 calls, no more.
+    assert sorted(r.returncode for r in results) == [4, 4], [r.stderr[-2000:] for r in results]
+    ledger = json.loads((tmp_path / "locks").glob("*.calls.json").__next__().read_text())
+    assert stats["requests"] == 20 == sum(ledger["calls"].values())
+    assert len(stats["clients"]) == 2 and stats["client_switches"] >= 3, stats
+
+
+@pytest.mark.slow
+def test_the_demo_without_posix_only_modules_equals_the_truth_and_writes_only_names_windows_allows(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    env = windows_like({**env, "AMD_LOCK_DIR": str(tmp_path / "locks"), "TMPDIR": str(tmp_path / "tmp")})
+    (tmp_path / "tmp").mkdir()
+
+    def amd(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-c", CLI_MAIN, *args]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    demo = amd("demo", "--days", "7")
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    rows = AmdStore(tmp_path / "data" / "amd.duckdb").query("SELECT campaign_id, local_date, total_amd FROM amd_daily")
+    assert len(rows) == 21
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in rows.itertuples())
+    for args in (
+        ["export", "--format", "csv", "--out", "exports"],
+        ["report", "--out", "report.html", "--png-dir", "charts"],
+    ):
+        done = amd(*args)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 20
+    assert written_names_windows_refuses(tmp_path) == {}
+    # Windows' classic limit is 260 characters for a whole path: leave the project folder 100 of them.
+    longest = max(written, key=lambda p: len(str(p.relative_to(tmp_path))))
+    assert len(str(longest.relative_to(tmp_path))) < 160, longest
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("amd.duckdb", None),
+        ("2026-11-01|20717", "contains '|'"),  # a multi-partition key, as Dagster writes it
+        ("report-2026-12-03T10:00.html", "contains ':'"),
+        ("CON.lock", "is a reserved device name"),
+        ("nul", "is a reserved device name"),
+        ("console.lock", None),
+        ("amd.", "ends with a dot or a space"),
+    ],
+)
+def test_the_name_rule_refuses_what_windows_refuses(name, problem):
+    assert windows_name_problem(name) == problem
