@@ -7,6 +7,7 @@ import os
 import random
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -27,8 +28,13 @@ CONTENTION = pytest.mark.xdist_group("contention")
 
 def pytest_collection_modifyitems(items):
     """The real `dagster dev` test first: it mostly waits for the daemon, so under pytest-xdist it starts
-    at once on one worker while the other runs the rest, instead of lengthening the run at its end."""
+    at once on one worker while the other runs the rest, instead of lengthening the run at its end.
+    On Windows, the tests marked ``posix`` (fork, signals, process groups, /proc) are skipped."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+    if sys.platform == "win32":
+        for item in items:
+            if item.get_closest_marker("posix"):
+                item.add_marker(pytest.mark.skip(reason="needs fork, POSIX signals or /proc: Linux and macOS only"))
 
 
 @pytest.fixture

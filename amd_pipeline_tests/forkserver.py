@@ -200,7 +200,8 @@ def _the_server() -> _Server:
 
 
 def enabled() -> bool:
-    return os.environ.get("AMD_TESTS_FORKSERVER", "1") != "0"
+    """On unless ``AMD_TESTS_FORKSERVER=0``, or where there is no fork (Windows)."""
+    return os.environ.get("AMD_TESTS_FORKSERVER", "1") != "0" and hasattr(os, "fork")
 
 
 def start(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -48,7 +47,7 @@ class Cluster:
         self.folder = Path(tempfile.mkdtemp(prefix="amd-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
-        self._as_root = os.geteuid() == 0
+        self._as_root = hasattr(os, "geteuid") and os.geteuid() == 0  # no such thing on Windows
 
     def _run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if self._as_root else []
@@ -58,6 +57,8 @@ class Cluster:
 
     def start(self) -> Cluster:
         if self._as_root:
+            import pwd  # as root on Linux only: the server refuses to run as root
+
             user = pwd.getpwnam("postgres")
             os.chown(self.folder, user.pw_uid, user.pw_gid)
             self.folder.chmod(0o700)

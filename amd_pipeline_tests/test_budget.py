@@ -14,6 +14,7 @@ from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.shared_state import dsn
 from amd_pipeline.wolkvox.errors import BudgetExhaustedError
 from amd_pipeline_tests.conftest import CONTENTION
+from amd_pipeline_tests.windows_like import windows_like
 
 BOGOTA = "America/Bogota"
 
@@ -87,10 +88,14 @@ PG_LOCK_REMOVED = textwrap.dedent("""
 LOCKS = [pytest.param("held", id="lock held"), pytest.param("removed", id="control: lock removed")]
 
 
-def spend_at_once(script: str, parties: int) -> list[list[int]]:
-    """Run ``parties`` copies of ``script`` (each waits at the barrier, then prints the numbers it was charged)."""
+def spend_at_once(script: str, parties: int, windows: bool = False) -> list[list[int]]:
+    """Run ``parties`` copies of ``script`` (each waits at the barrier, then prints the numbers it was charged);
+    ``windows`` hides the POSIX-only modules from them, as on Windows."""
+    env = windows_like() if windows else None
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
         for _ in range(parties)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -103,9 +108,10 @@ def interleaved(numbers: list[list[int]]) -> bool:
     return any(ns and ns[-1] - ns[0] + 1 != len(ns) for ns in numbers)
 
 
+@pytest.mark.parametrize("windows", [pytest.param(False, id="posix"), pytest.param(True, id="windows-like")])
 @pytest.mark.parametrize("lock", LOCKS)
 @CONTENTION
-def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path, lock):
+def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path, lock, windows):
     # Three processes wait at a file barrier, then each tries 80 calls against a budget of 150
     # (240 tries in all), pausing 1 ms between tries so their loops overlap whoever starts first.
     script = textwrap.dedent(f"""
@@ -125,7 +131,7 @@ def test_processes_spending_one_budget_at_once_stay_within_it(tmp_path, lock):
             time.sleep(0.001)
         print(" ".join(map(str, numbers)))
     """)
-    numbers = spend_at_once((FILE_LOCK_REMOVED if lock == "removed" else "") + script, 3)
+    numbers = spend_at_once((FILE_LOCK_REMOVED if lock == "removed" else "") + script, 3, windows)
     charged = sorted(n for ns in numbers for n in ns)
     if lock == "removed":
         # The control: without the lock, two processes read the same count and both write it plus one

@@ -9,6 +9,8 @@ import pytest
 
 from amd_pipeline_tests import forkserver
 
+pytestmark = pytest.mark.posix  # a fork server, process groups, /proc
+
 REPORT = """
 import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ), "stdin": sys.stdin.read(),

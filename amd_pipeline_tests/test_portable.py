@@ -3,15 +3,19 @@ POSIX-only modules hidden (as on Windows), its locks are freed when their holder
 it writes has a name Windows allows. No Windows machine is at hand: what this cannot show is in
 docs/operating.md#windows-and-macos."""
 
+import ast
 import datetime as dt
+import importlib.util
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -37,6 +41,23 @@ def test_nothing_posix_only_outside_the_platform_module():
         if path != PORTABLE and (uses := posix_only_uses(path.read_text(), str(path)))
     }
     assert found == {}, "move these into amd_pipeline/core/portable.py, with a Windows branch"
+
+
+def test_tests_that_need_posix_are_marked_so_windows_skips_them():
+    unmarked = []
+    for path in sorted((ROOT / "amd_pipeline_tests").glob("test_*.py")):
+        source = path.read_text()
+        module_marked = re.search(r"^pytestmark = .*pytest\.mark\.posix", source, re.MULTILINE)
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_") or module_marked:
+                continue
+            if node.name == "test_tests_that_need_posix_are_marked_so_windows_skips_them":
+                continue  # this one only names /proc
+            text = ast.get_source_segment(source, node)
+            marked = any("mark.posix" in ast.unparse(d) for d in node.decorator_list)
+            if (posix_only_uses(textwrap.dedent(text)) or "/proc" in text) and not marked:
+                unmarked.append(f"{path.name}::{node.name}")
+    assert unmarked == []
 
 
 def test_the_source_rule_finds_what_windows_lacks():
@@ -136,6 +157,7 @@ LOCK_FILE_ONLY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.posix
 @pytest.mark.parametrize("lock", list(HOLD))
 @pytest.mark.parametrize("kind", ["os lock", "control: lock file only"])
 def test_a_lock_whose_holder_is_killed_is_free_again(tmp_path, lock, kind):
@@ -293,3 +315,63 @@ def test_the_demo_without_posix_only_modules_equals_the_truth_and_writes_only_na
 )
 def test_the_name_rule_refuses_what_windows_refuses(name, problem):
     assert windows_name_problem(name) == problem
+
+
+# --- the quick start without make --------------------------------------------------------------------
+
+
+def load_tasks():
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    return tasks
+
+
+def makefile_recipes(text: str) -> dict[str, list[list[str]]]:
+    """The commands each Makefile target runs, its prerequisite targets' first (but not the install's), its
+    variables expanded."""
+    variables = dict(re.findall(r"^(\w+) \??:?= (.*)$", text, re.MULTILINE))
+    rules = re.findall(r"^(\w+):([^\n=]*)\n((?:\t.*\n)*)", text, re.MULTILINE)
+    own = {
+        target: [
+            shlex.split(re.sub(r"\$\((\w+)\)", lambda m: variables[m[1]], line.strip())) for line in body.splitlines()
+        ]
+        for target, _, body in rules
+    }
+    prerequisites = {target: [p for p in deps.split() if p in own and p != "install"] for target, deps, _ in rules}
+
+    def commands(target: str) -> list[list[str]]:
+        return [c for p in prerequisites[target] for c in commands(p)] + own[target]
+
+    return {target: commands(target) for target in own}
+
+
+def test_tasks_py_runs_what_the_makefile_runs():
+    tasks, recipes = load_tasks(), makefile_recipes((ROOT / "Makefile").read_text())
+
+    def named(commands):  # .venv/bin/pytest -> pytest
+        return [[PurePosixPath(c[0]).name, *c[1:]] for c in commands]
+
+    for task in ("demo", "lint", "test", "check", "dev"):
+        assert named(recipes[task]) == tasks.TASKS[task], task
+    # Control: a Makefile whose tests run on one core no longer matches.
+    one_core = makefile_recipes((ROOT / "Makefile").read_text().replace("-n auto", "-n 1"))
+    assert named(one_core["test"]) != tasks.TASKS["test"]
+
+
+def test_tasks_py_on_windows_installs_then_runs_from_the_venvs_scripts_folder(tmp_path):
+    tasks = load_tasks()
+    (tmp_path / "pyproject.toml").write_text("")
+    fresh = tasks.plan("test", windows=True, python="py", root=tmp_path)
+    assert fresh[0] == ["py", "-m", "venv", ".venv"]
+    assert fresh[2] == [r".venv\Scripts\python.exe", "-m", "pip", "install", "--quiet", "-e", ".[dev]"]
+    assert fresh[-1] == [r".venv\Scripts\pytest.exe", *tasks.PARALLEL]
+    # Once installed (after the last change to pyproject.toml) it only runs the task.
+    stamp = tmp_path / ".venv" / "Scripts" / "amd-pipeline.exe"
+    stamp.parent.mkdir(parents=True)
+    stamp.touch()
+    assert tasks.plan("demo", windows=True, root=tmp_path) == [[r".venv\Scripts\amd-pipeline.exe", "demo"]]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tasks.py"), "--dry-run", "check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.splitlines()[-1].endswith("-m not slow and not postgres")
