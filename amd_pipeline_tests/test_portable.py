@@ -375,3 +375,15 @@ def test_tasks_py_on_windows_installs_then_runs_from_the_venvs_scripts_folder(tm
         [sys.executable, str(ROOT / "tasks.py"), "--dry-run", "check"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.splitlines()[-1].endswith("-m not slow and not postgres")
+
+
+def test_output_in_a_windows_code_page_shows_what_it_can_instead_of_failing(tmp_path):
+    # On Windows, output to a file or a pipe is in the ANSI code page; a value it lacks must not end the command.
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "x.duckdb")).close()
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    argv = [sys.executable, "-c", CLI_MAIN, "query", "SELECT 'Campaña → norte' AS name", "--duckdb", "x.duckdb"]
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("cp1252").split() == ["name", "Campaña", "?", "norte"]

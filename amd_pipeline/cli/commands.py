@@ -395,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     as_command = argv is None  # the `amd-pipeline` script (or python -m amd_pipeline), not a caller
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
+    if as_command:
+        _print_what_the_console_can_show()
     warnings.filterwarnings("ignore", message=r".*(is currently in beta|is superseded)")
     try:
         args = build_parser().parse_args(argv)
@@ -415,6 +417,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if as_command and threading.active_count() == 1 and sys.getprofile() is None and sys.gettrace() is None:
         _exit_without_teardown(status)
     sys.exit(status)
+
+
+def _print_what_the_console_can_show() -> None:
+    """A character the output's encoding lacks becomes ``?`` instead of an error that loses the output.
+
+    On Windows, output sent to a file or a pipe is encoded in the ANSI code page (cp1252 in Latin America),
+    which has no ``→`` or emoji: a campaign name holding one would end ``query`` with UnicodeEncodeError.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # not a text stream we may change
+            stream.reconfigure(errors="replace")
 
 
 def _exit_without_teardown(status: int) -> None:
