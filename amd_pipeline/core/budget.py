@@ -56,6 +56,7 @@ class CallLedger:
         self.path = Path(path)
         self.zone = ZoneInfo(timezone)
         self._now = now
+        self._lock = FileLock(self.path.with_suffix(".lock"), mode=0o600)  # per thread: threads exclude each other
 
     def today(self) -> dt.date:
         return self._now().astimezone(self.zone).date()
@@ -63,7 +64,7 @@ class CallLedger:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """The ledger's lock: one process at a time reads, changes and writes the file back."""
-        with FileLock(self.path.with_suffix(".lock"), mode=0o600).acquire(poll_interval=0.005):
+        with self._lock.acquire(poll_interval=0.005):
             yield
 
     @contextlib.contextmanager
