@@ -109,8 +109,9 @@ def run_backfill(
     needs more than the quota or the pipeline's daily budget leaves, unless ``force`` (exit 3).
     A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
     """
+    from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import check_campaign_id
-    from amd_pipeline.core.store import AmdStore, StoreLockedError
+    from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError
 
     settings = RunSettings.from_env()
     timezone = settings.definition.timezone
@@ -211,12 +212,15 @@ def run_backfill(
         # No run, but the file still gets this version's schema and views.
         working = AmdStore(settings.working_path, timezone=timezone, start_date=settings.definition.start_date)
         working.prepare(AMD_DAILY)
-        working.publish(
-            settings.duckdb_path,
-            storage_version=settings.publish.storage_version,
-            parquet_dir=parquet_dir_for(settings.duckdb_path) if settings.publish.parquet else None,
-        )
         print("nothing to fetch: every window is final", file=sys.stderr)
+        try:
+            working.publish(
+                settings.duckdb_path,
+                storage_version=settings.publish.storage_version,
+                parquet_dir=parquet_dir_for(settings.duckdb_path) if settings.publish.parquet else None,
+            )
+        except PublishHeldError as exc:  # nothing is lost: the rows are in the working file
+            print(f"warning: {explain(exc)}", file=sys.stderr)
         return EXIT_OK
     refusal = quota_refusal(plan)
     if refusal and not force:
@@ -257,6 +261,8 @@ def run_backfill(
             )
             if result.success:
                 print(f"run {result.run_id}: ok ({', '.join(run.campaigns)})", file=sys.stderr)
+                for held in _publish_held_of(result):  # the load succeeded; the analysts' copy is the previous one
+                    print(f"warning: {held}", file=sys.stderr)
             else:
                 failures.append((result.run_id, *_failure_of(result)))
     for run_id, text, _ in failures:
@@ -271,6 +277,22 @@ def run_backfill(
 
 
 SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+def _publish_held_of(result) -> list[str]:
+    """The sentence of each publish of a run that found the published file held open (Windows)."""
+    from amd_pipeline.orchestration.assets import AMD_PUBLISHED, PUBLISH_HELD
+
+    held = []
+    for event in result.all_events:
+        observation = event.asset_observation_data.asset_observation if event.is_asset_observation else None
+        if (
+            observation is not None
+            and observation.asset_key == AMD_PUBLISHED.key
+            and PUBLISH_HELD in observation.metadata
+        ):
+            held.append(observation.metadata[PUBLISH_HELD].value)
+    return held
 
 
 def _failure_of(result) -> tuple[str, bool]:

@@ -210,6 +210,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
+    from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import (
         DEFAULT_DUCKDB_PATH,
         PublishSettings,
@@ -217,7 +218,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
         parquet_dir_for,
         working_path_for,
     )
-    from amd_pipeline.core.store import AMD_DAILY, AmdStore
+    from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError
 
     new = check_timezone(args.to, "--to")
     options = PublishSettings.from_env()
@@ -227,11 +228,14 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
     done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
-        AmdStore(path).publish(
-            published,
-            storage_version=options.storage_version,
-            parquet_dir=parquet_dir_for(published) if options.parquet else None,
-        )
+        try:
+            AmdStore(path).publish(
+                published,
+                storage_version=options.storage_version,
+                parquet_dir=parquet_dir_for(published) if options.parquet else None,
+            )
+        except PublishHeldError as exc:  # the working file is migrated; the analysts' copy follows at the next publish
+            print(f"warning: {explain(exc)}", file=sys.stderr)
     verb = "would keep" if args.dry_run else "kept"
     print(
         f"{path}: days in {done.old or 'an unrecorded zone'} -> {done.new}: {verb} {done.kept_days} day(s) whose "

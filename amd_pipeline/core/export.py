@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from amd_pipeline.core.portable import sync_file
 from amd_pipeline.core.views import VIEWS
 
 FORMATS = ("parquet", "csv")
@@ -46,14 +47,6 @@ def exported_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def export_published(
@@ -104,7 +97,7 @@ def export_published(
             conn.close()
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
         for relative in written:
-            _sync(staging / relative)
+            sync_file(staging / relative)
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / relative, out / relative)
         _remove_stale(out, set(written), [name for name in rows if fmt == "parquet" and name in MONTHLY])

@@ -7,6 +7,7 @@ the same words everywhere, and never a traceback or a class path (``--verbose`` 
 from __future__ import annotations
 
 from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.store import PublishHeldError
 from amd_pipeline.wolkvox import errors
 
 # Exit statuses of every `amd-pipeline` command (the table in docs/operating.md, "Errors and exit statuses").
@@ -28,6 +29,12 @@ class CliExit(Exception):  # noqa: N818 - an exit, not an error
 
 ALLOW_LIST_HINT = (
     "check WOLKVOX_SERVER or WOLKVOX_BASE_URL, and that this machine's IP is on the operation's allow-list"
+)
+
+
+# How a person publishes again once the file is free: every path that publishes without new rows.
+REPUBLISH_HINT = (
+    "the next load or backfill publishes again, or Materialize amd_published (`amd-pipeline dev`) to publish now"
 )
 
 
@@ -71,6 +78,12 @@ def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str
         )
     if isinstance(exc, errors.RetryableError):
         return f"{exc}: the server kept failing; rerun later (transient errors are retried WOLKVOX_MAX_ATTEMPTS times)"
+    if isinstance(exc, PublishHeldError):
+        holders = " and ".join(exc.holders) or "another program"
+        return (
+            f"{exc.target} was not updated: it is open in {holders} ({exc.reason}); the new rows are safe in "
+            f"{exc.working} and analysts still see the previous copy: close the file in that program; {REPUBLISH_HINT}"
+        )
     if isinstance(exc, SettingsError | errors.WolkvoxError):
         return str(exc)
     name = type(exc).__name__

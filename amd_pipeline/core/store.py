@@ -27,6 +27,7 @@ import pandas as pd
 
 from amd_pipeline.core.export import export_published
 from amd_pipeline.core.normalize import COLUMNS
+from amd_pipeline.core.portable import file_holders, pid_alive, sync_file, sync_folder
 from amd_pipeline.core.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
 from amd_pipeline.core.views import create_views
 from amd_pipeline.wolkvox.windows import day_window
@@ -181,6 +182,30 @@ AMD_DAILY = TableSpec(
 
 class StoreLockedError(RuntimeError):
     """Another process holds the DuckDB file for longer than the store waits."""
+
+
+class PublishHeldError(RuntimeError):
+    """The published file could not be replaced: a program holds it open (Windows refuses the rename).
+
+    Nothing is lost: the rows are in the working file (``working``), ``target`` is still the previous
+    complete copy, and the temporary copy was removed; the next publish tries again. The sentence a
+    person reads is :func:`amd_pipeline.core.messages.explain`'s.
+
+    Attributes:
+        target: the published file.
+        working: the working file that holds every row.
+        holders: who holds ``target``, like ``"DBeaver (pid 1234)"`` (empty: not found out).
+        reason: what the operating system said.
+    """
+
+    def __init__(self, target: Path, working: Path, holders: list[str], reason: str):
+        super().__init__(f"{target} is held open by {', '.join(holders) or 'another program'} ({reason})")
+        self.target, self.working, self.holders, self.reason = target, working, holders, reason
+
+
+# Waits between tries to rename the new copy over a held published file: a virus scanner or indexer lets
+# go within a second; a program with the file open does not, and the publish is left to the next one.
+REPLACE_WAITS = (0.1, 0.25, 0.5)
 
 
 class TimezoneMismatchError(RuntimeError):
@@ -484,13 +509,18 @@ class AmdStore:
         the DuckDB copy is renamed into place.
 
         The copy is built from a read-only snapshot beside ``target``, synced to disk and renamed over
-        it: a reader that has ``target`` open keeps the state it opened (even a read-write one: the
-        rename does not need its lock), the next connection sees the new state, and a crash at any
-        moment leaves either the old file or the new one, never a half-written one.
+        it: on Linux and macOS a reader that has ``target`` open keeps the state it opened (even a
+        read-write one: the rename does not need its lock), the next connection sees the new state, and
+        a crash at any moment leaves either the old file or the new one, never a half-written one.
+
+        On Windows a program that holds ``target`` open makes the rename fail: after
+        :data:`REPLACE_WAITS` it raises :class:`PublishHeldError` naming the program, with ``target``
+        unchanged and the temporary copy removed (one left by a killed publish is removed by the next).
         """
         started = time.perf_counter()
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_copies(target)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         conn = duckdb.connect()
@@ -529,25 +559,30 @@ class AmdStore:
             raise
         conn.close()
         try:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            sync_file(tmp)
             if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
                 export_published(tmp, Path(parquet_dir), "parquet")
+            self._replace(tmp, target)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
+                tmp.unlink(missing_ok=True)
             raise
-        os.replace(tmp, target)
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        sync_folder(target.parent)
         return Published(
             seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described)
         )
+
+    def _replace(self, tmp: Path, target: Path) -> None:
+        """Rename ``tmp`` over ``target``; while a program holds ``target`` (Windows), wait a little, then
+        raise :class:`PublishHeldError`."""
+        for wait in (*REPLACE_WAITS, None):
+            try:
+                os.replace(tmp, target)
+                return
+            except PermissionError as exc:  # WinError 5 "Access is denied" or 32 "being used by another process"
+                if wait is None:
+                    raise PublishHeldError(target, self.path, file_holders(target), exc.strerror or str(exc)) from exc
+            self._sleep(wait)
 
     def stored_timezone(self) -> str | None:
         """The zone the file's days are in, when it records one."""
@@ -651,6 +686,16 @@ def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int) -> None:
     conn.execute(
         "DELETE FROM amd_intraday WHERE fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)", [keep_days]
     )
+
+
+def _remove_stale_copies(target: Path) -> None:
+    """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>.tmp``) of publishes whose process
+    has ended: killed mid-publish, or a copy a held file left that could not be removed then."""
+    for copy in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = copy.name[len(target.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                copy.unlink()
 
 
 def _describe(conn: duckdb.DuckDBPyConnection) -> dict:

@@ -24,7 +24,7 @@ from amd_pipeline.core.loader import (
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.report import trend_thumbnail
 from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError, StoreLockedError
 from amd_pipeline.orchestration.partition_events import PartitionEvents
 from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.orchestration.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
@@ -52,6 +52,8 @@ class LoadFailed(dg.Failure):
 
 LoadFailed.__module__ = "builtins"
 
+PUBLISH_HELD = "publish_held"  # metadata of the amd_published observation a held file leaves: the sentence
+
 PUBLISHED_DESCRIPTION = (
     "The DuckDB file analysts read (AMD_DUCKDB_PATH): a complete copy of amd_daily, its companion tables and "
     "the analyst views, published atomically by every load that wrote rows. Readers never block loads. "
@@ -67,16 +69,33 @@ def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
     working = amd_store.store()
     if not working.path.exists():
         raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
-    return dg.MaterializeResult(metadata={**publish_and_describe(working, amd_store), "republished_without_load": True})
+    try:
+        metadata = publish_and_describe(working, amd_store)
+    except PublishHeldError as exc:  # the file did not change: no materialisation, the step fails saying why
+        raise LoadFailed(description=explain(exc), metadata=held_metadata(exc)) from None
+    return dg.MaterializeResult(metadata={**metadata, "republished_without_load": True})
 
 
 AMD_PUBLISHED = amd_published
 
 
+def held_metadata(exc: PublishHeldError) -> dict[str, dg.MetadataValue | str | bool]:
+    """What a publish that found the published file held open records: the sentence, who held it, where."""
+    return {
+        PUBLISH_HELD: explain(exc),
+        "published": False,
+        "held_by": ", ".join(exc.holders) or "another program",
+        "path": dg.MetadataValue.path(str(exc.target)),
+    }
+
+
 def publish_and_describe(
     working: AmdStore, amd_store: AmdStoreResource
 ) -> dict[str, dg.MetadataValue | int | float | str]:
-    """Publish the working file for analysts; what describes the published dataset, for its materialisation."""
+    """Publish the working file for analysts; what describes the published dataset, for its materialisation.
+
+    Raises :class:`PublishHeldError` when a program holds the published file open (Windows): the
+    caller decides whether that fails its step."""
     try:
         done = amd_store.publish(working)
     except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
@@ -107,17 +126,36 @@ def publish(
 ) -> None:
     """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
     with what describes the dataset and the summary of the load that led to it. A failing step's
-    logged events are dropped, so it records the materialisation itself (as for its partitions)."""
-    metadata = publish_and_describe(working, amd_store)
+    logged events are dropped, so it records the materialisation itself (as for its partitions).
+
+    A published file held open by a program (Windows) does not fail the load: its rows are in the
+    working file and the next publish lands them. The step logs the sentence as a warning and records
+    an observation of ``amd_published`` (``published: false``, :data:`PUBLISH_HELD`) instead of a
+    materialisation, since the file did not change; the CLI prints that sentence."""
+    try:
+        metadata = publish_and_describe(working, amd_store)
+    except PublishHeldError as exc:
+        context.log.warning(explain(exc))
+        record(context, dg.AssetObservation, held_metadata(exc), failed=failed)
+        return
     metadata.update({f"load_{name}": value for name, value in run_summary.items()})
+    record(context, dg.AssetMaterialization, metadata, failed=failed)
+
+
+def record(
+    context: dg.AssetExecutionContext,
+    kind: type[dg.AssetMaterialization] | type[dg.AssetObservation],
+    metadata: dict,
+    *,
+    failed: bool,
+) -> None:
+    """Log an event of ``kind`` on ``amd_published`` in the step, or, when the step is failing (its logged
+    events are dropped), on the instance, tagged with the run."""
     if failed:
-        context.instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                AMD_PUBLISHED.key, metadata=metadata, tags={"amd_pipeline/run_id": context.run.run_id}
-            )
-        )
+        tags = {"amd_pipeline/run_id": context.run.run_id}
+        context.instance.report_runless_asset_event(kind(AMD_PUBLISHED.key, metadata=metadata, tags=tags))
     else:
-        context.log_event(dg.AssetMaterialization(asset_key=AMD_PUBLISHED.key, metadata=metadata))
+        context.log_event(kind(asset_key=AMD_PUBLISHED.key, metadata=metadata))
 
 
 def observed_latency(instance: dg.DagsterInstance) -> float | None:
