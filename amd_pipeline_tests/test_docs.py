@@ -252,7 +252,7 @@ def copy(tmp_path: Path) -> Path:
     for other in (ROOT / "docs").iterdir():
         if other.suffix != ".md":
             (tmp_path / "docs" / other.name).write_bytes(other.read_bytes())
-    for linked in ("amd_pipeline/dagster.yaml", "deploy/dagster.yaml"):
+    for linked in ("amd_pipeline/dagster.yaml", "deploy/dagster.yaml", "amd_pipeline/core/portable.py", "tasks.py"):
         (tmp_path / linked).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / linked).write_text((ROOT / linked).read_text())
     return tmp_path

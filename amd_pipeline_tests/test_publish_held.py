@@ -326,3 +326,46 @@ def test_a_cli_backfill_exits_0_with_one_line_naming_the_held_file_and_the_next_
         assert "nothing to fetch: every window is final" in again.stderr
     assert totals(published) == truth(after)
     assert temp_copies(published) == []
+
+
+def test_an_export_file_held_open_is_named_and_the_export_after_it_lands(tmp_path, monkeypatch):
+    # An analyst has amd_daily.csv open in Excel (which holds what it shows): the export says so in one line.
+    from amd_pipeline.core.export import FileHeldError, export_published
+
+    working, published, out = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb", tmp_path / "csv"
+    store = AmdStore(working, timezone=ZONE)
+    store.prepare(AMD_DAILY)
+    store.replace(AMD_DAILY, to_frame(truth_rows(days_from(dt.date(2026, 11, 1), 3))))
+    store.publish(published)
+    export_published(published, out, "csv")
+    held_csv = out / "amd_daily.csv"
+    with holder(held_csv, duckdb=False) as analyst, monkeypatch.context() as held:
+        hold_windows_style(held, held_csv)
+        with pytest.raises(FileHeldError) as raised:
+            export_published(published, out, "csv")
+    assert explain(raised.value) == (
+        f"{held_csv} was not replaced: it is open in {PYTHON} (pid {analyst.pid}) ({WINDOWS_SAYS}): close it "
+        "there and export again (the files before it are new, the others as they were)"
+    )
+    assert not [p for p in out.iterdir() if p.name.startswith(".export-")]  # no staging folder left
+    assert export_published(published, out, "csv").rows["amd_daily"] == 9
+
+
+def test_a_published_parquet_file_held_open_holds_the_publish_back_whole(tmp_path, monkeypatch):
+    # With the published Parquet copy on, a Parquet file open in Power BI stops the DuckDB rename too.
+    working, published, parquet = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb", tmp_path / "parquet"
+    store = AmdStore(working, timezone=ZONE, sleep=lambda s: None)
+    store.prepare(AMD_DAILY)
+    before, after = days_from(dt.date(2026, 11, 1), 2), days_from(dt.date(2026, 11, 1), 4)
+    store.replace(AMD_DAILY, to_frame(truth_rows(before)))
+    store.publish(published, parquet_dir=parquet)
+    store.replace(AMD_DAILY, to_frame(truth_rows(after)))
+    held_file = parquet / "campaigns.parquet"
+    with monkeypatch.context() as held:
+        hold_windows_style(held, held_file)
+        with pytest.raises(PublishHeldError) as raised:
+            store.publish(published, parquet_dir=parquet)
+    assert raised.value.target == held_file and f"{held_file} was not updated" in explain(raised.value)
+    assert totals(published) == truth(before) and temp_copies(published) == []
+    store.publish(published, parquet_dir=parquet)
+    assert totals(published) == truth(after)

@@ -5,7 +5,7 @@
 
 Prints the median and 99th percentile of one charge in one process, then the wall time per call with
 several processes charging the same ledger at once. Without ``--pg-url``: the file ledger of the SQLite
-profile (flock, read, write, rename). With it: the PostgreSQL ledger of the production profile (one
+profile (file lock, read, write, rename). With it: the PostgreSQL ledger of the production profile (one
 transaction with an advisory lock), e.g. on a throwaway cluster from
 ``python -m amd_pipeline_tests.pg_cluster``.
 """

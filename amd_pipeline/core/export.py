@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from amd_pipeline.core.portable import sync_file
+from amd_pipeline.core.portable import file_holders, sync_file
 from amd_pipeline.core.views import VIEWS
 
 FORMATS = ("parquet", "csv")
@@ -28,6 +28,21 @@ TABLES = ("amd_daily", "campaigns", "amd_intraday")
 # Written per month in Parquet: they gain rows every day.
 MONTHLY = frozenset({"amd_daily", "amd_intraday", "amd_daily_trend", "amd_completeness"})
 STAGING_PREFIX = ".export-"
+
+
+class FileHeldError(RuntimeError):
+    """An export file could not be replaced: a program holds it open (Windows: Excel holds a CSV it shows,
+    Power BI a Parquet file it reads). The files renamed before it are new, the rest as they were.
+
+    Attributes:
+        path: the held file.
+        holders: who holds it, like ``"EXCEL.EXE (pid 1234)"`` (empty: not found out).
+        reason: what the operating system said.
+    """
+
+    def __init__(self, path: Path, holders: list[str], reason: str):
+        super().__init__(f"{path} is held open by {', '.join(holders) or 'another program'} ({reason})")
+        self.path, self.holders, self.reason = path, holders, reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +114,11 @@ def export_published(
         for relative in written:
             sync_file(staging / relative)
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, out / relative)
+            try:
+                os.replace(staging / relative, out / relative)
+            except PermissionError as exc:  # WinError 5 or 32: open in another program
+                held = out / relative
+                raise FileHeldError(held, file_holders(held), exc.strerror or str(exc)) from exc
         _remove_stale(out, set(written), [name for name in rows if fmt == "parquet" and name in MONTHLY])
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,6 +6,7 @@ the same words everywhere, and never a traceback or a class path (``--verbose`` 
 
 from __future__ import annotations
 
+from amd_pipeline.core.export import FileHeldError
 from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.core.store import PublishHeldError
 from amd_pipeline.wolkvox import errors
@@ -83,6 +84,12 @@ def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str
         return (
             f"{exc.target} was not updated: it is open in {holders} ({exc.reason}); the new rows are safe in "
             f"{exc.working} and analysts still see the previous copy: close the file in that program; {REPUBLISH_HINT}"
+        )
+    if isinstance(exc, FileHeldError):
+        holders = " and ".join(exc.holders) or "another program"
+        return (
+            f"{exc.path} was not replaced: it is open in {holders} ({exc.reason}): close it there and export "
+            "again (the files before it are new, the others as they were)"
         )
     if isinstance(exc, SettingsError | errors.WolkvoxError):
         return str(exc)

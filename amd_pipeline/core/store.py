@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
-from amd_pipeline.core.export import export_published
+from amd_pipeline.core.export import FileHeldError, export_published
 from amd_pipeline.core.normalize import COLUMNS
 from amd_pipeline.core.portable import file_holders, pid_alive, sync_file, sync_folder
 from amd_pipeline.core.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
@@ -561,7 +561,10 @@ class AmdStore:
         try:
             sync_file(tmp)
             if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
-                export_published(tmp, Path(parquet_dir), "parquet")
+                try:
+                    export_published(tmp, Path(parquet_dir), "parquet")
+                except FileHeldError as exc:  # a Parquet file open in Power BI: the DuckDB copy waits too
+                    raise PublishHeldError(exc.path, self.path, exc.holders, exc.reason) from exc
             self._replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
