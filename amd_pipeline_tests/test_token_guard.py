@@ -181,3 +181,39 @@ def test_a_dead_holder_does_not_block_the_next_lease(tmp_path):
     with TokenGuard("k", lock_dir=tmp_path).lease():
         pass
     assert time.monotonic() - started < 5
+
+
+STATE_LOCK_REMOVED = (
+    "import contextlib\n"
+    "from amd_pipeline.core import token_guard\n"
+    "class NoLock:\n"
+    "    def __init__(self, *args, **kwargs): pass\n"
+    "    def acquire(self, **kwargs): return contextlib.nullcontext()\n"
+    "token_guard.FileLock = NoLock\n"
+)
+
+
+@pytest.mark.parametrize("lock", ["held", "control: lock removed"])
+@pytest.mark.parametrize("windows", PLATFORMS)
+@CONTENTION
+def test_facts_learned_by_processes_at_once_are_all_kept(tmp_path, lock, windows):
+    # Three processes each record 40 facts about one token's server at the same time (read, change, rename).
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from amd_pipeline.core.token_guard import TokenState
+        from amd_pipeline_tests.barrier import wait_at_barrier
+        wait_at_barrier(Path({str(tmp_path)!r}), 3)
+        state = TokenState(Path({str(tmp_path)!r}) / "k.state.json")
+        for n in range(40):
+            state.set(f"{{os.getpid()}}-{{n}}", n)
+    """)
+    prelude = STATE_LOCK_REMOVED if lock.startswith("control") else ""
+    env = windows_like() if windows else None
+    procs = [subprocess.Popen([sys.executable, "-c", prelude + script], env=env) for _ in range(3)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    kept = len(json.loads((tmp_path / "k.state.json").read_text()))
+    if lock == "held":
+        assert kept == 120
+    else:  # two processes read the same facts, each writes back its own plus them: one's is lost
+        assert kept < 120

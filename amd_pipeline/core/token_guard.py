@@ -174,25 +174,32 @@ class SharedLockError(FatalError):
 class TokenState:
     """Facts learned about a token's server (e.g. "refuses campaign_id=all"), kept beside its lock files.
 
-    A small JSON file named by the token's key (never the token). Writes are atomic (temp file + rename).
+    A small JSON file named by the token's key (never the token). Writes are atomic (temp file + rename),
+    and reads and writes take a lock beside it: Windows refuses to rename over a file another process is
+    reading, and two writers would lose each other's facts.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock = FileLock(self.path.with_suffix(".lock"), mode=0o600)
 
     def get(self, name: str, default: object = None) -> object:
-        try:
-            return json.loads(self.path.read_text()).get(name, default)
-        except (FileNotFoundError, ValueError):
+        if not self.path.exists():
             return default
+        with self._lock.acquire(poll_interval=POLL_SECONDS):
+            return self._read().get(name, default)
 
     def set(self, name: str, value: object) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock.acquire(poll_interval=POLL_SECONDS):
+            data = self._read()
+            data[name] = value
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+
+    def _read(self) -> dict:
         try:
-            data = json.loads(self.path.read_text())
+            return json.loads(self.path.read_text())
         except (FileNotFoundError, ValueError):
-            data = {}
-        data[name] = value
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+            return {}
