@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amd_pipeline.core.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
-from amd_pipeline.core.settings import RunSettings, SettingsError
+from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, RunSettings, SettingsError
 from amd_pipeline.wolkvox.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--latency-ms", type=_number(float, 0), default=5.0)
     demo.add_argument("--fault-rate", type=_number(float, 0, 1), default=0.1, help="share of calls that get a fault")
     demo.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
-    demo.add_argument("--duckdb", default="data/amd.duckdb", help="database file (default: data/amd.duckdb)")
+    demo.add_argument("--duckdb", default=DEFAULT_DUCKDB_PATH, help=f"database file (default: {DEFAULT_DUCKDB_PATH})")
 
     sim = command("simulator", "serve the Wolkvox simulator in the foreground", cmd_simulator)
     sim.add_argument("--host", default="127.0.0.1")
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--workspace", default="workspace.yaml")
     dev.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
     dev.add_argument("--demo", action="store_true", help="run on the built-in simulator, refreshing every minute")
-    dev.add_argument("--duckdb", default="data/amd.duckdb", help="with --demo: the database file")
+    dev.add_argument("--duckdb", default=DEFAULT_DUCKDB_PATH, help="with --demo: the database file")
     dev.add_argument("--latency-ms", type=_number(float, 0), default=5.0, help="with --demo: simulator latency")
     return parser
 

@@ -24,7 +24,7 @@ from croniter import croniter
 
 DEFAULT_TIMEZONE = "America/Bogota"
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
-DEFAULT_DUCKDB_PATH = "data/amd.duckdb"
+DEFAULT_DUCKDB_PATH = str(Path("data", "amd.duckdb"))  # data\amd.duckdb on Windows
 DEFAULT_REFRESH_CRON = "*/5 * * * *"
 DEFAULT_RESTATE_CRON = "30 4 * * *"
 DEFAULT_RESTATE_DAYS = 3

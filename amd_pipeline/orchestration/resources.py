@@ -14,6 +14,7 @@ from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.campaigns import discover_campaign_ids
 from amd_pipeline.core.loader import CampaignAll
 from amd_pipeline.core.settings import (
+    DEFAULT_DUCKDB_PATH,
     INT_SETTINGS,
     PublishSettings,
     SettingsError,
@@ -174,7 +175,7 @@ class WolkvoxResource(dg.ConfigurableResource):
 class AmdStoreResource(dg.ConfigurableResource):
     """The DuckDB files: the one loads write, and the copy analysts read that every load publishes."""
 
-    path: str = Field(default="data/amd.duckdb", description="The published file analysts read (AMD_DUCKDB_PATH).")
+    path: str = Field(default=DEFAULT_DUCKDB_PATH, description="The published file analysts read (AMD_DUCKDB_PATH).")
     working_path: str = Field(
         default="", description="The file loads write (AMD_WORKING_DUCKDB_PATH); default beside the published one."
     )
