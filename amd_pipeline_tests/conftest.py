@@ -29,12 +29,14 @@ CONTENTION = pytest.mark.xdist_group("contention")
 def pytest_collection_modifyitems(items):
     """The real `dagster dev` test first: it mostly waits for the daemon, so under pytest-xdist it starts
     at once on one worker while the other runs the rest, instead of lengthening the run at its end.
-    On Windows, the tests marked ``posix`` (fork, signals, process groups, /proc) are skipped."""
+    Tests marked ``posix`` (fork, POSIX signals, process groups) are skipped on Windows, those marked
+    ``linux`` (/proc) everywhere but Linux."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
-    if sys.platform == "win32":
-        for item in items:
-            if item.get_closest_marker("posix"):
-                item.add_marker(pytest.mark.skip(reason="needs fork, POSIX signals or /proc: Linux and macOS only"))
+    for item in items:
+        if sys.platform == "win32" and item.get_closest_marker("posix"):
+            item.add_marker(pytest.mark.skip(reason="needs fork, POSIX signals or process groups: not on Windows"))
+        if not sys.platform.startswith("linux") and item.get_closest_marker("linux"):
+            item.add_marker(pytest.mark.skip(reason="needs /proc: Linux only"))
 
 
 @pytest.fixture

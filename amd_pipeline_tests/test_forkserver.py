@@ -9,7 +9,7 @@ import pytest
 
 from amd_pipeline_tests import forkserver
 
-pytestmark = pytest.mark.posix  # a fork server, process groups, /proc
+pytestmark = [pytest.mark.posix, pytest.mark.linux]  # a fork server, process groups, /proc
 
 REPORT = """
 import json, os, sys

@@ -43,20 +43,22 @@ def test_nothing_posix_only_outside_the_platform_module():
     assert found == {}, "move these into amd_pipeline/core/portable.py, with a Windows branch"
 
 
-def test_tests_that_need_posix_are_marked_so_windows_skips_them():
+def test_tests_that_need_posix_or_linux_are_marked_so_other_systems_skip_them():
     unmarked = []
     for path in sorted((ROOT / "amd_pipeline_tests").glob("test_*.py")):
         source = path.read_text()
-        module_marked = re.search(r"^pytestmark = .*pytest\.mark\.posix", source, re.MULTILINE)
+        module_marks = " ".join(re.findall(r"^pytestmark = (.*)$", source, re.MULTILINE))
         for node in ast.parse(source).body:
-            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_") or module_marked:
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
                 continue
-            if node.name == "test_tests_that_need_posix_are_marked_so_windows_skips_them":
+            if node.name == "test_tests_that_need_posix_or_linux_are_marked_so_other_systems_skip_them":
                 continue  # this one only names /proc
             text = ast.get_source_segment(source, node)
-            marked = any("mark.posix" in ast.unparse(d) for d in node.decorator_list)
-            if (posix_only_uses(textwrap.dedent(text)) or "/proc" in text) and not marked:
-                unmarked.append(f"{path.name}::{node.name}")
+            marks = module_marks + " ".join(ast.unparse(d) for d in node.decorator_list)
+            if posix_only_uses(textwrap.dedent(text)) and "mark.posix" not in marks:
+                unmarked.append(f"{path.name}::{node.name} (posix)")
+            if "/proc" in text and "mark.linux" not in marks:
+                unmarked.append(f"{path.name}::{node.name} (linux)")
     assert unmarked == []
 
 

@@ -32,6 +32,9 @@ from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests import forkserver
 from amd_pipeline_tests.conftest import CAMPAIGNS
 
+# The holders are named as Linux names them (/proc/<pid>/comm); elsewhere the lookup is another one.
+pytestmark = pytest.mark.linux
+
 ZONE = "America/Bogota"
 WINDOWS_SAYS = "The process cannot access the file because it is being used by another process"
 PYTHON = Path(sys.executable).name[:15]  # /proc/<pid>/comm: the program's name, at most 15 characters
