@@ -275,12 +275,14 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from amd_pipeline.cli.dev import refuse_busy_port, run_dagster_dev
     from amd_pipeline.core.settings import DefinitionSettings
     from amd_pipeline.orchestration.instance import batch_event_writes, prepare_home
 
     DefinitionSettings.from_env()  # a bad zone or start date would stop the code location from loading
     if not Path(args.workspace).exists():
         raise SettingsError(f"--workspace {args.workspace} does not exist; run this in the project folder")
+    refuse_busy_port(args.port)  # else dagster dev starts its daemon anyway and serves no UI
     home = prepare_home(args.home)
     # Inherited by dagster dev's daemon, webserver and code server, and so by every run worker they start.
     batch_event_writes()
@@ -294,8 +296,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     if not args.demo:
-        # Become `dagster dev` (not its parent), so Ctrl-C and kill reach it directly.
-        os.execv(executable, argv)
+        # Its parent, not `os.execv` into it: a SIGTERM or SIGHUP to this process then stops the whole tree
+        # however it was launched (dev.py), and Windows has no exec that keeps the process.
+        return run_dagster_dev(argv, dict(os.environ))
     from amd_pipeline.cli.demo import run_dev_demo
 
     return run_dev_demo(home=home, argv=argv, duckdb_path=args.duckdb, latency_ms=args.latency_ms, port=args.port)

@@ -14,7 +14,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from amd_pipeline.cli.backfill import run_backfill
-from amd_pipeline.core.messages import EXIT_INTERRUPTED
 from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 
@@ -125,8 +124,7 @@ def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | Non
 
 def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: float, port: int) -> int:
     """`dagster dev` on the built-in simulator: scheduled refreshes every minute, no Wolkvox account."""
-    import signal
-    import subprocess
+    from amd_pipeline.cli.dev import run_dagster_dev
 
     _refuse_foreign(duckdb_path, home)
     config = SimConfig(
@@ -148,21 +146,8 @@ def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: f
         )
         print(
             f"demo: Wolkvox simulator at {sim.url}; amd_daily_refresh every minute into {duckdb_path}; "
-            f"UI on http://localhost:{port}; Ctrl-C stops both",
+            f"UI on http://localhost:{port}; Ctrl-C (or SIGTERM) stops both",
             file=sys.stderr,
             flush=True,
         )
-        child = subprocess.Popen(argv, env=env)
-        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # Ctrl-C (a terminal sends it to dagster dev too) or kill -INT of this process
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-            try:
-                return child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                return EXIT_INTERRUPTED
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        return run_dagster_dev(argv, env)

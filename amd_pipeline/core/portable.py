@@ -8,6 +8,7 @@ on a module-level import of a POSIX-only (or Windows-only) module anywhere else 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -207,3 +208,116 @@ def _restart_manager_holders(path: str) -> list[str]:
         return []
     finally:
         rm.RmEndSession(session)
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that ask a supervised process tree (``amd-pipeline dev``) to stop.
+
+    POSIX: SIGINT (Ctrl-C), SIGTERM (``kill``, a service manager, a launcher) and SIGHUP (the terminal
+    was closed). Windows has neither SIGTERM from outside nor SIGHUP: Ctrl-C and Ctrl-Break reach every
+    process of the console; ``taskkill /F`` and closing the console end processes without a signal.
+    """
+    import signal
+
+    if WINDOWS:
+        return (signal.SIGINT, signal.SIGBREAK)
+    return (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def port_refusal(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on ``host:port`` now (the error of a trial bind), or None if it could.
+
+    POSIX: with ``SO_REUSEADDR``, as asyncio's servers (uvicorn's, so Dagster's webserver) bind there, so a
+    port left in TIME_WAIT by a server just stopped is free and a listening one is not. Windows: without
+    it, because there ``SO_REUSEADDR`` lets a second socket share a port that is in use (not run here).
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if not WINDOWS:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen(1)
+        except OSError as exc:
+            return exc
+    return None
+
+
+class ProcessTree:
+    """A command and every process it starts, interrupted and killed as one.
+
+    POSIX (Linux and macOS): the command leads a process group of its own, which its children join
+    (Dagster's webserver, daemon, code servers and run workers do: none starts a session of its own).
+    :meth:`interrupt` sends SIGINT to the group, as a terminal's Ctrl-C does; :meth:`kill` sends SIGKILL
+    to what is left of it, even after the command itself ended. The group is not the terminal's
+    foreground group, so a Ctrl-C typed there reaches the parent only, which passes it on.
+
+    Windows (written from the documentation, not run here: no Windows machine was available): the
+    command shares the parent's console and group, so Ctrl-C reaches it directly and :meth:`interrupt`
+    sends nothing (``send_signal(SIGINT)`` raises ValueError there, and CTRL_BREAK_EVENT reaches only a
+    group started with CREATE_NEW_PROCESS_GROUP, which would no longer get the console's Ctrl-C). The
+    tree is found with psutil (which Dagster requires on Windows): the descendants seen while the command
+    runs are remembered, so :meth:`kill` also reaches those orphaned when it ended.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        import subprocess
+
+        # Nothing in the tree reads its input; on POSIX a read from the terminal by a process outside its
+        # foreground group would stop that process (SIGTTIN).
+        if WINDOWS:
+            self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+            self._seen: dict[int, object] = {}
+        else:
+            self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0)
+        self.pid = self.process.pid
+
+    def interrupt(self) -> None:
+        """Ask every process of the tree to stop, as Ctrl-C in a terminal does (POSIX); nothing on Windows."""
+        if WINDOWS:
+            return
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGINT)
+
+    def alive(self) -> bool:
+        """True while any process of the tree runs (on POSIX, a zombie member not yet reaped counts)."""
+        if WINDOWS:
+            return any(member.is_running() for member in self._members())
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a member runs under another user (setuid): it exists
+            return True
+        return True
+
+    def kill(self) -> None:
+        """Kill what is left of the tree, at once (SIGKILL to the group; on Windows, TerminateProcess)."""
+        if WINDOWS:
+            import psutil
+
+            for member in self._members():
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            return
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def _members(self) -> list:
+        """Windows: the command and every descendant seen so far (psutil objects, safe against pid reuse)."""
+        import psutil
+
+        if self.process.poll() is not None:  # ended: its orphans keep the ids seen before
+            return list(self._seen.values())
+        try:
+            root = psutil.Process(self.pid)
+            for child in [root, *root.children(recursive=True)]:
+                self._seen.setdefault(child.pid, child)
+        except psutil.Error:  # it ended meanwhile
+            pass
+        return list(self._seen.values())
