@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -731,3 +732,18 @@ def test_an_unreachable_instance_database_is_named_without_its_url():
     exc = RuntimeError("could not connect to postgresql://amd:SECRET-pw@db:5432/dagster")
     said = cannot_open(Path("/srv/home"), exc)
     assert said.startswith("cannot open the Dagster instance in /srv/home (RuntimeError)") and "SECRET" not in said
+
+
+@pytest.mark.parametrize("demo", [[], ["--demo"]], ids=["dev", "dev --demo"])
+def test_dev_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path, demo):
+    # dagster dev itself would start its daemon anyway and serve no UI, and keep running.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
+    workspace = str(Path(__file__).resolve().parents[1] / "workspace.yaml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = amd(env, "dev", *demo, "--port", str(port), "--home", "home", "--workspace", workspace, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert re.fullmatch(rf"error: port {port} on 127\.0\.0\.1 is already in use .*--port N\n", done.stderr)
+    assert list(tmp_path.iterdir()) == []  # no home, no DuckDB file

@@ -1,11 +1,13 @@
-"""The one real `dagster dev`: `amd-pipeline dev --demo` as a person starts it, used as the UI is, stopped
-with Ctrl-C.
+"""The real `dagster dev`: `amd-pipeline dev --demo` as a script or launcher starts it (in the background),
+used as the UI is, stopped with SIGTERM; plain `amd-pipeline dev` from a terminal, stopped with Ctrl-C.
 
 Everything else about the daemon (which runs a UI backfill becomes, answers reused between them, which
 days a refresh reads, the sensor adding campaigns) is checked in-process in test_daemons.py; this test
 is about the processes: the webserver, the daemon and the code servers really start, a backfill launched
 as the UI does (GraphQL ``launchPartitionBackfill``) and one tick of the refresh schedule really run
-in run workers, and Ctrl-C stops every process of the tree, those started late included.
+in run workers, and a stop signal stops every process of the tree, those started late included, however
+`dev` was launched. The control starts `dagster dev` itself the same background way (what `dev` used to
+exec into): SIGTERM leaves all of it running.
 """
 
 from __future__ import annotations
@@ -52,25 +54,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_dev(env: dict[str, str], cwd: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`amd-pipeline dev` on a free port, as from a terminal, once its UI answers.
+def start_dev(
+    env: dict[str, str], cwd: Path, log: Path, *extra: str, background: bool = False, command=None
+) -> tuple[subprocess.Popen, int]:
+    """`amd-pipeline dev` (or ``command(port)``) on a free port, once its UI answers.
 
-    As from a terminal: a session of its own (a test's Ctrl-C reaches all of it) and SIGINT at its
+    A session of its own (a test's Ctrl-C reaches that session's group). From a terminal, SIGINT is at its
     default (a suite started in the background ignores SIGINT, and a process that starts with it ignored
-    keeps ignoring it). Its output goes to ``log``. The port was free when picked; if another process
-    takes it first, the webserver cannot bind it, and another port is tried.
+    keeps ignoring it); with ``background``, SIGINT is ignored, as a script's ``... &`` or ``nohup`` hands it.
+    Its output goes to ``log``. The port was free when picked; if another process takes it first, the
+    webserver cannot bind it, and another port is tried.
     """
+    sigint = signal.SIG_IGN if background else signal.SIG_DFL
     for _ in range(3):
         port = free_port()
+        argv = command(port) if command else [CLI, "dev", *extra, "--port", str(port), "--workspace", str(WORKSPACE)]
         with open(log, "w") as out:
             dev = subprocess.Popen(
-                [CLI, "dev", *extra, "--port", str(port), "--workspace", str(WORKSPACE)],
+                argv,
                 env=env,
                 cwd=cwd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
             )
         if wait_for(functools.partial(settled, dev, port, log), 120) == "serving":
             return dev, port
@@ -109,11 +116,24 @@ def campaign_partitions(port: int) -> list[str]:
     return {d["name"]: d["partitionKeys"] for d in daily["partitionKeysByDimension"]}["campaign"]
 
 
-def test_dev_demo_serves_a_ui_backfill_and_a_schedule_tick_and_ctrl_c_stops_every_process(tmp_path):
+def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
-    env.update(AMD_START_DATE="2026-01-01", **process_tree.new_mark())
+    env.update(AMD_START_DATE="2026-01-01", **process_tree.new_mark(), **extra)
+    return env
+
+
+def stopped_cleanly(log: Path) -> bool:
+    """`dagster dev` shut its services down itself: nothing had to be killed after the grace."""
+    text = log.read_text()
+    return "Dagster services shut down." in text and "killing what is left" not in text
+
+
+def test_dev_demo_launched_in_the_background_serves_a_ui_backfill_and_a_schedule_tick_and_sigterm_stops_it_all(
+    tmp_path,
+):
+    env = clean_env()
     log = tmp_path / "dev.log"
-    dev, port = start_dev(env, tmp_path, log, "--demo")
+    dev, port = start_dev(env, tmp_path, log, "--demo", background=True)
     try:
         # The sensor discovers the simulator's campaigns as soon as the daemon starts.
         assert wait_for(lambda: campaign_partitions(port) == CAMPAIGNS, 120), log.read_text()[-3000:]
@@ -162,12 +182,13 @@ def test_dev_demo_serves_a_ui_backfill_and_a_schedule_tick_and_ctrl_c_stops_ever
         stats = json.load(urllib.request.urlopen(f"{demo_env['WOLKVOX_BASE_URL']}/_sim/stats", timeout=10))
         tree = process_tree.marked(env)
     finally:
-        os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in the terminal
-        left = process_tree.wait_until_gone(env, 60)
+        dev.send_signal(signal.SIGTERM)  # to `amd-pipeline dev` only, as `kill PID` or a launcher does
+        left = process_tree.wait_until_gone(env, 30)
         process_tree.kill_marked(env)  # nothing outlives the test, whatever happened
-        dev.wait(10)
+        status = dev.wait(10)
 
-    assert left == [], f"still running 60 s after Ctrl-C: {left}"
+    assert left == [], f"still running 30 s after SIGTERM: {left}\n{log.read_text()[-2000:]}"
+    assert status == 0 and stopped_cleanly(log), log.read_text()[-2000:]
     assert len(tree) >= 4  # amd-pipeline, dagster dev, its webserver, daemon, code servers
     assert {r["status"] for r in backfill} == {"SUCCESS"}
     store = AmdStore(tmp_path / "data" / "amd.duckdb")
@@ -194,6 +215,47 @@ def test_dev_demo_serves_a_ui_backfill_and_a_schedule_tick_and_ctrl_c_stops_ever
     compute_logs = list((tmp_path / ".dagster_home" / "storage").rglob("compute_logs/*.err"))
     assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
     assert secret_hits(tmp_path, token) == []
+
+
+def test_ctrl_c_in_the_terminal_stops_every_process_of_plain_dev(tmp_path):
+    env = clean_env()
+    log = tmp_path / "dev.log"
+    dev, _ = start_dev(env, tmp_path, log, "--home", str(tmp_path / "home"))
+    try:
+        assert len(process_tree.marked(env)) >= 4
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in the terminal: its foreground group, `amd-pipeline dev`'s
+        left = process_tree.wait_until_gone(env, 30)
+        process_tree.kill_marked(env)
+        status = dev.wait(10)
+    assert left == [], f"still running 30 s after Ctrl-C: {left}\n{log.read_text()[-2000:]}"
+    assert status == 0 and stopped_cleanly(log), log.read_text()[-2000:]
+
+
+def test_control_dagster_dev_launched_in_the_background_keeps_running_after_sigterm(tmp_path):
+    # What `amd-pipeline dev` exec'd into, and what `dev --demo` started, before they caught the stop
+    # signals: `dagster dev` with SIGINT ignored maps SIGTERM to "ignored" too, and its webserver and
+    # daemon stop by sending themselves SIGINT. The tests above would see this tree stay.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(DAGSTER_HOME=str(home))
+    dagster = str(Path(sys.executable).parent / "dagster")
+    log = tmp_path / "dev.log"
+    dev, _ = start_dev(
+        env,
+        tmp_path,
+        log,
+        background=True,
+        command=lambda port: [dagster, "dev", "-w", str(WORKSPACE), "-p", str(port)],
+    )
+    try:
+        tree = process_tree.marked(env)
+        dev.send_signal(signal.SIGTERM)
+        left = process_tree.wait_until_gone(env, 10)  # the fixed `dev` is gone in 2-6 s
+    finally:
+        process_tree.kill_marked(env)
+        dev.wait(10)
+    assert len(tree) >= 4 and left == tree
 
 
 LATE_CHILD = textwrap.dedent("""
