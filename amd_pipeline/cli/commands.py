@@ -1,7 +1,8 @@
 """The ``amd-pipeline`` command: argument parsing and printing; the work is in the modules it calls.
 
 demo (demo.py), simulator (simulator.py), backfill (backfill.py), query, report and export (store.py,
-report.py, export.py), budget (budget.py, runs.py), migrate-timezone (store.py), dev [--demo] (demo.py).
+report.py, export.py), budget (budget.py, runs.py), migrate-timezone (store.py), dev [--demo] (dev.py,
+demo.py).
 Exit statuses (messages.py): 0 ok, 1 a run or a call failed, 2 bad input (nothing was called or
 written), 3 refused by the quota guard, 4 stopped by the daily call budget or quota (the rest is
 deferred), 130 interrupted. Errors are one line on stderr; ``--verbose`` adds the traceback.

@@ -64,7 +64,7 @@ def run_dagster_dev(argv: list[str], env: dict[str, str]) -> int:
             tree.interrupt()
         while True:
             try:
-                code = tree.process.wait(_POLL_S)
+                code = tree.wait(_POLL_S)
                 break
             except subprocess.TimeoutExpired:
                 if stopped and not killed and time.monotonic() > stopped[0] + STOP_GRACE_S:
@@ -74,7 +74,10 @@ def run_dagster_dev(argv: list[str], env: dict[str, str]) -> int:
         while tree.alive() and time.monotonic() < deadline:
             time.sleep(_POLL_S)
         if tree.alive():
-            killed = _kill_rest(tree) or killed
+            if killed:  # killed already: zombies not yet reaped by init still count as the group's members
+                tree.kill()
+            else:
+                killed = _kill_rest(tree)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

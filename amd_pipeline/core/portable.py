@@ -273,6 +273,15 @@ class ProcessTree:
             self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0)
         self.pid = self.process.pid
 
+    def wait(self, timeout: float) -> int:
+        """The command's exit status once it ended, else ``subprocess.TimeoutExpired`` after ``timeout`` s.
+
+        On Windows it first notes the command's descendants, for :meth:`kill` once it has ended.
+        """
+        if WINDOWS:
+            self._members()
+        return self.process.wait(timeout)
+
     def interrupt(self) -> None:
         """Ask every process of the tree to stop, as Ctrl-C in a terminal does (POSIX); nothing on Windows."""
         if WINDOWS:
