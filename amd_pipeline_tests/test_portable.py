@@ -5,12 +5,14 @@ docs/operating.md#windows-and-macos."""
 
 import ast
 import datetime as dt
+import errno
 import importlib.util
 import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from amd_pipeline.core.portable import port_refusal
 from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests.barrier import runs_at_once
@@ -111,6 +114,18 @@ def test_the_package_imports_and_builds_its_definitions_without_posix_only_modul
         [sys.executable, "-c", "import old_token_guard"], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert control.returncode == 1 and "import of fcntl halted" in control.stderr, control.stderr
+
+
+# --- the port `dev` checks --------------------------------------------------------------------------------
+
+
+def test_a_listening_port_is_refused_and_a_free_one_is_not():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert port_refusal("127.0.0.1", port).errno == errno.EADDRINUSE
+    assert port_refusal("127.0.0.1", port) is None  # closed, in no TIME_WAIT: free again
 
 
 # --- locks whose holder is killed -----------------------------------------------------------------------
