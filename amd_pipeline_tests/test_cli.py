@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -747,3 +748,49 @@ def test_dev_refuses_a_port_in_use_in_one_line_before_starting_anything(tmp_path
     assert done.returncode == 2 and done.stdout == ""
     assert re.fullmatch(rf"error: port {port} on 127\.0\.0\.1 is already in use .*--port N\n", done.stderr)
     assert list(tmp_path.iterdir()) == []  # no home, no DuckDB file
+
+
+FAKE_DEV = textwrap.dedent("""
+    # Stands for `dagster dev`: one child, both stop on Ctrl-C, or with "deaf" neither does.
+    import signal, subprocess, sys, time
+    deaf = sys.argv[1] == "deaf"
+    if deaf:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # kept by the child too
+    stop = "" if deaf else "signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); "
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; " + stop + "time.sleep(120)"])
+    try:
+        time.sleep(120)
+    except KeyboardInterrupt:
+        child.wait()
+""")
+SUPERVISE = (
+    "import os, sys; from amd_pipeline.cli.dev import run_dagster_dev\n"
+    "sys.exit(run_dagster_dev(sys.argv[1:], dict(os.environ)))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sig", "deaf", "status"), [("SIGHUP", False, 0), ("SIGTERM", True, 130)], ids=["stops", "deaf: killed"]
+)
+def test_dev_passes_a_stop_signal_on_as_ctrl_c_and_kills_what_is_left_after_the_grace(tmp_path, sig, deaf, status):
+    from amd_pipeline.cli.dev import STOP_GRACE_S
+    from amd_pipeline_tests import process_tree
+
+    env = {**os.environ, **process_tree.new_mark()}
+    argv = [sys.executable, "-c", FAKE_DEV, "deaf" if deaf else "hears"]
+    dev = forkserver.start(argv, env=env, cwd=tmp_path, script=SUPERVISE)
+    try:
+        deadline = time.monotonic() + 30
+        # The fake and its child (the forked `dev` itself is not seen: its mark was set after it started).
+        while len(process_tree.marked(env)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(dev.pid, getattr(signal, sig))
+        sent = time.monotonic()
+        done = dev.wait(STOP_GRACE_S + 20)
+        left = process_tree.wait_until_gone(env, 5)
+        took = time.monotonic() - sent
+    finally:
+        process_tree.kill_marked(env)
+    assert left == [] and done.returncode == status, (left, done)
+    killed = "killing what is left of it" in done.stderr
+    assert killed == deaf and (took >= STOP_GRACE_S) == deaf, (took, done.stderr)
