@@ -769,6 +769,8 @@ SUPERVISE = (
 )
 
 
+@pytest.mark.posix
+@pytest.mark.linux  # the tree is found through /proc (process_tree.py)
 @pytest.mark.parametrize(
     ("sig", "deaf", "status"), [("SIGHUP", False, 0), ("SIGTERM", True, 130)], ids=["stops", "deaf: killed"]
 )

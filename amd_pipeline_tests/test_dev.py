@@ -34,7 +34,8 @@ from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline_tests import forkserver, process_tree
 from amd_pipeline_tests.secret_scan import secret_hits
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+# Process groups and POSIX signals, and the tree found through /proc (process_tree.py).
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.posix, pytest.mark.linux]
 CLI = forkserver.CLI
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 CAMPAIGNS = ["20717", "20718", "20731"]
