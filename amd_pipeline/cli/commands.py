@@ -288,11 +288,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # Inherited by dagster dev's daemon, webserver and code server, and so by every run worker they start.
     batch_event_writes()
     print(f"DAGSTER_HOME={home}", file=sys.stderr)
-    # The venv's dagster, even when the venv is not activated.
-    beside = Path(sys.executable).parent / "dagster"
-    executable = str(beside) if beside.exists() else shutil.which("dagster")
+    # The venv's dagster (dagster.exe on Windows), even when the venv is not activated.
+    executable = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
     if executable is None:
-        raise SettingsError("the dagster command is not installed in this environment: run `make install`")
+        raise SettingsError(
+            "the dagster command is not installed in this environment: run `make install` (`py tasks.py install`)"
+        )
     argv = [executable, "dev", "-w", args.workspace, "-p", str(args.port)]
     sys.stdout.flush()
     sys.stderr.flush()
