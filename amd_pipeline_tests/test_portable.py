@@ -24,8 +24,9 @@ import pytest
 from amd_pipeline.core.portable import port_refusal
 from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
+from amd_pipeline_tests import test_cli
 from amd_pipeline_tests.barrier import runs_at_once
-from amd_pipeline_tests.conftest import CONTENTION
+from amd_pipeline_tests.conftest import CAMPAIGNS, CONTENTION
 from amd_pipeline_tests.portable_rules import posix_only_uses, windows_name_problem
 from amd_pipeline_tests.windows_like import ROOT, windows_like
 
@@ -203,26 +204,14 @@ def test_a_lock_whose_holder_is_killed_is_free_again(tmp_path, lock, kind):
 
 # --- a backfill, the budget and the demo with the POSIX-only modules hidden ---------------------------------
 
-CAMPAIGNS = ["20717", "20718", "20731"]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 30)
 
 
-def cli_env(sim: Simulator, folder: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WOLKVOX_", "AMD_", "DAGSTER_"))}
-    env.update(
-        WOLKVOX_BASE_URL=sim.url,
-        WOLKVOX_TOKEN=sim.config.token,
-        AMD_DUCKDB_PATH=str(folder / "data" / "amd.duckdb"),
-        DAGSTER_HOME=str(folder / "dagster_home"),
-        AMD_START_DATE="2026-01-01",
-        AMD_LOCK_DIR=str(folder.parent / "locks"),  # one lock folder: one token, one lane
-        TMPDIR=str(folder / "tmp"),
-        WOLKVOX_BACKOFF_BASE_MS="5",
-        WOLKVOX_MAINTENANCE_DELAY_MS="5",
-    )
+def cli_env(sim: Simulator, folder: Path) -> dict[str, str]:
+    """test_cli's environment in ``folder``, with the lock folder beside it (one token, one lane) and
+    temporary files in it (walked for their names)."""
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
-    env.update(extra)
-    return env
+    return test_cli.cli_env(sim, folder, AMD_LOCK_DIR=str(folder.parent / "locks"), TMPDIR=str(folder / "tmp"))
 
 
 def two_at_once(sim: Simulator, tmp_path: Path, args: list[str], **extra: str) -> list[subprocess.CompletedProcess]:
@@ -235,7 +224,7 @@ def two_at_once(sim: Simulator, tmp_path: Path, args: list[str], **extra: str) -
     def go(name: str):
         folder = tmp_path / name
         folder.mkdir()
-        env = windows_like(cli_env(sim, folder, **extra), prelude=runs_at_once(gate, 2), folder=folder)
+        env = windows_like({**cli_env(sim, folder), **extra}, prelude=runs_at_once(gate, 2), folder=folder)
         argv = [sys.executable, "-c", CLI_MAIN, *args]
         results.append(subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=300))
 

@@ -22,7 +22,7 @@ import pytest
 from amd_pipeline.core import portable
 from amd_pipeline.core import store as store_module
 from amd_pipeline.core.messages import explain
-from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
+from amd_pipeline.core.normalize import to_frame
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AMD_DAILY, REPLACE_WAITS, AmdStore, PublishHeldError
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
@@ -31,6 +31,7 @@ from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests import forkserver
 from amd_pipeline_tests.conftest import CAMPAIGNS
+from amd_pipeline_tests.sample import daily_row
 
 # The holders are named as Linux names them (/proc/<pid>/comm); elsewhere the lookup is another one.
 pytestmark = pytest.mark.linux
@@ -72,24 +73,12 @@ def holder(path: Path, *, duckdb: bool = True):
 
 
 def truth_rows(days: list[dt.date]) -> list[dict]:
-    rows = []
-    for day in days:
-        window = day_window(day, ZONE)
-        for campaign in CAMPAIGNS:
-            total = truth_for_day(campaign, day)
-            rows.append(
-                {
-                    "campaign_id": campaign,
-                    "window_start": window.start,
-                    "window_end": window.end,
-                    "local_date": day,
-                    "total_amd": total,
-                    "fetch_status": FETCHED if total else FETCHED_EMPTY,
-                    "fetched_at": window.end + dt.timedelta(hours=1),
-                    "is_final": True,
-                }
-            )
-    return rows
+    """Every campaign's closed day, its total the simulator's truth."""
+    return [
+        daily_row(campaign, day, truth_for_day(campaign, day), day_window(day, ZONE).end + dt.timedelta(hours=1))
+        for day in days
+        for campaign in CAMPAIGNS
+    ]
 
 
 def days_from(start: dt.date, n: int) -> list[dt.date]:
