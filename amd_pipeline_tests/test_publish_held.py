@@ -41,13 +41,20 @@ WINDOWS_SAYS = "The process cannot access the file because it is being used by a
 PYTHON = Path(sys.executable).name[:15]  # /proc/<pid>/comm: the program's name, at most 15 characters
 
 
+def windows_refusal() -> PermissionError:
+    """What Windows raises on a rename over a file a program has open: EACCES, with WinError 32."""
+    refusal = PermissionError(13, WINDOWS_SAYS)
+    refusal.winerror = 32  # set by Windows itself; POSIX errors have none
+    return refusal
+
+
 def hold_windows_style(monkeypatch, target: Path) -> None:
     """``os.replace`` onto ``target`` fails as Windows fails it while a program has the file open."""
     real = os.replace
 
     def replace(src, dst, **kwargs):
         if Path(dst) == Path(target):
-            raise PermissionError(32, WINDOWS_SAYS)
+            raise windows_refusal()
         return real(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
@@ -144,6 +151,28 @@ def test_a_held_file_whose_holder_is_not_found_says_another_program(tmp_path, mo
         store.publish(published)
     assert f"{published} was not updated: it is open in another program ({WINDOWS_SAYS})" in explain(raised.value)
     assert not published.exists() and temp_copies(published) == []
+
+
+def test_a_permission_error_on_linux_or_macos_is_not_taken_for_a_held_file(tmp_path, monkeypatch):
+    # A rename refused by permissions (a read-only data folder) is not a program holding the file:
+    # no waiting, no "open in another program"; it fails the publish as it did (the load says so).
+    working, published = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb"
+    waits = []
+    store = AmdStore(working, timezone=ZONE, sleep=waits.append)
+    store.prepare(AMD_DAILY)
+    store.replace(AMD_DAILY, to_frame(truth_rows([dt.date(2026, 11, 1)])))
+    real = os.replace
+
+    def read_only_folder(src, dst, **kwargs):
+        if Path(dst) == published:
+            raise PermissionError(13, "Permission denied")  # POSIX: no winerror
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", read_only_folder)
+    with pytest.raises(PermissionError) as raised:
+        store.publish(published)
+    assert not isinstance(raised.value, PublishHeldError) and waits == []
+    assert temp_copies(published) == []
 
 
 def test_a_temporary_copy_left_by_a_publish_that_ended_is_removed_by_the_next(tmp_path):
@@ -268,7 +297,7 @@ def test_a_load_succeeds_while_the_published_file_is_held_and_materializing_amd_
 # --- the CLI backfill -------------------------------------------------------------------------------------
 
 
-HELD_PRELUDE = textwrap.dedent("""
+HELD_PRELUDE = textwrap.dedent(f"""
     import os
     from pathlib import Path
     from amd_pipeline.core import store
@@ -278,7 +307,9 @@ HELD_PRELUDE = textwrap.dedent("""
 
     def _replace(src, dst, **kwargs):  # as Windows refuses it while a program has the file open
         if Path(dst) == _target:
-            raise PermissionError(32, "The process cannot access the file because it is being used by another process")
+            refusal = PermissionError(13, {WINDOWS_SAYS!r})
+            refusal.winerror = 32  # as Windows sets it
+            raise refusal
         return _real(src, dst, **kwargs)
 
     os.replace = _replace
@@ -357,7 +388,7 @@ def test_a_published_parquet_file_held_open_holds_the_publish_back_whole(tmp_pat
         hold_windows_style(held, held_file)
         with pytest.raises(PublishHeldError) as raised:
             store.publish(published, parquet_dir=parquet)
-    assert raised.value.target == held_file and f"{held_file} was not updated" in explain(raised.value)
+    assert raised.value.path == held_file and f"{held_file} was not updated" in explain(raised.value)
     assert totals(published) == truth(before) and temp_copies(published) == []
     store.publish(published, parquet_dir=parquet)
     assert totals(published) == truth(after)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from amd_pipeline.core.portable import file_holders, sync_file
+from amd_pipeline.core.portable import file_holders, held_open, sync_file
 from amd_pipeline.core.views import VIEWS
 
 FORMATS = ("parquet", "csv")
@@ -31,8 +31,9 @@ STAGING_PREFIX = ".export-"
 
 
 class FileHeldError(RuntimeError):
-    """An export file could not be replaced: a program holds it open (Windows: Excel holds a CSV it shows,
-    Power BI a Parquet file it reads). The files renamed before it are new, the rest as they were.
+    """A file could not be replaced: a program holds it open (Windows: Excel holds a CSV it shows, Power BI
+    a Parquet file it reads, DBeaver the DuckDB file). The files of an export renamed before it are new,
+    the rest as they were.
 
     Attributes:
         path: the held file.
@@ -41,8 +42,17 @@ class FileHeldError(RuntimeError):
     """
 
     def __init__(self, path: Path, holders: list[str], reason: str):
-        super().__init__(f"{path} is held open by {', '.join(holders) or 'another program'} ({reason})")
-        self.path, self.holders, self.reason = path, holders, reason
+        super().__init__(f"{path} is held open by {self.held_by(holders)} ({reason})")
+        self.path, self.holders, self.reason = Path(path), holders, reason
+
+    @staticmethod
+    def held_by(holders: list[str]) -> str:
+        return " and ".join(holders) or "another program"
+
+    @classmethod
+    def of(cls, path: Path, exc: OSError, **extra) -> FileHeldError:
+        """The error for ``path``, whose replacement failed with ``exc``, naming who holds it."""
+        return cls(path, file_holders(path), exc.strerror or str(exc), **extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +126,10 @@ def export_published(
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(staging / relative, out / relative)
-            except PermissionError as exc:  # WinError 5 or 32: open in another program
-                held = out / relative
-                raise FileHeldError(held, file_holders(held), exc.strerror or str(exc)) from exc
+            except PermissionError as exc:
+                if not held_open(exc):
+                    raise
+                raise FileHeldError.of(out / relative, exc) from exc
         _remove_stale(out, set(written), [name for name in rows if fmt == "parquet" and name in MONTHLY])
     finally:
         shutil.rmtree(staging, ignore_errors=True)

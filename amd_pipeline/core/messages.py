@@ -79,17 +79,16 @@ def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str
         )
     if isinstance(exc, errors.RetryableError):
         return f"{exc}: the server kept failing; rerun later (transient errors are retried WOLKVOX_MAX_ATTEMPTS times)"
-    if isinstance(exc, PublishHeldError):
-        holders = " and ".join(exc.holders) or "another program"
-        return (
-            f"{exc.target} was not updated: it is open in {holders} ({exc.reason}); the new rows are safe in "
-            f"{exc.working} and analysts still see the previous copy: close the file in that program; {REPUBLISH_HINT}"
-        )
     if isinstance(exc, FileHeldError):
-        holders = " and ".join(exc.holders) or "another program"
+        held = f"it is open in {exc.held_by(exc.holders)} ({exc.reason})"
+        if isinstance(exc, PublishHeldError):
+            return (
+                f"{exc.path} was not updated: {held}; the new rows are safe in {exc.working} and analysts still "
+                f"see the previous copy: close the file in that program; {REPUBLISH_HINT}"
+            )
         return (
-            f"{exc.path} was not replaced: it is open in {holders} ({exc.reason}): close it there and export "
-            "again (the files before it are new, the others as they were)"
+            f"{exc.path} was not replaced: {held}: close it there and export again (the files before it are "
+            "new, the others as they were)"
         )
     if isinstance(exc, SettingsError | errors.WolkvoxError):
         return str(exc)

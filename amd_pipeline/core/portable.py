@@ -62,6 +62,20 @@ def sync_folder(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+# Windows' answers to a rename over a file another program has open: ERROR_ACCESS_DENIED,
+# ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION (all raised as PermissionError).
+HELD_OPEN_WINERRORS = frozenset({5, 32, 33})
+
+
+def held_open(exc: OSError) -> bool:
+    """True when ``exc`` is Windows refusing to replace a file because a program holds it open.
+
+    Only Windows says that: on Linux and macOS a rename over an open file succeeds, and a
+    ``PermissionError`` there means permissions (a read-only folder), which waiting will not cure.
+    """
+    return getattr(exc, "winerror", None) in HELD_OPEN_WINERRORS
+
+
 HOLDERS_TIMEOUT_SECONDS = 5.0  # macOS: how long lsof may take before the answer is "another program"
 
 

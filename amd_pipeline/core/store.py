@@ -27,7 +27,7 @@ import pandas as pd
 
 from amd_pipeline.core.export import FileHeldError, export_published
 from amd_pipeline.core.normalize import COLUMNS
-from amd_pipeline.core.portable import file_holders, pid_alive, sync_file, sync_folder
+from amd_pipeline.core.portable import held_open, pid_alive, sync_file, sync_folder
 from amd_pipeline.core.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
 from amd_pipeline.core.views import create_views
 from amd_pipeline.wolkvox.windows import day_window
@@ -184,23 +184,18 @@ class StoreLockedError(RuntimeError):
     """Another process holds the DuckDB file for longer than the store waits."""
 
 
-class PublishHeldError(RuntimeError):
-    """The published file could not be replaced: a program holds it open (Windows refuses the rename).
+class PublishHeldError(FileHeldError):
+    """A publish could not replace a file a program holds open (Windows refuses the rename): the published
+    DuckDB file, or one of its Parquet copy.
 
-    Nothing is lost: the rows are in the working file (``working``), ``target`` is still the previous
-    complete copy, and the temporary copy was removed; the next publish tries again. The sentence a
-    person reads is :func:`amd_pipeline.core.messages.explain`'s.
-
-    Attributes:
-        target: the published file.
-        working: the working file that holds every row.
-        holders: who holds ``target``, like ``"DBeaver (pid 1234)"`` (empty: not found out).
-        reason: what the operating system said.
+    Nothing is lost: the rows are in the working file (``working``), the published file is still the
+    previous complete copy, and the temporary copy was removed; the next publish tries again. The sentence
+    a person reads is :func:`amd_pipeline.core.messages.explain`'s.
     """
 
-    def __init__(self, target: Path, working: Path, holders: list[str], reason: str):
-        super().__init__(f"{target} is held open by {', '.join(holders) or 'another program'} ({reason})")
-        self.target, self.working, self.holders, self.reason = target, working, holders, reason
+    def __init__(self, path: Path, holders: list[str], reason: str, *, working: Path):
+        super().__init__(path, holders, reason)
+        self.working = Path(working)
 
 
 # Waits between tries to rename the new copy over a held published file: a virus scanner or indexer lets
@@ -564,7 +559,7 @@ class AmdStore:
                 try:
                     export_published(tmp, Path(parquet_dir), "parquet")
                 except FileHeldError as exc:  # a Parquet file open in Power BI: the DuckDB copy waits too
-                    raise PublishHeldError(exc.path, self.path, exc.holders, exc.reason) from exc
+                    raise PublishHeldError(exc.path, exc.holders, exc.reason, working=self.path) from exc
             self._replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
@@ -582,9 +577,11 @@ class AmdStore:
             try:
                 os.replace(tmp, target)
                 return
-            except PermissionError as exc:  # WinError 5 "Access is denied" or 32 "being used by another process"
+            except PermissionError as exc:
+                if not held_open(exc):  # permissions (a read-only folder): waiting will not cure it
+                    raise
                 if wait is None:
-                    raise PublishHeldError(target, self.path, file_holders(target), exc.strerror or str(exc)) from exc
+                    raise PublishHeldError.of(target, exc, working=self.path) from exc
             self._sleep(wait)
 
     def stored_timezone(self) -> str | None:

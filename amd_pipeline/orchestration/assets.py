@@ -84,8 +84,8 @@ def held_metadata(exc: PublishHeldError) -> dict[str, dg.MetadataValue | str | b
     return {
         PUBLISH_HELD: explain(exc),
         "published": False,
-        "held_by": ", ".join(exc.holders) or "another program",
-        "path": dg.MetadataValue.path(str(exc.target)),
+        "held_by": exc.held_by(exc.holders),
+        "path": dg.MetadataValue.path(str(exc.path)),
     }
 
 
