@@ -67,6 +67,22 @@ def plan(task: str, windows: bool, python: str = sys.executable, root: Path = RO
     return steps + [[program(argv[0], windows), *argv[1:]] for argv in TASKS[task]]
 
 
+def run(command: list[str]) -> int:
+    """Run ``command`` from the project folder and return its exit status.
+
+    Ctrl-C reaches the command too (one terminal group, or one Windows console), so this waits for it
+    to stop itself: ``subprocess.call`` would kill it at once, in the middle of its own stop (``dev``
+    then could not kill what is left of ``dagster dev``'s tree after its grace, pytest could not end its
+    fixtures).
+    """
+    child = subprocess.Popen(command, cwd=ROOT)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def main(argv: list[str]) -> int:
     args = [a for a in argv if a != "--dry-run"]
     if len(args) != 1 or args[0] not in TASKS:
@@ -74,7 +90,8 @@ def main(argv: list[str]) -> int:
         return 2
     if sys.version_info < (3, 11):  # noqa: UP036  (it runs before anything is installed, maybe on an older Python)
         print(
-            f"error: amd_pipeline needs Python 3.11 or newer, this is {sys.version.split()[0]}: py -3.11 tasks.py ..."
+            f"error: amd_pipeline needs Python 3.11 or newer, this is {sys.version.split()[0]}: py -3.11 tasks.py ...",
+            file=sys.stderr,
         )
         return 2
     windows, dry_run = os.name == "nt", "--dry-run" in argv
@@ -83,10 +100,7 @@ def main(argv: list[str]) -> int:
         print("+ " + (subprocess.list2cmdline(command) if windows else " ".join(command)), flush=True)
         if dry_run:
             continue
-        try:
-            code = subprocess.call(command, cwd=ROOT)
-        except KeyboardInterrupt:
-            return 130
+        code = run(command)
         if code:
             return code
         if installing and "-e" in command:  # as the Makefile does: pip may leave it older than pyproject.toml

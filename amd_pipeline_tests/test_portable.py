@@ -394,3 +394,40 @@ def test_output_in_a_windows_code_page_shows_what_it_can_instead_of_failing(tmp_
     done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode("cp1252").split() == ["name", "Campaña", "?", "norte"]
+
+
+STOPS_SLOWLY = textwrap.dedent("""
+    import pathlib, signal, sys, time
+    def stop(*_):
+        time.sleep(0.5)  # like amd-pipeline dev passing Ctrl-C on to dagster dev and waiting for it
+        pathlib.Path(sys.argv[1]).write_text("stopped")
+        sys.exit(3)
+    signal.signal(signal.SIGINT, stop)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize("runner", ["tasks.run", "control: subprocess.call"])
+def test_ctrl_c_lets_the_command_tasks_py_runs_stop_itself(tmp_path, runner):
+    # Ctrl-C in a terminal reaches its whole foreground group: tasks.py and the command it runs.
+    call = "tasks.run(argv)" if runner == "tasks.run" else "subprocess.call(argv)"
+    driver = textwrap.dedent(f"""
+        import subprocess, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import tasks
+        argv = [sys.executable, "-c", {STOPS_SLOWLY!r}, {str(tmp_path / "stopped")!r}]
+        try:
+            print({call})
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    group = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert group.stdout.readline() == "ready\n"
+    os.killpg(group.pid, signal.SIGINT)
+    out = group.communicate(timeout=30)[0]
+    if runner == "tasks.run":
+        assert out == "3\n" and (tmp_path / "stopped").exists()  # its own exit status, after its own stop
+    else:  # subprocess.call kills the command on Ctrl-C: it never finishes stopping
+        assert out == "interrupted\n" and not (tmp_path / "stopped").exists()
