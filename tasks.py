@@ -86,7 +86,9 @@ def run(command: list[str]) -> int:
 def main(argv: list[str]) -> int:
     args = [a for a in argv if a != "--dry-run"]
     if len(args) != 1 or args[0] not in TASKS:
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        wrong = f"{' '.join(args)!r} is not a task" if args else "no task given"
+        usage = __doc__.split("\n\n")[1]
+        print(f"error: {wrong}: name one of {', '.join(TASKS)}\n{usage}", file=sys.stderr)
         return 2
     if sys.version_info < (3, 11):  # noqa: UP036  (it runs before anything is installed, maybe on an older Python)
         print(
