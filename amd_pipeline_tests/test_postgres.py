@@ -219,7 +219,9 @@ def test_machines_sharing_the_instance_spend_one_daily_budget_with_no_setting(pg
         )
         budget = forkserver.run(["budget"], env=env, cwd=tmp_path)
         stats = sim.stats()
-    assert [code for code, _ in results] == [4, 4], results  # both stopped by the one budget
+    assert [code for code, _ in results] == [4, 4], "\n".join(
+        err for _, err in results
+    )  # both stopped by the one budget
     assert after_two["requests"] == 20, after_two  # 20 between them, not 20 each
     assert after_two["overlaps"] == 0
     assert third.returncode == 4 and "daily call budget of 20 reached (20 used)" in third.stderr, third.stderr
@@ -243,5 +245,5 @@ def test_the_budget_check_sees_each_machine_spend_its_own_when_nothing_is_shared
     with Simulator(SimConfig(token="SECRET-" + os.urandom(8).hex(), latency_ms=40)) as sim:
         results = spend_one_budget(sim, tmp_path, pg_home, shared=False)
         stats = sim.stats()
-    assert [code for code, _ in results] == [4, 4], results
+    assert [code for code, _ in results] == [4, 4], "\n".join(err for _, err in results)
     assert stats["requests"] == 40, stats
