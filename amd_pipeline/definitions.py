@@ -1,15 +1,14 @@
 """The code location's entry: workspace.yaml, ``[tool.dagster]`` and ``[tool.dg]`` name this module.
 
-The settings are read when Dagster loads the location, not at import; the Definitions are built in
-the Dagster shell (:mod:`amd_pipeline.orchestration.build`).
+The operations and settings are read when Dagster loads the location, not at import; the Definitions
+are built in the Dagster shell (:mod:`amd_pipeline.orchestration.build`).
 """
 
 import dagster as dg
 
-from amd_pipeline.core.settings import DefinitionSettings
-from amd_pipeline.orchestration.build import build_definitions
+from amd_pipeline.orchestration.build import build_location
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(DefinitionSettings.from_env())
+    return build_location()

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from amd_pipeline.core.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
 from amd_pipeline.core.progress import ProgressPrinter
-from amd_pipeline.core.settings import RunSettings, SettingsError, parquet_dir_for
+from amd_pipeline.core.settings import SettingsError, parquet_dir_for
 
 
 def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
@@ -100,6 +100,7 @@ def run_backfill(
     force: bool = False,
     verbose: bool = False,
     refetch: bool = False,
+    operation: str | None = None,
 ) -> int:
     """Materialise ``amd_daily`` for campaigns x [start, end] through Dagster. Returns an exit status.
 
@@ -108,29 +109,34 @@ def run_backfill(
     the windows that are not final yet (all of them with ``refetch``) and refuses a backfill that
     needs more than the quota or the pipeline's daily budget leaves, unless ``force`` (exit 3).
     A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
+    With several operations, ``operation`` names the one to load (``--operation``).
     """
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import check_campaign_id
     from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError
+    from amd_pipeline.orchestration.operations import load_operations
 
-    settings = RunSettings.from_env()
+    op = load_operations().get(operation)
+    settings = op.run_settings()
     timezone = settings.definition.timezone
+    zone_setting = "WOLKVOX_TIMEZONE" if op.from_environment else f"the timezone of operation {op.id}"
+    start_setting = "AMD_START_DATE" if op.from_environment else f"{op.id}'s start_date"
     explicit = list(dict.fromkeys(check_campaign_id(c) for c in campaigns))
     today = dt.datetime.now(ZoneInfo(timezone)).date()
     if start > end:
         raise SettingsError(f"--start {start} is after --end {end}: swap them")
     if start < settings.definition.start_date or end > today:
         raise SettingsError(
-            f"days must lie between AMD_START_DATE={settings.definition.start_date} and today ({today}, "
+            f"days must lie between {start_setting}={settings.definition.start_date} and today ({today}, "
             f"{timezone}); got {start}..{end}"
         )
     stored = None
     with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
-        stored = AmdStore(settings.working_path, lock_timeout=0).stored_timezone()
+        stored = AmdStore(settings.working_path, operation=op.id, lock_timeout=0).stored_timezone()
     if stored not in (None, timezone):
         raise SettingsError(
-            f"{settings.working_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
-            f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
+            f"{settings.working_path} holds {op.id}'s days in {stored}, but {zone_setting} is {timezone}: set it "
+            f"back to {stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
         )
 
     import dagster as dg
@@ -140,7 +146,7 @@ def run_backfill(
     from amd_pipeline.core.store import AMD_DAILY
     from amd_pipeline.orchestration import partition_events
     from amd_pipeline.orchestration.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
-    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_location
     from amd_pipeline.orchestration.instance import (
         batch_event_writes,
         cli_run_tags,
@@ -149,26 +155,30 @@ def run_backfill(
         prepare_home,
         release_dead_cli_runs,
     )
-    from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
     from amd_pipeline.orchestration.runs import days_between, quota_refusal, ranged_runs
     from amd_pipeline.wolkvox.windows import day_window
 
     # Each partition's event is logged as its batch is written, not after the step (AMD_PARTITION_EVENTS):
     # read before any call, so a bad value costs none.
     event_tags = partition_events.run_tags()
-    defs = build_definitions(settings.definition)
+    defs = build_location()
     top_level = defs.get_repository_def().get_top_level_resources()
     # An instance that already exists shares the token's budget and lock (in PostgreSQL on the production
     # profile) from the first pre-flight call on; a fresh one is created only once the checks passed.
     with (
         existing_instance(home) as shared,
         dg.build_resources(
-            {"wolkvox": top_level["wolkvox"], "campaign_source": top_level["campaign_source"]}, instance=shared
+            {"wolkvox": top_level[op.wolkvox_key], "campaign_source": top_level[op.campaign_source_key]},
+            instance=shared,
         ) as built,
     ):
         wolkvox = built.wolkvox
         quota, selected = _preflight_calls(
-            wolkvox, built.campaign_source, explicit, force, AmdStore(settings.working_path, timezone=timezone)
+            wolkvox,
+            built.campaign_source,
+            explicit,
+            force,
+            AmdStore(settings.working_path, operation=op.id, timezone=timezone),
         )
         mode = wolkvox.campaign_all_mode()
 
@@ -181,7 +191,7 @@ def run_backfill(
     final = set()
     if not refetch:
         with contextlib.suppress(StoreLockedError):
-            final = AmdStore(settings.working_path, lock_timeout=0).final_keys(
+            final = AmdStore(settings.working_path, operation=op.id, lock_timeout=0).final_keys(
                 AMD_DAILY, [(r.campaign_id, r.window.start) for r in requests]
             )
     missing = [r for r in requests if (r.campaign_id, r.window.start) not in final]
@@ -193,16 +203,17 @@ def run_backfill(
         calls=len(plan_calls(missing, use_all=mode != CampaignAll.OFF)),
         daily_quota=daily or None,
         quota_remaining=(daily - quota["token_use_today"]) if quota and daily else None,
-        median_latency=observed_latency(instance),
+        median_latency=observed_latency(instance, op.id),
         budget_limit=budget.limit,
         budget_used=used,
     )
-    existing = instance.get_dynamic_partitions(CAMPAIGN_DIMENSION)
+    existing = instance.get_dynamic_partitions(op.campaigns_name)
     new_partitions = [c for c in selected if c not in existing]
     runs = ranged_runs([*existing, *new_partitions], selected, start, end)
     skipped = f", {len(final)} already final (--refetch to fetch them again)" if final else ""
+    asset = op.asset_key("amd_daily").to_user_string()
     print(
-        f"amd_daily: {len(selected)} campaign(s) x {len(days)} day(s) in {len(runs)} run(s), "
+        f"{asset}: {len(selected)} campaign(s) x {len(days)} day(s) in {len(runs)} run(s), "
         f"campaign_id=all {mode}{skipped}: {plan.describe()}",
         file=sys.stderr,
     )
@@ -210,15 +221,20 @@ def run_backfill(
         return EXIT_OK
     if not missing:
         # No run, but the file still gets this version's schema and views.
-        working = AmdStore(settings.working_path, timezone=timezone, start_date=settings.definition.start_date)
+        working = AmdStore(
+            settings.working_path, operation=op.id, timezone=timezone, start_date=settings.definition.start_date
+        )
         working.prepare(AMD_DAILY)
         print("nothing to fetch: every window is final", file=sys.stderr)
         try:
-            working.publish(
-                settings.duckdb_path,
-                storage_version=settings.publish.storage_version,
-                parquet_dir=parquet_dir_for(settings.duckdb_path) if settings.publish.parquet else None,
-            )
+            for target, alone in ((settings.duckdb_path, None), (op.published_path, op.id)):
+                if target:
+                    working.publish(
+                        target,
+                        storage_version=settings.publish.storage_version,
+                        parquet_dir=parquet_dir_for(target) if settings.publish.parquet else None,
+                        operation=alone,
+                    )
         except PublishHeldError as exc:  # nothing is lost: the rows are in the working file
             print(f"warning: {explain(exc)}", file=sys.stderr)
         return EXIT_OK
@@ -226,12 +242,12 @@ def run_backfill(
     if refusal and not force:
         raise CliExit(EXIT_QUOTA, refusal)
     if new_partitions:
-        instance.add_dynamic_partitions(campaigns_partitions.name, new_partitions)
+        instance.add_dynamic_partitions(op.campaigns_name, new_partitions)
         print(f"added campaign partitions: {', '.join(new_partitions)}", file=sys.stderr)
     for run_id in release_dead_cli_runs(instance):
         print(f"run {run_id} of a dead amd-pipeline process: marked failed, its token slot freed", file=sys.stderr)
 
-    job = defs.resolve_job_def(AMD_DAILY_JOB)
+    job = defs.resolve_job_def(op.name(AMD_DAILY_JOB))
     # One "planned" event per run instead of one per partition: Dagster writes those before the run
     # starts, about 9 ms each (bench/scale.py: 2.8 minutes of a 50 x 365 backfill). They only drive the
     # UI's "in progress" and "failed" marks, which this command prints itself. Set it to false to keep them.
@@ -281,14 +297,14 @@ SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 def _publish_held_of(result) -> list[str]:
     """The sentence of each publish of a run that found the published file held open (Windows)."""
-    from amd_pipeline.orchestration.assets import AMD_PUBLISHED, PUBLISH_HELD
+    from amd_pipeline.orchestration.assets import AMD_PUBLISHED_KEY, PUBLISH_HELD
 
     held = []
     for event in result.all_events:
         observation = event.asset_observation_data.asset_observation if event.is_asset_observation else None
         if (
             observation is not None
-            and observation.asset_key == AMD_PUBLISHED.key
+            and observation.asset_key == AMD_PUBLISHED_KEY
             and PUBLISH_HELD in observation.metadata
         ):
             held.append(observation.metadata[PUBLISH_HELD].value)

@@ -1,8 +1,9 @@
 """The ``amd-pipeline`` command: argument parsing and printing; the work is in the modules it calls.
 
 demo (demo.py), simulator (simulator.py), backfill (backfill.py), query, report and export (store.py,
-report.py, export.py), budget (budget.py, runs.py), migrate-timezone (store.py), dev [--demo] (dev.py,
-demo.py).
+report.py, export.py), budget and operations (budget.py, runs.py, orchestration/operations.py),
+migrate-timezone (store.py), dev [--demo] (dev.py, demo.py). With several operations
+(docs/operating.md, "Several operations"), ``--operation ID`` picks one.
 Exit statuses (messages.py): 0 ok, 1 a run or a call failed, 2 bad input (nothing was called or
 written), 3 refused by the quota guard, 4 stopped by the daily call budget or quota (the rest is
 deferred), 130 interrupted. Errors are one line on stderr; ``--verbose`` adds the traceback.
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amd_pipeline.core.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
-from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, RunSettings, SettingsError
+from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, SettingsError
 from amd_pipeline.wolkvox.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
@@ -79,6 +80,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         force=args.force,
         verbose=args.verbose,
         refetch=args.refetch,
+        operation=args.operation,
     )
 
 
@@ -86,15 +88,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
     import pandas as pd
 
-    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, DefinitionSettings
+    from amd_pipeline.core.settings import DefinitionSettings
     from amd_pipeline.core.store import AmdStore
 
-    timezone = DefinitionSettings.from_env().timezone
-    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
-    if not Path(path).exists():
-        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    path = _published_path(args)
+    operation = _file_operation(path, args.operation)
+    # "today" in the operation's zone: the one asked for, else the environment's (WOLKVOX_TIMEZONE)
+    timezone = (operation and AmdStore(path, operation=operation).stored_timezone()) or (
+        DefinitionSettings.from_env().timezone
+    )
     try:
-        frame = AmdStore(path).query(args.sql, timezone=timezone)
+        frame = AmdStore(path).query(args.sql, timezone=timezone, operation=operation)
     except duckdb.Error as exc:  # bad SQL, or a write on the read-only connection
         raise SettingsError(f"the query failed: {' '.join(str(exc).split())}") from None
     if args.csv:
@@ -130,14 +134,16 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from amd_pipeline.core.report import write_report
-    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH
     from amd_pipeline.core.store import AmdStore
 
-    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
-    if not Path(path).exists():
-        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    path = _published_path(args)
+    operation = _file_operation(path, args.operation)
     images = write_report(
-        AmdStore(path), Path(args.out), days=args.days, png_dir=Path(args.png_dir) if args.png_dir else None
+        AmdStore(path),
+        Path(args.out),
+        days=args.days,
+        png_dir=Path(args.png_dir) if args.png_dir else None,
+        operation=operation,
     )
     print(f"wrote {args.out}: {len(images)} charts from {path}")
     return EXIT_OK
@@ -145,37 +151,59 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from amd_pipeline.core.export import export_published
-    from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH
     from amd_pipeline.core.store import AmdStore
 
-    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
-    if not Path(path).exists():
-        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    path = _published_path(args)
+    operation = _file_operation(path, args.operation)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SettingsError(f"--out {out} is a file: give a folder (it is created if missing)")
-    done = export_published(path, out, args.format, connect=lambda: AmdStore(path).connect(read_only=True))
+    done = export_published(
+        path, out, args.format, connect=lambda: AmdStore(path).connect(read_only=True), operation=operation
+    )
     counts = ", ".join(f"{name} {rows}" for name, rows in done.rows.items())
     print(f"wrote {done.files} {args.format} file(s) to {out} in {done.seconds:.2f} s from {path}: {counts} rows")
     return EXIT_OK
+
+
+def _published_path(args: argparse.Namespace) -> str:
+    """The analysts' file a reading command opens: ``--duckdb``, ``AMD_DUCKDB_PATH`` or the default."""
+    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    if not Path(path).exists():
+        raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
+    return path
+
+
+def _file_operation(path: str, operation: str | None) -> str | None:
+    """``--operation`` checked against the operations the file holds (None: every operation, side by side)."""
+    if operation is None:
+        return None
+    from amd_pipeline.core.store import AmdStore
+
+    held = AmdStore(path).operations()
+    if operation not in held:
+        raise SettingsError(f"--operation {operation!r} is not in {path}, which holds {', '.join(held) or 'none'}")
+    return operation
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
     """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
     import dagster as dg
 
-    from amd_pipeline.orchestration.build import build_definitions
+    from amd_pipeline.orchestration.build import build_location
     from amd_pipeline.orchestration.instance import existing_instance
+    from amd_pipeline.orchestration.operations import load_operations
     from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ticks_per_day
     from amd_pipeline.orchestration.schedules import valid_campaigns
 
-    settings = RunSettings.from_env()
+    op = load_operations().get(args.operation)
+    settings = op.run_settings()
     definition = settings.definition
-    top_level = build_definitions(definition).get_repository_def().get_top_level_resources()
+    top_level = build_location().get_repository_def().get_top_level_resources()
     campaigns = list(settings.campaigns)
     with (
         existing_instance(args.home) as instance,
-        dg.build_resources({"wolkvox": top_level["wolkvox"]}, instance=instance) as built,
+        dg.build_resources({"wolkvox": top_level[op.wolkvox_key]}, instance=instance) as built,
     ):
         wolkvox = built.wolkvox
         ledger = wolkvox.ledger()
@@ -183,15 +211,20 @@ def cmd_budget(args: argparse.Namespace) -> int:
         mode = wolkvox.campaign_all_mode().value
         use_all = mode != "off"
         if not campaigns and instance is not None:
-            campaigns = valid_campaigns(instance)[1]
+            campaigns = valid_campaigns(instance, op.campaigns_name)[1]
     used = sum(usage.values())
     quota = settings.numbers["WOLKVOX_DAILY_QUOTA"] or budget.daily_quota
-    source = "WOLKVOX_DAILY_QUOTA" if settings.numbers["WOLKVOX_DAILY_QUOTA"] else "token_info"
+    quota_setting, share_setting = (
+        ("WOLKVOX_DAILY_QUOTA", "AMD_QUOTA_SHARE") if op.from_environment else ("daily_quota", "quota_share")
+    )
+    source = quota_setting if settings.numbers["WOLKVOX_DAILY_QUOTA"] else "token_info"
+    if not op.from_environment:
+        print(f"operation: {op.id} (token from {op.token_env})")
     print(f"day: {ledger.today()} ({definition.timezone}); the count restarts at its midnight")
     if budget.limit is None:
-        print("budget: unknown (set WOLKVOX_DAILY_QUOTA, or the next load reads it from token_info)")
+        print(f"budget: unknown (set {quota_setting}, or the next load reads it from token_info)")
     else:
-        print(f"budget: {budget.limit} calls = {source} {quota} x AMD_QUOTA_SHARE {settings.quota_share:g}")
+        print(f"budget: {budget.limit} calls = {source} {quota} x {share_setting} {settings.quota_share:g}")
     per_source = ", ".join(f"{name} {count}" for name, count in sorted(usage.items())) or "none"
     left = f"; left: {max(budget.limit - used, 0)}" if budget.limit is not None else ""
     print(f"used today: {used} ({per_source}){left}; counted in {ledger.where}")
@@ -201,7 +234,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     cadence = Cadence(per_refresh, ticks_per_day(definition.refresh_cron, definition.timezone), budget.limit)
     restate_runs = ticks_per_day(definition.restate_cron, definition.timezone)
     restate = restate_runs * definition.restate_days * per_refresh
-    print(f"campaigns: {len(campaigns)}; WOLKVOX_CAMPAIGN_ALL {mode}")
+    print(f"campaigns: {len(campaigns)}; campaign_id=all {mode}")
     print(f"refresh ({definition.refresh_cron}): {cadence.describe()}")
     print(
         f"restate ({definition.restate_cron}): {restate_runs} run(s) x {definition.restate_days} day(s) x "
@@ -210,10 +243,60 @@ def cmd_budget(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_operations(args: argparse.Namespace) -> int:
+    """Every operation of the code location, and today's budget of each token (operations that share a
+    token share one line of budget). No call."""
+    import dagster as dg
+
+    from amd_pipeline.orchestration.build import build_location
+    from amd_pipeline.orchestration.instance import existing_instance
+    from amd_pipeline.orchestration.operations import load_operations
+
+    found = load_operations()
+    top_level = build_location().get_repository_def().get_top_level_resources()
+    lanes: dict[str, list[str]] = {}
+    rows = []
+    with existing_instance(args.home) as instance:
+        for op in found.operations:
+            origin = str(found.files.get(op.id, "environment variables (WOLKVOX_*, AMD_*)"))
+            host = op.base_url or (f"wv{op.server}.wolkvox.com" if op.server else "")
+            if op.from_environment:
+                host = os.environ.get("WOLKVOX_BASE_URL") or (
+                    f"wv{os.environ['WOLKVOX_SERVER']}.wolkvox.com" if os.environ.get("WOLKVOX_SERVER") else "(unset)"
+                )
+            token = "set" if os.environ.get(op.token_env) else "NOT SET"
+            budget_text = "token not set"
+            if os.environ.get(op.token_env):
+                try:
+                    with dg.build_resources({"wolkvox": top_level[op.wolkvox_key]}, instance=instance) as built:
+                        ledger = built.wolkvox.ledger()
+                        budget = built.wolkvox.budget(ledger)
+                        key = built.wolkvox.guard().key
+                        used = sum(ledger.usage().values())
+                except SettingsError as exc:
+                    budget_text = str(exc)
+                else:
+                    lanes.setdefault(key, []).append(op.id)
+                    limit = "unknown" if budget.limit is None else str(budget.limit)
+                    budget_text = f"token lane {key[:8]}: {used} of {limit} calls used today ({ledger.today()})"
+            rows.append((op, origin, host, token, budget_text))
+    for op, origin, host, token, budget_text in rows:
+        campaigns = ", ".join(op.campaigns) if op.campaigns else "discovered"
+        if op.from_environment:
+            campaigns = os.environ.get("AMD_CAMPAIGNS") or "discovered"
+        print(f"{op.id}: {host}, {op.timezone}, from {op.start_date}; campaigns: {campaigns}")
+        print(f"  defined in {origin}; token {op.token_env} {token}; {budget_text}")
+    shared = [ids for ids in lanes.values() if len(ids) > 1]
+    for ids in shared:
+        print(f"{', '.join(ids)} share one token: one lane, one daily budget")
+    return EXIT_OK
+
+
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import (
         DEFAULT_DUCKDB_PATH,
+        DEFAULT_OPERATION,
         PublishSettings,
         check_timezone,
         parquet_dir_for,
@@ -227,7 +310,8 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
-    done = AmdStore(path).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
+    operation = args.operation or DEFAULT_OPERATION
+    done = AmdStore(path, operation=operation).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
         try:
             AmdStore(path).publish(
@@ -355,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--refetch", action="store_true", help="fetch final windows again too (default: only what is not final)"
     )
+    backfill.add_argument("--operation", help="the operation to load (required when there are several)")
 
     query = command("query", "run read-only SQL on the DuckDB file", cmd_query)
     query.add_argument("sql")
@@ -363,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="CSV on stdout, every row")
     output.add_argument("--json", action="store_true", help="a JSON array of row objects on stdout, every row")
     query.add_argument("--max-rows", type=_number(int, 1), default=200)
+    query.add_argument("--operation", help="only this operation's rows in every table and view (default: all)")
 
     migrate = command(
         "migrate-timezone", "move the DuckDB file's days to another WOLKVOX_TIMEZONE", cmd_migrate_timezone
@@ -372,12 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--duckdb", help="published file (default: $AMD_DUCKDB_PATH or data/amd.duckdb); its working file moves"
     )
     migrate.add_argument("--dry-run", action="store_true", help="say what would be kept and dropped; change nothing")
+    migrate.add_argument("--operation", help="the operation whose days move (default: the default operation)")
 
     report = command("report", "write a self-contained HTML page of charts from the published file", cmd_report)
     report.add_argument("--out", default="amd_report.html", help="the HTML file to write (default: amd_report.html)")
     report.add_argument("--days", type=_number(int, 7, 3660), default=60, help="days shown (default 60)")
     report.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
     report.add_argument("--png-dir", help="also write each chart as a PNG file into this folder")
+    report.add_argument("--operation", help="only this operation (default: every operation, side by side)")
 
     export = command(
         "export", "write amd_daily, the campaigns, the snapshots and the views as Parquet or CSV files", cmd_export
@@ -385,9 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("parquet", "csv"), required=True)
     export.add_argument("--out", required=True, help="the folder to write into (created if missing)")
     export.add_argument("--duckdb", help="database file (default: $AMD_DUCKDB_PATH or data/amd.duckdb)")
+    export.add_argument("--operation", help="only this operation's rows in every file (default: all)")
 
     budget = command("budget", "today's calls per source, the daily budget, and what the schedules cost", cmd_budget)
     budget.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
+    budget.add_argument("--operation", help="the operation (required when there are several)")
+
+    operations = command("operations", "list the operations, and today's budget of each token", cmd_operations)
+    operations.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME or ./.dagster_home)")
 
     dev = command("dev", "start the Dagster UI and daemon on the project's DAGSTER_HOME", cmd_dev)
     dev.add_argument("--port", type=_number(int, 1, 65535), default=3000)

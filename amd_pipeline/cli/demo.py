@@ -55,7 +55,8 @@ def _refuse_foreign(duckdb_path: str, home: Path) -> None:
             found |= set(AmdStore(path).query("SELECT DISTINCT campaign_id FROM amd_daily").campaign_id)
     if (home / "dagster.yaml").exists():
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            found |= set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+            for partitions in (CAMPAIGN_DIMENSION, *(f"{op_id}__{CAMPAIGN_DIMENSION}" for op_id, _ in DEMO_OPERATIONS)):
+                found |= set(instance.get_dynamic_partitions(partitions))
     foreign = sorted(found - {c.campaign_id for c in SimConfig().campaigns})
     if foreign:
         raise SettingsError(
@@ -122,31 +123,66 @@ def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | Non
     return 0 if mismatches == 0 and stats["overlaps"] == 0 else 1
 
 
+# `dev --demo`'s two operations: two simulated servers in two zones, with the same campaign ids.
+DEMO_OPERATIONS = (("demo_bog", "America/Bogota"), ("demo_mex", "America/Mexico_City"))
+
+
+def demo_operation_yaml(op_id: str, timezone: str, base_url: str, refresh_cron: str, daily_quota: int) -> str:
+    """A ``defs.yaml`` as `dg scaffold defs amd_pipeline.WolkvoxOperation` writes it, for a simulated server."""
+    return (
+        "type: amd_pipeline.WolkvoxOperation\n\n"
+        "attributes:\n"
+        f"  id: {op_id}\n"
+        f"  base_url: {base_url}\n"
+        f"  token_env: WOLKVOX_TOKEN_{op_id.upper()}\n"
+        f"  timezone: {timezone}\n"
+        f"  daily_quota: {daily_quota}\n"
+        f"  refresh_cron: '{refresh_cron}'\n"
+    )
+
+
 def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: float, port: int) -> int:
-    """`dagster dev` on the built-in simulator: scheduled refreshes every minute, no Wolkvox account."""
+    """`dagster dev` on two simulated operations (Bogota and Mexico City, the same campaign ids): scheduled
+    refreshes every minute, no Wolkvox account. Their folders are written under DAGSTER_HOME."""
+    import contextlib
+
     from amd_pipeline.cli.dev import run_dagster_dev
 
     _refuse_foreign(duckdb_path, home)
-    config = SimConfig(
-        token=secrets.token_urlsafe(24), latency_ms=latency_ms, daily_quota=20000, seed=7, up_to_now=True
-    )
-    with Simulator(config) as sim:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "AMD_WORKING_DUCKDB_PATH")
-        }
+    folder = home / "demo_operations"
+    refresh_cron = os.environ.get("AMD_REFRESH_CRON", "* * * * *")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WOLKVOX_SERVER", "AMD_CAMPAIGNS", "AMD_WORKING_DUCKDB_PATH", "WOLKVOX_BASE_URL")
+    }
+    with contextlib.ExitStack() as stack:
+        urls = []
+        for op_id, timezone in DEMO_OPERATIONS:
+            config = SimConfig(
+                token=secrets.token_urlsafe(24),
+                latency_ms=latency_ms,
+                daily_quota=20000,
+                seed=7,
+                up_to_now=True,
+                timezone=timezone,
+                operation=op_id,
+            )
+            sim = stack.enter_context(Simulator(config))
+            (folder / op_id).mkdir(parents=True, exist_ok=True)
+            (folder / op_id / "defs.yaml").write_text(
+                demo_operation_yaml(op_id, timezone, sim.url, refresh_cron, config.daily_quota), encoding="utf-8"
+            )
+            env[f"WOLKVOX_TOKEN_{op_id.upper()}"] = config.token
+            urls.append(f"{op_id} ({timezone}) at {sim.url}")
         env.update(
-            WOLKVOX_BASE_URL=sim.url,
-            WOLKVOX_TOKEN=config.token,
-            WOLKVOX_DAILY_QUOTA=str(config.daily_quota),
-            AMD_REFRESH_CRON=os.environ.get("AMD_REFRESH_CRON", "* * * * *"),
+            AMD_OPERATIONS_DIR=str(folder),
             AMD_DUCKDB_PATH=str(Path(duckdb_path).resolve()),
             DAGSTER_HOME=str(home),
         )
         print(
-            f"demo: Wolkvox simulator at {sim.url}; amd_daily_refresh every minute into {duckdb_path}; "
-            f"UI on http://localhost:{port}; Ctrl-C (or SIGTERM) stops both",
+            f"demo: two Wolkvox simulators, {'; '.join(urls)} (operations in {folder}); refresh every minute "
+            f"into {duckdb_path}; UI on http://localhost:{port}; Ctrl-C (or SIGTERM) stops it all",
             file=sys.stderr,
             flush=True,
         )

@@ -23,6 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 DEFAULT_TIMEZONE = "America/Bogota"
+DEFAULT_OPERATION = (
+    "default"  # the operation of the single-operation setup (environment variables), and of rows from before operations
+)
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
 DEFAULT_DUCKDB_PATH = str(Path("data", "amd.duckdb"))  # data\amd.duckdb on Windows
 DEFAULT_REFRESH_CRON = "*/5 * * * *"
@@ -190,9 +193,10 @@ def parquet_dir_for(published: str | Path) -> Path:
     return path.with_name(f"{path.stem}_parquet")
 
 
-def check_token(token: str | None) -> str:
+def check_token(token: str | None, variable: str = "WOLKVOX_TOKEN") -> str:
+    """The token, or a :class:`SettingsError` naming the variable it should come from."""
     if not token or not token.strip():
-        raise SettingsError("WOLKVOX_TOKEN is not set: export the operation's wolkvox-token as WOLKVOX_TOKEN")
+        raise SettingsError(f"{variable} is not set: export the operation's wolkvox-token as {variable}")
     return token
 
 
@@ -257,12 +261,17 @@ class RunSettings:
     publish: PublishSettings = PublishSettings()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunSettings:
-        """Check the environment; raises :class:`SettingsError` naming the first wrong setting."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, operation_from_env: bool = True) -> RunSettings:
+        """Check the environment; raises :class:`SettingsError` naming the first wrong setting.
+
+        With ``operation_from_env`` false (an operation declared in a ``defs.yaml``), the operation's own
+        settings (server, token, campaigns, quota) are not read here: the caller replaces them."""
         env = os.environ if environ is None else environ
         definition = DefinitionSettings.from_env(env)
-        base_url = base_url_for((env.get("WOLKVOX_SERVER") or "").strip(), env.get("WOLKVOX_BASE_URL") or "")
-        check_token(env.get("WOLKVOX_TOKEN"))
+        base_url = ""
+        if operation_from_env:
+            base_url = base_url_for((env.get("WOLKVOX_SERVER") or "").strip(), env.get("WOLKVOX_BASE_URL") or "")
+            check_token(env.get("WOLKVOX_TOKEN"))
         return cls(
             definition=definition,
             base_url=base_url,

@@ -3,6 +3,7 @@
 import base64
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
@@ -27,14 +28,18 @@ from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError, StoreLockedError
 from amd_pipeline.orchestration.partition_events import PartitionEvents
 from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
-from amd_pipeline.orchestration.resources import TOKEN_POOL, AmdStoreResource, WolkvoxResource
+from amd_pipeline.orchestration.resources import AmdStoreResource, WolkvoxResource
 from amd_pipeline.wolkvox.errors import WolkvoxError
+
+if TYPE_CHECKING:
+    from amd_pipeline.orchestration.component import WolkvoxOperation
 
 PROGRESS_LOG_SECONDS = 5.0
 SOURCE_TAG = "amd_pipeline/source"  # who launched the run: backfill (CLI), refresh, restate; ui when absent
 MISSING_ONLY_TAG = "amd_pipeline/missing_only"  # "true": windows already final are not fetched again
 CLI_BACKFILL_TAG = "amd_pipeline/backfill"  # one id over the runs of one CLI backfill
 DAGSTER_BACKFILL_TAG = "dagster/backfill"  # what Dagster puts on the runs of a UI backfill
+OPERATION_TAG = "amd_pipeline/operation"  # the operation a run of its job loads (the schedules tell theirs apart)
 
 
 def backfill_id(tags: dict[str, str]) -> str | None:
@@ -61,22 +66,35 @@ PUBLISHED_DESCRIPTION = (
 )
 
 
-@dg.asset(
-    name="amd_published", deps=["amd_daily"], group_name="wolkvox", kinds={"duckdb"}, description=PUBLISHED_DESCRIPTION
-)
-def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
-    """Republish the working file as it is: no call, no load (loads publish through :func:`publish`)."""
-    working = amd_store.store()
-    if not working.path.exists():
-        raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
-    try:
-        metadata = publish_and_describe(working, amd_store)
-    except PublishHeldError as exc:  # the file did not change: no materialisation, the step fails saying why
-        raise LoadFailed(description=explain(exc), metadata=held_metadata(exc)) from None
-    return dg.MaterializeResult(metadata={**metadata, "republished_without_load": True})
+AMD_PUBLISHED_KEY = dg.AssetKey("amd_published")
 
 
-AMD_PUBLISHED = amd_published
+def build_amd_published(operations: "list[WolkvoxOperation]") -> dg.AssetsDefinition:
+    """``amd_published``: the one analysts' file, downstream of every operation's ``amd_daily``."""
+
+    @dg.asset(
+        key=AMD_PUBLISHED_KEY,
+        deps=[op.asset_key("amd_daily") for op in operations],
+        group_name="wolkvox",
+        kinds={"duckdb"},
+        description=PUBLISHED_DESCRIPTION,
+    )
+    def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
+        """Republish the working file as it is: no call, no load (loads publish through :func:`publish`);
+        an operation with its own published file gets it republished too."""
+        working = amd_store.store()
+        if not working.path.exists():
+            raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
+        try:
+            metadata = publish_and_describe(working, amd_store)
+            for op in operations:
+                if op.published_path:
+                    amd_store.publish(working, target=op.published_path, operation=op.id)
+        except PublishHeldError as exc:  # the file did not change: no materialisation, the step fails saying why
+            raise LoadFailed(description=explain(exc), metadata=held_metadata(exc)) from None
+        return dg.MaterializeResult(metadata={**metadata, "republished_without_load": True})
+
+    return amd_published
 
 
 def held_metadata(exc: PublishHeldError) -> dict[str, dg.MetadataValue | str | bool]:
@@ -106,6 +124,7 @@ def publish_and_describe(
     metadata: dict[str, dg.MetadataValue | int | float | str] = {
         "dagster/row_count": done.rows,
         "campaigns": done.campaigns,
+        "operations": done.operations,
         "first_day": str(done.first_day or ""),
         "last_day": str(done.last_day or ""),
         "publish_seconds": round(done.seconds, 3),
@@ -122,7 +141,13 @@ def publish_and_describe(
 
 
 def publish(
-    context: dg.AssetExecutionContext, working: AmdStore, amd_store: AmdStoreResource, run_summary, *, failed: bool
+    context: dg.AssetExecutionContext,
+    working: AmdStore,
+    amd_store: AmdStoreResource,
+    run_summary,
+    *,
+    failed: bool,
+    own_file: str = "",
 ) -> None:
     """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
     with what describes the dataset and the summary of the load that led to it. A failing step's
@@ -131,9 +156,16 @@ def publish(
     A published file held open by a program (Windows) does not fail the load: its rows are in the
     working file and the next publish lands them. The step logs the sentence as a warning and records
     an observation of ``amd_published`` (``published: false``, :data:`PUBLISH_HELD`) instead of a
-    materialisation, since the file did not change; the CLI prints that sentence."""
+    materialisation, since the file did not change; the CLI prints that sentence.
+
+    With ``own_file`` (the operation's ``published_path``), the operation alone is also published there."""
     try:
         metadata = publish_and_describe(working, amd_store)
+        if own_file:
+            amd_store.publish(working, target=own_file, operation=working.operation)
+            metadata["own_file"] = dg.MetadataValue.path(own_file)
+    except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
+        raise LoadFailed(description=f"publishing {own_file} for the operation failed ({explain(exc)})") from None
     except PublishHeldError as exc:
         context.log.warning(explain(exc))
         record(context, dg.AssetObservation, held_metadata(exc), failed=failed)
@@ -153,21 +185,20 @@ def record(
     events are dropped), on the instance, tagged with the run."""
     if failed:
         tags = {"amd_pipeline/run_id": context.run.run_id}
-        context.instance.report_runless_asset_event(kind(AMD_PUBLISHED.key, metadata=metadata, tags=tags))
+        context.instance.report_runless_asset_event(kind(AMD_PUBLISHED_KEY, metadata=metadata, tags=tags))
     else:
-        context.log_event(kind(asset_key=AMD_PUBLISHED.key, metadata=metadata))
+        context.log_event(kind(asset_key=AMD_PUBLISHED_KEY, metadata=metadata))
 
 
-def observed_latency(instance: dg.DagsterInstance) -> float | None:
-    """Median seconds per call seen by the latest load (its summary is on the latest publish), if any."""
+def observed_latency(instance: dg.DagsterInstance, operation: str | None = None) -> float | None:
+    """Median seconds per call seen by the latest load (of ``operation``: each server has its own latency;
+    its summary is on the latest publish), if any."""
     # The latest publish by a load: a republish without a load carries no latency.
-    for record in instance.fetch_materializations(AMD_PUBLISHED.key, limit=5).records:
-        value = (
-            record.asset_materialization.metadata.get("load_median_latency_ms")
-            if record.asset_materialization
-            else None
-        )
-        if value is not None:
+    for record in instance.fetch_materializations(AMD_PUBLISHED_KEY, limit=20).records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        value = metadata.get("load_median_latency_ms")
+        of = metadata.get("load_operation")
+        if value is not None and (operation is None or of is None or of.value == operation):
             return value.value / 1000
     return None
 
@@ -183,7 +214,7 @@ def plan_metadata(plan: Plan) -> dict[str, dg.MetadataValue | int | float | str]
     return metadata
 
 
-def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | float | str]:
+def report_metadata(report: LoadReport, operation: str) -> dict[str, dg.MetadataValue | int | float | str]:
     lines = ["| campaign | windows | empty windows | total_amd |", "|---|---:|---:|---:|"]
     for campaign in sorted(report.windows_by_campaign):
         lines.append(
@@ -191,6 +222,7 @@ def report_metadata(report: LoadReport) -> dict[str, dg.MetadataValue | int | fl
             f"| {report.totals[campaign]} |"
         )
     metadata: dict[str, dg.MetadataValue | int | float | str] = {
+        "operation": operation,
         "rows_written": report.rows_written,
         "windows": report.windows,
         "calls": report.calls,
@@ -313,24 +345,28 @@ def add_partition_metadata(context: dg.AssetExecutionContext, by_partition: dict
 
 
 def build_amd_daily(
-    partitions_def: dg.MultiPartitionsDefinition, timezone: str, freshness: dg.FreshnessPolicy | None = None
+    op: "WolkvoxOperation", partitions_def: dg.MultiPartitionsDefinition, freshness: dg.FreshnessPolicy | None = None
 ) -> dg.AssetsDefinition:
-    """The ``amd_daily`` asset over ``partitions_def`` (campaign x local day in ``timezone``)."""
+    """The operation's ``amd_daily`` asset over ``partitions_def`` (campaign x local day in its zone), in
+    its token's pool, reading its own resources (``op.wolkvox_key``) and writing its rows in the one store."""
+    timezone = op.timezone
     start_date = partitions_def.get_partitions_def_for_dimension(DAY_DIMENSION).start.date()
+    description = AMD_DAILY.description if op.is_default else f"{AMD_DAILY.description} Operation {op.id}."
 
     @dg.asset(
-        name="amd_daily",
+        key=op.asset_key("amd_daily"),
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=TOKEN_POOL,
-        group_name="wolkvox",
+        pool=op.pool,
+        group_name=op.group,
         kinds={"duckdb", "pandas"},
-        description=AMD_DAILY.description,
+        description=description,
         freshness_policy=freshness,
+        required_resource_keys={op.wolkvox_key, "amd_store"},
     )
-    def amd_daily(
-        context: dg.AssetExecutionContext, wolkvox: WolkvoxResource, amd_store: AmdStoreResource
-    ) -> dg.MaterializeResult:
+    def amd_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        wolkvox: WolkvoxResource = getattr(context.resources, op.wolkvox_key)
+        amd_store: AmdStoreResource = context.resources.amd_store
         keys = [
             k if isinstance(k, dg.MultiPartitionKey) else partitions_def.get_partition_key_from_str(k)
             for k in context.partition_keys
@@ -344,7 +380,7 @@ def build_amd_daily(
         events = PartitionEvents(context, keys) if PartitionEvents.wanted(context) else None
         if events:
             events.log_planned()
-        working = amd_store.store(timezone, start_date)
+        working = amd_store.store(timezone, start_date, operation=op.id)
         try:
             wolkvox.check()
             mode = wolkvox.campaign_all_mode()
@@ -356,11 +392,11 @@ def build_amd_daily(
                 calls=len(plan_calls(to_call, use_all=use_all, prefer_all=backfill is not None)),
                 from_answers=len(requests) - len(to_call),
                 daily_quota=wolkvox.daily_quota or None,
-                median_latency=observed_latency(context.instance),
+                median_latency=observed_latency(context.instance, op.id),
             )
         except (SettingsError, WolkvoxError, StoreLockedError) as exc:
             raise LoadFailed(description=explain(exc)) from None
-        context.log.info(f"plan ({timezone}, campaign_id=all {mode}): {plan.describe()}")
+        context.log.info(f"plan ({op.id}, {timezone}, campaign_id=all {mode}): {plan.describe()}")
         last_log = [0.0]
 
         def on_progress(p: Progress) -> None:
@@ -393,11 +429,11 @@ def build_amd_daily(
             settle(context, events)
             note_from_answers(wolkvox, failed.report)
             report_partitions(context, failed.report, key_of, failed=True, events=events)
-            metadata = {**plan_metadata(plan), **report_metadata(failed.report)}
+            metadata = {**plan_metadata(plan), **report_metadata(failed.report, op.id)}
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
             if failed.report.rows_written:  # what was written is valid: analysts get it now
-                publish(context, working, amd_store, metadata, failed=True)
+                publish(context, working, amd_store, metadata, failed=True, own_file=op.published_path)
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
         settle(context, events)
@@ -408,7 +444,14 @@ def build_amd_daily(
             context.log.info(f"{len(report.changes)} final campaign-day(s) restated by the vendor")
         report_partitions(context, report, key_of, failed=False, events=events)
         # The run's summary goes once on the published copy, not on every partition's event.
-        publish(context, working, amd_store, {**plan_metadata(plan), **report_metadata(report)}, failed=False)
+        publish(
+            context,
+            working,
+            amd_store,
+            {**plan_metadata(plan), **report_metadata(report, op.id)},
+            failed=False,
+            own_file=op.published_path,
+        )
         return dg.MaterializeResult()
 
     return amd_daily

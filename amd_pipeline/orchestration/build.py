@@ -1,24 +1,29 @@
-"""The code location's Definitions, built from settings (lists only, no logic).
+"""The code location's Definitions: each operation's own, and what the operations share (lists, no logic).
 
 ``amd_pipeline.definitions`` (the entry that workspace.yaml, ``[tool.dagster]`` and ``[tool.dg]`` name)
-calls :func:`build_definitions` with the settings read from the environment at load time.
+calls :func:`build_location`: the operations are the ``defs.yaml`` folders under ``amd_pipeline/defs``
+(or ``AMD_OPERATIONS_DIR``), each a :class:`~amd_pipeline.orchestration.component.WolkvoxOperation`,
+or, when there is none, the one operation the environment variables describe. What they share is
+built once: the analysts' store and its ``amd_published`` asset, the executor, the instance cleanup.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 
 from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, DEFAULT_STORAGE_VERSION, INT_SETTINGS, DefinitionSettings
-from amd_pipeline.orchestration.assets import AMD_PUBLISHED, build_amd_daily
+from amd_pipeline.orchestration.assets import OPERATION_TAG, build_amd_daily, build_amd_published
 from amd_pipeline.orchestration.checks import build_checks
+from amd_pipeline.orchestration.component import WolkvoxOperation
 from amd_pipeline.orchestration.partitions import daily_partitions
 from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.orchestration.runs import ticks_per_day
 from amd_pipeline.orchestration.schedules import Retention, build_cleanup, build_schedules
-from amd_pipeline.orchestration.sensors import campaign_partitions_sensor
+from amd_pipeline.orchestration.sensors import build_campaign_sensor
 
 AMD_DAILY_JOB = "amd_daily_job"
 
@@ -33,43 +38,85 @@ def env_int_or(name: str):
     return dg.EnvVar.int(name) if os.environ.get(name) else INT_SETTINGS[name][0]
 
 
-def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
+def machine_settings() -> dict:
+    """How this machine talks to any Wolkvox server and where the token's locks live: shared by every
+    operation (timeouts, retries, lock folder, cross-machine lock), environment variables read at launch."""
+    return {
+        "connect_timeout_seconds": env_int_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
+        "read_timeout_seconds": env_int_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
+        "max_attempts": env_int_or("WOLKVOX_MAX_ATTEMPTS"),
+        "backoff_base_ms": env_int_or("WOLKVOX_BACKOFF_BASE_MS"),
+        "maintenance_delay_ms": env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
+        "lock_dir": env_or("AMD_LOCK_DIR", ""),
+        "token_lock_url": env_or("AMD_TOKEN_LOCK_URL", ""),  # may hold a password: an EnvVar when set
+    }
+
+
+def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
+    """The operation's API resource. The token is always an EnvVar when set (never in the snapshot); unset,
+    it is "" and every use says which variable to set, in one line, instead of failing resource setup."""
+    token = env_or(op.token_env, "")
+    if op.from_environment:  # the single-operation setup: every setting stays a variable read at launch
+        return WolkvoxResource(
+            token=token,
+            server=env_or("WOLKVOX_SERVER", ""),
+            base_url=env_or("WOLKVOX_BASE_URL", ""),
+            max_in_flight=env_int_or("WOLKVOX_MAX_IN_FLIGHT"),
+            campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
+            daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
+            quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),
+            timezone=op.timezone,
+            **machine_settings(),
+        )
+    return WolkvoxResource(
+        token=token,
+        token_env=op.token_env,
+        server=op.server,
+        base_url=op.base_url,
+        max_in_flight=op.max_in_flight,
+        campaign_all=op.campaign_all,
+        daily_quota=op.daily_quota,
+        quota_share=str(op.quota_share),
+        timezone=op.timezone,
+        **machine_settings(),
+    )
+
+
+def campaign_source(op: WolkvoxOperation) -> CampaignSource:
+    if op.from_environment:
+        return CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", ""))
+    return CampaignSource(campaign_ids=",".join(op.campaigns))
+
+
+def build_operation(op: WolkvoxOperation) -> dg.Definitions:
+    """One operation's asset, checks, job, schedules, sensor and its own resources (keys named for it)."""
     # Fresh means today was refreshed within three refresh intervals.
-    interval = dt.timedelta(minutes=1440 / max(ticks_per_day(settings.refresh_cron, settings.timezone), 1))
+    interval = dt.timedelta(minutes=1440 / max(ticks_per_day(op.refresh_cron, op.timezone), 1))
     amd_daily = build_amd_daily(
-        daily_partitions(settings.start_date, settings.timezone),
-        settings.timezone,
+        op,
+        daily_partitions(op.first_day, op.timezone, op.campaigns_name),
         freshness=dg.FreshnessPolicy.time_window(fail_window=3 * interval),
     )
-    job = dg.define_asset_job(AMD_DAILY_JOB, selection=[amd_daily])
-    wolkvox = WolkvoxResource(
-        # Unset, the token is "" and every use says so in one line (sensors skip) instead of failing
-        # resource initialisation with a stack trace. Set, it is an EnvVar: never in the snapshot.
-        token=env_or("WOLKVOX_TOKEN", ""),
-        server=env_or("WOLKVOX_SERVER", ""),
-        base_url=env_or("WOLKVOX_BASE_URL", ""),
-        max_in_flight=env_int_or("WOLKVOX_MAX_IN_FLIGHT"),
-        connect_timeout_seconds=env_int_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
-        read_timeout_seconds=env_int_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
-        max_attempts=env_int_or("WOLKVOX_MAX_ATTEMPTS"),
-        backoff_base_ms=env_int_or("WOLKVOX_BACKOFF_BASE_MS"),
-        maintenance_delay_ms=env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
-        lock_dir=env_or("AMD_LOCK_DIR", ""),
-        token_lock_url=env_or("AMD_TOKEN_LOCK_URL", ""),  # may hold a password: an EnvVar when set
-        campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
-        daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
-        quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),
-        timezone=settings.timezone,
+    job = dg.define_asset_job(op.name(AMD_DAILY_JOB), selection=[amd_daily], tags={OPERATION_TAG: op.id})
+    return dg.Definitions(
+        assets=[amd_daily],
+        asset_checks=build_checks(amd_daily, op),
+        jobs=[job],
+        schedules=build_schedules(job, op),
+        sensors=[build_campaign_sensor(op)],
+        resources={op.wolkvox_key: wolkvox_resource(op), op.campaign_source_key: campaign_source(op)},
     )
+
+
+def build_shared(operations: list[WolkvoxOperation], settings: DefinitionSettings) -> dg.Definitions:
+    """What every operation shares: the analysts' file (``amd_published``, ``amd_store``), the executor and
+    the instance's cleanup."""
     cleanup_job, cleanup_schedule = build_cleanup(settings)
     return dg.Definitions(
-        assets=[amd_daily, AMD_PUBLISHED],
-        asset_checks=build_checks(amd_daily, settings),
-        jobs=[job, cleanup_job],
-        schedules=[*build_schedules(job, settings), cleanup_schedule],
-        sensors=[campaign_partitions_sensor],
+        assets=[build_amd_published(operations)],
+        jobs=[cleanup_job],
+        schedules=[cleanup_schedule],
         resources={
-            "wolkvox": wolkvox,
             "amd_store": AmdStoreResource(
                 path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
                 working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
@@ -79,10 +126,26 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
                 published_parquet=env_or("AMD_PUBLISHED_PARQUET", ""),
                 intraday_keep_days=env_int_or("AMD_INTRADAY_KEEP_DAYS"),
             ),
-            "campaign_source": CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", "")),
             "retention": Retention(keep_days=env_int_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),
         },
         # Token-bound steps run in the run's own process: the multiprocess executor would hold the
         # pool slot for the 2-5 s it takes to start a step subprocess.
         executor=dg.in_process_executor,
     )
+
+
+def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
+    """The single-operation code location: the operation the environment describes, and what is shared."""
+    op = WolkvoxOperation.from_settings(settings)
+    return dg.Definitions.merge(build_operation(op), build_shared([op], settings))
+
+
+def build_location(environ: Mapping[str, str] | None = None) -> dg.Definitions:
+    """The code location: every operation folder (``defs.yaml``), or the environment's one operation."""
+    from amd_pipeline.orchestration.operations import load_operations
+
+    settings = DefinitionSettings.from_env(environ)
+    found = load_operations(environ)
+    if found.tree is None:
+        return build_definitions(settings)
+    return dg.Definitions.merge(found.tree.build_defs(), build_shared(found.operations, settings))

@@ -1,15 +1,19 @@
 """Asset checks on amd_daily: they read the DuckDB file read-only for milliseconds, after each load."""
 
 import datetime as dt
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from amd_pipeline.core.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.core.settings import DEFAULT_OPERATION, DefinitionSettings, SettingsError, check_campaign_id
 from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.core.views import UNUSUAL_MIN_HISTORY, UNUSUAL_THRESHOLD, VIEWS
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
 from amd_pipeline.orchestration.resources import AmdStoreResource
+
+if TYPE_CHECKING:
+    from amd_pipeline.orchestration.component import WolkvoxOperation
 
 SHOWN = 50  # missing campaign-days listed in the check's metadata
 UNUSUAL_RECENT_DAYS = 56  # the check lists unusual days of the last 8 weeks; the view keeps them all
@@ -33,25 +37,26 @@ CHECKS = {
 }
 
 
-def build_checks(asset: dg.AssetsDefinition, settings: DefinitionSettings) -> list[dg.AssetChecksDefinition]:
+def build_checks(asset: dg.AssetsDefinition, op: "WolkvoxOperation") -> list[dg.AssetChecksDefinition]:
     """``amd_daily_totals_non_negative``, ``amd_daily_one_row_per_key``, ``amd_daily_complete`` and
-    ``amd_daily_unusual_days``, in one step.
+    ``amd_daily_unusual_days`` on the operation's ``amd_daily`` (its rows only), in one step.
 
     One step, not four: each check step that reports on a partitioned asset makes Dagster list every
     partition of the asset (``data_version_cache.py``: 4 x 53,000 keys, 5-6 s at 50 campaigns since
     2024); in one step it is listed once. ``can_subset`` keeps each check runnable on its own in the UI.
     """
     specs = [dg.AssetCheckSpec(name, asset=asset, description=text) for name, text in CHECKS.items()]
+    settings = op.definition_settings()
 
-    @dg.multi_asset_check(specs=specs, can_subset=True, name="amd_daily_checks")
+    @dg.multi_asset_check(specs=specs, can_subset=True, name=op.name("amd_daily_checks"))
     def amd_daily_checks(context: dg.AssetCheckExecutionContext, amd_store: AmdStoreResource):
-        store = amd_store.store()
+        store = amd_store.store(operation=op.id)
         exists = _table_exists(store)
         today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
         run = {
             "amd_daily_totals_non_negative": lambda: totals_non_negative(store, exists),
             "amd_daily_one_row_per_key": lambda: one_row_per_key(store, exists),
-            "amd_daily_complete": lambda: complete(store, exists, context.instance, settings, today),
+            "amd_daily_complete": lambda: complete(store, exists, context.instance, settings, today, op.campaigns_name),
             "amd_daily_unusual_days": lambda: unusual_days_result(store, today),
         }
         for key in sorted(context.selected_asset_check_keys, key=lambda k: list(CHECKS).index(k.name)):
@@ -70,7 +75,11 @@ def build_checks(asset: dg.AssetsDefinition, settings: DefinitionSettings) -> li
 def totals_non_negative(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
     if not exists:
         return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
-    bad = int(store.query(f"SELECT count(*) AS n FROM {AMD_DAILY.name} WHERE total_amd < 0").n[0])
+    bad = int(
+        store.query(
+            f"SELECT count(*) AS n FROM {AMD_DAILY.name} WHERE operation = ? AND total_amd < 0", [store.operation]
+        ).n[0]
+    )
     return dg.AssetCheckResult(passed=bad == 0, metadata={"negative_rows": bad})
 
 
@@ -79,7 +88,8 @@ def one_row_per_key(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
     counts = store.query(
         f"SELECT count(*) AS n_rows, count(DISTINCT (campaign_id, window_start)) AS n_windows, "
-        f"count(DISTINCT (campaign_id, local_date)) AS n_days FROM {AMD_DAILY.name}"
+        f"count(DISTINCT (campaign_id, local_date)) AS n_days FROM {AMD_DAILY.name} WHERE operation = ?",
+        [store.operation],
     ).iloc[0]
     doubled = int(counts.n_rows - min(counts.n_windows, counts.n_days))
     return dg.AssetCheckResult(
@@ -88,10 +98,15 @@ def one_row_per_key(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
 
 
 def complete(
-    store: AmdStore, exists: bool, instance: dg.DagsterInstance, settings: DefinitionSettings, today: dt.date
+    store: AmdStore,
+    exists: bool,
+    instance: dg.DagsterInstance,
+    settings: DefinitionSettings,
+    today: dt.date,
+    partitions: str = CAMPAIGN_DIMENSION,
 ) -> dg.AssetCheckResult:
     campaigns = []
-    for campaign in instance.get_dynamic_partitions(CAMPAIGN_DIMENSION):
+    for campaign in instance.get_dynamic_partitions(partitions):
         try:
             campaigns.append(check_campaign_id(campaign))
         except SettingsError:
@@ -104,11 +119,12 @@ def complete(
             FROM unnest(?::VARCHAR[]) AS c(campaign_id),
                  generate_series(?::DATE, ?::DATE, INTERVAL 1 DAY) AS g(d)
             WHERE NOT EXISTS (
-                SELECT 1 FROM {AMD_DAILY.name} t WHERE t.campaign_id = c.campaign_id AND t.local_date = d::DATE
+                SELECT 1 FROM {AMD_DAILY.name} t
+                WHERE t.operation = ? AND t.campaign_id = c.campaign_id AND t.local_date = d::DATE
             )
             ORDER BY local_date DESC, campaign_id
             """,
-            [campaigns, settings.start_date, today],
+            [campaigns, settings.start_date, today, store.operation],
         )
         gaps = [(r.campaign_id, r.local_date.date()) for r in missing.itertuples()]
     else:
@@ -121,7 +137,8 @@ def complete(
     if gaps:
         first, last = min(d for _, d in gaps), max(d for _, d in gaps)
         metadata["missing"] = dg.MetadataValue.md(listed + more)
-        metadata["backfill"] = f"amd-pipeline backfill --start {first} --end {last}"
+        option = "" if store.operation == DEFAULT_OPERATION else f" --operation {store.operation}"
+        metadata["backfill"] = f"amd-pipeline backfill{option} --start {first} --end {last}"
     return dg.AssetCheckResult(passed=not gaps, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
@@ -132,9 +149,9 @@ def unusual_days_result(store: AmdStore, today: dt.date) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, metadata={"unusual_days": 0})
     found = store.query(
         f"SELECT campaign_id, local_date, total_amd, usual_total_amd, score, direction "
-        f"FROM ({VIEWS['amd_unusual_days']}) WHERE local_date > ?::DATE - {UNUSUAL_RECENT_DAYS} "
+        f"FROM ({VIEWS['amd_unusual_days']}) WHERE operation = ? AND local_date > ?::DATE - {UNUSUAL_RECENT_DAYS} "
         "ORDER BY local_date DESC, campaign_id",
-        [today],
+        [store.operation, today],
     )
     metadata: dict[str, dg.MetadataValue | int] = {"unusual_days": len(found)}
     if len(found):

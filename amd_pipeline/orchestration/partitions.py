@@ -11,13 +11,21 @@ from amd_pipeline.wolkvox.windows import day_window, parse_day_key
 
 CAMPAIGN_DIMENSION = "campaign"
 DAY_DIMENSION = "day"
-campaigns_partitions = dg.DynamicPartitionsDefinition(name=CAMPAIGN_DIMENSION)
 
 
-def daily_partitions(start_date: dt.date, timezone: str) -> dg.MultiPartitionsDefinition:
-    """Campaign x local day; ``end_offset=1`` makes today (still open) a partition."""
+def campaigns_partitions(name: str = CAMPAIGN_DIMENSION) -> dg.DynamicPartitionsDefinition:
+    """An operation's campaigns: dynamic partitions are instance-wide, so each operation has its own name
+    (``campaign`` for the default operation, ``<id>__campaign`` for the others)."""
+    return dg.DynamicPartitionsDefinition(name=name)
+
+
+def daily_partitions(
+    start_date: dt.date, timezone: str, campaigns: str = CAMPAIGN_DIMENSION
+) -> dg.MultiPartitionsDefinition:
+    """Campaign (the dynamic partitions named ``campaigns``) x local day in ``timezone``; ``end_offset=1``
+    makes today (still open) a partition."""
     days = dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone=timezone, end_offset=1)
-    return dg.MultiPartitionsDefinition({CAMPAIGN_DIMENSION: campaigns_partitions, DAY_DIMENSION: days})
+    return dg.MultiPartitionsDefinition({CAMPAIGN_DIMENSION: campaigns_partitions(campaigns), DAY_DIMENSION: days})
 
 
 def day_key(campaign_id: str, day: dt.date) -> dg.MultiPartitionKey:

@@ -15,6 +15,7 @@ from amd_pipeline.core.campaigns import discover_campaign_ids
 from amd_pipeline.core.loader import CampaignAll
 from amd_pipeline.core.settings import (
     DEFAULT_DUCKDB_PATH,
+    DEFAULT_OPERATION,
     INT_SETTINGS,
     PublishSettings,
     SettingsError,
@@ -35,7 +36,6 @@ from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
-TOKEN_POOL = "wolkvox_token"
 ALL_REFUSED = "campaign_all_refused_at"
 
 
@@ -43,6 +43,7 @@ class WolkvoxResource(dg.ConfigurableResource):
     """The Wolkvox API for one operation. Give the token as ``dg.EnvVar``, never as a string."""
 
     token: str = Field(default="", description="wolkvox-token of the operation (WOLKVOX_TOKEN).")
+    token_env: str = Field(default="WOLKVOX_TOKEN", description="The variable the token comes from (for messages).")
     server: str = Field(default="", description="Server nomenclature, e.g. 0010 (WOLKVOX_SERVER).")
     base_url: str = Field(default="", description="Explicit base URL; wins over server (WOLKVOX_BASE_URL).")
     connect_timeout_seconds: int = 10
@@ -89,7 +90,7 @@ class WolkvoxResource(dg.ConfigurableResource):
 
     def check(self) -> None:
         """Raise :class:`SettingsError` for the first setting a call would trip on (nothing is called)."""
-        check_token(self.token)
+        check_token(self.token, self.token_env)
         self.url()
         check_campaign_all(self.campaign_all)
         check_share(self.quota_share)
@@ -194,10 +195,14 @@ class AmdStoreResource(dg.ConfigurableResource):
         default=63, description="Days of today's snapshots kept in amd_intraday (AMD_INTRADAY_KEEP_DAYS)."
     )
 
-    def store(self, timezone: str | None = None, start_date: dt.date | None = None) -> AmdStore:
-        """The working store; with ``timezone``, writes refuse a file whose days are in another zone."""
+    def store(
+        self, timezone: str | None = None, start_date: dt.date | None = None, *, operation: str = DEFAULT_OPERATION
+    ) -> AmdStore:
+        """The working store, writing and reading ``operation``'s rows; with ``timezone``, writes refuse an
+        operation whose days the file holds in another zone."""
         return AmdStore(
             working_path_for(self.path, self.working_path),
+            operation=operation,
             timezone=timezone,
             start_date=start_date,
             lock_timeout=self.lock_timeout_seconds,
@@ -211,13 +216,16 @@ class AmdStoreResource(dg.ConfigurableResource):
             parquet=check_flag(self.published_parquet, "AMD_PUBLISHED_PARQUET"),
         )
 
-    def publish(self, working: AmdStore):
-        """Publish ``working`` at :attr:`path` as the settings ask (format, Parquet copy)."""
+    def publish(self, working: AmdStore, *, target: str | None = None, operation: str | None = None):
+        """Publish ``working`` at :attr:`path` (or ``target``: an operation's own file, holding ``operation``
+        alone) as the settings ask (format, Parquet copy)."""
         options = self.publish_settings()
+        target = target or self.path
         return working.publish(
-            self.path,
+            target,
             storage_version=options.storage_version,
-            parquet_dir=parquet_dir_for(self.path) if options.parquet else None,
+            parquet_dir=parquet_dir_for(target) if options.parquet else None,
+            operation=operation,
         )
 
 

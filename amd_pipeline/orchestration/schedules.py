@@ -6,16 +6,19 @@ skip a tick with a reason while their previous run is still queued or running.
 """
 
 import datetime as dt
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from amd_pipeline.core.loader import CampaignAll
 from amd_pipeline.core.settings import DefinitionSettings, SettingsError, check_campaign_id
-from amd_pipeline.orchestration.assets import SOURCE_TAG
+from amd_pipeline.orchestration.assets import OPERATION_TAG, SOURCE_TAG
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
-from amd_pipeline.orchestration.resources import WolkvoxResource
 from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
+
+if TYPE_CHECKING:
+    from amd_pipeline.orchestration.component import WolkvoxOperation
 
 REFRESH = "amd_daily_refresh"
 RESTATE = "amd_daily_restate"
@@ -27,9 +30,10 @@ IN_PROGRESS = [
 ]
 
 
-def valid_campaigns(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
-    """The campaign partitions in order, and those of them that are campaign ids (digits)."""
-    existing = list(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+def valid_campaigns(instance: dg.DagsterInstance, partitions: str = CAMPAIGN_DIMENSION) -> tuple[list[str], list[str]]:
+    """The campaign partitions (the dynamic partitions named ``partitions``) in order, and those of them
+    that are campaign ids (digits)."""
+    existing = list(instance.get_dynamic_partitions(partitions))
     valid = []
     for campaign in existing:
         try:
@@ -39,24 +43,26 @@ def valid_campaigns(instance: dg.DagsterInstance) -> tuple[list[str], list[str]]
     return existing, valid
 
 
-def _runs_of(instance: dg.DagsterInstance, source: str, statuses=None, limit: int = 1):
+def _runs_of(instance: dg.DagsterInstance, operation: str, source: str, statuses=None, limit: int = 1):
+    """The operation's latest runs launched by ``source`` (its job tags every run with the operation)."""
     return instance.get_run_records(
-        filters=dg.RunsFilter(tags={SOURCE_TAG: source}, statuses=statuses or []), limit=limit
+        filters=dg.RunsFilter(tags={SOURCE_TAG: source, OPERATION_TAG: operation}, statuses=statuses or []),
+        limit=limit,
     )
 
 
-def _tick(context: dg.ScheduleEvaluationContext, source: str, zone: ZoneInfo):
+def _tick(context: dg.ScheduleEvaluationContext, op: "WolkvoxOperation", source: str, zone: ZoneInfo):
     """What both schedules check first: ``(campaign partitions, valid ones, local now)`` or a SkipReason."""
-    active = _runs_of(context.instance, source, IN_PROGRESS)
+    active = _runs_of(context.instance, op.id, source, IN_PROGRESS)
     if active:
         run = active[0].dagster_run
         return dg.SkipReason(
             f"the previous {source} run {run.run_id[:8]} is still {run.status.value.lower()}: "
             "ticks do not pile up behind the token"
         )
-    existing, valid = valid_campaigns(context.instance)
+    existing, valid = valid_campaigns(context.instance, op.campaigns_name)
     if not valid:
-        return dg.SkipReason("no campaign partitions yet: the campaign_partitions sensor adds them")
+        return dg.SkipReason(f"no campaign partitions yet: the {op.name('campaign_partitions')} sensor adds them")
     return existing, valid, (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(zone)
 
 
@@ -68,27 +74,32 @@ def _requests(existing, valid, first: dt.date, last: dt.date, source: str, tick:
     ]
 
 
-def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefinition]:
-    """``amd_daily_refresh`` and ``amd_daily_restate`` for ``job``, in the operation's time zone."""
+def build_schedules(job, op: "WolkvoxOperation") -> list[dg.ScheduleDefinition]:
+    """``amd_daily_refresh`` and ``amd_daily_restate`` for ``job`` (prefixed for an operation other than
+    the default one), in the operation's time zone."""
+    settings = op.definition_settings()
     zone = ZoneInfo(settings.timezone)
+    start_setting = "AMD_START_DATE" if op.from_environment else "start_date"
 
     @dg.schedule(
-        name=REFRESH,
+        name=op.name(REFRESH),
         job=job,
         cron_schedule=settings.refresh_cron,
         execution_timezone=settings.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
+        required_resource_keys={op.wolkvox_key},
         description="Re-fetches today (and yesterday, on the first tick after midnight) for every campaign, "
         f"at {settings.refresh_cron} ({settings.timezone}), spaced to stay within the daily call budget.",
     )
-    def refresh(context: dg.ScheduleEvaluationContext, wolkvox: WolkvoxResource):
-        started = _tick(context, "refresh", zone)
+    def refresh(context: dg.ScheduleEvaluationContext):
+        wolkvox = getattr(context.resources, op.wolkvox_key)
+        started = _tick(context, op, "refresh", zone)
         if isinstance(started, dg.SkipReason):
             return started
         existing, valid, now = started
         today = now.date()
         if today < settings.start_date:
-            return dg.SkipReason(f"today ({today}) is before AMD_START_DATE={settings.start_date}")
+            return dg.SkipReason(f"today ({today}) is before {start_setting}={settings.start_date}")
         try:
             use_all = wolkvox.campaign_all_mode() != CampaignAll.OFF
             limit = wolkvox.budget().limit
@@ -97,7 +108,7 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
         cadence = Cadence(
             calls_per_refresh(len(valid), use_all), ticks_per_day(settings.refresh_cron, settings.timezone), limit
         )
-        last = _runs_of(context.instance, "refresh")
+        last = _runs_of(context.instance, op.id, "refresh")
         spacing = cadence.min_interval_minutes
         if (
             spacing
@@ -105,32 +116,33 @@ def build_schedules(job, settings: DefinitionSettings) -> list[dg.ScheduleDefini
             and now - last[0].create_timestamp < dt.timedelta(minutes=spacing) - dt.timedelta(seconds=30)
         ):
             return dg.SkipReason(cadence.describe())
-        done = _runs_of(context.instance, "refresh", [dg.DagsterRunStatus.SUCCESS])
+        done = _runs_of(context.instance, op.id, "refresh", [dg.DagsterRunStatus.SUCCESS])
         first = refresh_days(today, settings.start_date, done[0].create_timestamp if done else None, settings.timezone)
         return _requests(existing, valid, first, today, "refresh", now.isoformat())
 
     @dg.schedule(
-        name=RESTATE,
+        name=op.name(RESTATE),
         job=job,
         cron_schedule=settings.restate_cron,
         execution_timezone=settings.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
+        required_resource_keys={op.wolkvox_key},
         description=f"Re-fetches the last {settings.restate_days} closed days for every campaign at "
         f"{settings.restate_cron} ({settings.timezone}): the vendor's counts can change after the fact.",
     )
-    def restate(context: dg.ScheduleEvaluationContext, wolkvox: WolkvoxResource):
-        started = _tick(context, "restate", zone)
+    def restate(context: dg.ScheduleEvaluationContext):
+        started = _tick(context, op, "restate", zone)
         if isinstance(started, dg.SkipReason):
             return started
         try:
-            wolkvox.check()
+            getattr(context.resources, op.wolkvox_key).check()
         except SettingsError as exc:
             return dg.SkipReason(f"cannot restate: {exc}")
         existing, valid, now = started
         last = now.date() - dt.timedelta(days=1)
         first = max(last - dt.timedelta(days=settings.restate_days - 1), settings.start_date)
         if last < first:
-            return dg.SkipReason(f"no closed day since AMD_START_DATE={settings.start_date} yet")
+            return dg.SkipReason(f"no closed day since {start_setting}={settings.start_date} yet")
         return _requests(existing, valid, first, last, "restate", now.isoformat())
 
     return [refresh, restate]

@@ -1,43 +1,54 @@
-"""Sensors: keep the campaign partitions in step with AMD_CAMPAIGNS or the operation's campaigns."""
+"""Sensors: keep an operation's campaign partitions in step with its campaign list or discovery."""
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.settings import SettingsError
 from amd_pipeline.core.store import StoreLockedError
-from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION, campaigns_partitions
-from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
+from amd_pipeline.orchestration.partitions import campaigns_partitions
 from amd_pipeline.wolkvox.errors import WolkvoxError
 
+if TYPE_CHECKING:
+    from amd_pipeline.orchestration.component import WolkvoxOperation
 
-def missing_campaigns(instance: dg.DagsterInstance, wanted: list[str]) -> list[str]:
-    existing = set(instance.get_dynamic_partitions(CAMPAIGN_DIMENSION))
+
+def missing_campaigns(instance: dg.DagsterInstance, partitions: str, wanted: list[str]) -> list[str]:
+    existing = set(instance.get_dynamic_partitions(partitions))
     return [c for c in wanted if c not in existing]
 
 
-@dg.sensor(
-    name="campaign_partitions",
-    minimum_interval_seconds=3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds campaign partitions from AMD_CAMPAIGNS, or discovers predictive campaigns (one API call) "
-    "and keeps the operation's campaign list in the DuckDB table `campaigns`.",
-)
-def campaign_partitions_sensor(
-    context: dg.SensorEvaluationContext,
-    wolkvox: WolkvoxResource,
-    campaign_source: CampaignSource,
-    amd_store: AmdStoreResource,
-) -> dg.SensorResult | dg.SkipReason:
-    try:
-        wanted = campaign_source.resolve(wolkvox, source="sensor", store=amd_store.store())
-    except SettingsError as exc:
-        # A missing setting is not a failure of the sensor: say which one, once per tick, without a trace.
-        return dg.SkipReason(f"cannot list campaigns: {exc}")
-    except (WolkvoxError, StoreLockedError) as exc:
-        context.log.warning(explain(exc))
-        return dg.SkipReason(f"cannot list campaigns: {explain(exc)}")
-    new = missing_campaigns(context.instance, wanted)
-    if not new:
-        return dg.SkipReason("no new campaigns")
-    context.log.info(f"adding campaign partitions: {', '.join(new)}")
-    return dg.SensorResult(dynamic_partitions_requests=[campaigns_partitions.build_add_request(new)])
+def build_campaign_sensor(op: "WolkvoxOperation") -> dg.SensorDefinition:
+    """``campaign_partitions`` (``<id>__campaign_partitions``): adds the operation's campaign partitions."""
+    listed = "the operation's campaigns (AMD_CAMPAIGNS)" if op.from_environment else "its campaigns in defs.yaml"
+
+    @dg.sensor(
+        name=op.name("campaign_partitions"),
+        minimum_interval_seconds=3600,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={op.wolkvox_key, op.campaign_source_key, "amd_store"},
+        description=f"Adds campaign partitions from {listed}, or discovers predictive campaigns (one API call) "
+        "and keeps the operation's campaign list in the DuckDB table `campaigns`.",
+    )
+    def campaign_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        wolkvox = getattr(context.resources, op.wolkvox_key)
+        campaign_source = getattr(context.resources, op.campaign_source_key)
+        try:
+            store = context.resources.amd_store.store(operation=op.id)
+            wanted = campaign_source.resolve(wolkvox, source="sensor", store=store)
+        except SettingsError as exc:
+            # A missing setting is not a failure of the sensor: say which one, once per tick, without a trace.
+            return dg.SkipReason(f"cannot list campaigns: {exc}")
+        except (WolkvoxError, StoreLockedError) as exc:
+            context.log.warning(explain(exc))
+            return dg.SkipReason(f"cannot list campaigns: {explain(exc)}")
+        new = missing_campaigns(context.instance, op.campaigns_name, wanted)
+        if not new:
+            return dg.SkipReason("no new campaigns")
+        context.log.info(f"adding campaign partitions: {', '.join(new)}")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[campaigns_partitions(op.campaigns_name).build_add_request(new)]
+        )
+
+    return campaign_partitions_sensor

@@ -93,19 +93,24 @@ class SimConfig:
     # Count only detections that already happened on the simulated wall clock, as the real server
     # does: today's total grows through the day (the dev demo). Off, a window counts its whole span.
     up_to_now: bool = False
+    # Whose server this is: two simulated operations with the same campaign ids have different detections
+    # (empty: the numbers every test and benchmark before operations compared with).
+    operation: str = ""
 
 
 # --- ground truth -----------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=8192)
-def _day_profile(campaign_id: str, day: dt.date) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _day_profile(campaign_id: str, day: dt.date, operation: str = "") -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Prefix sums of AMD detections per minute of ``day`` (length 1441), and the pinned seconds.
 
     Every hour has detections (fewer at night). On most days one more detection sits exactly on
     second 0 and one on second 86399 of the local day: the seconds a wrong window boundary misses.
     """
-    seed = int.from_bytes(hashlib.blake2b(f"{campaign_id}|{day.isoformat()}".encode(), digest_size=8).digest(), "big")
+    # Another operation's campaign 20717 is another campaign: its own detections (a swapped operation shows).
+    name = f"{operation}|{campaign_id}" if operation else campaign_id
+    seed = int.from_bytes(hashlib.blake2b(f"{name}|{day.isoformat()}".encode(), digest_size=8).digest(), "big")
     rng = random.Random(seed)
     per_minute = [0] * 1440
     pins: list[int] = []
@@ -123,9 +128,9 @@ def _second_hits(minute: int, count: int, first: int, last: int) -> int:
     return sum(1 for s in range(first, last + 1) if (7 * s + minute) % 60 < count)
 
 
-def _day_total(campaign_id: str, day: dt.date, first: int, last: int) -> int:
+def _day_total(campaign_id: str, day: dt.date, first: int, last: int, operation: str = "") -> int:
     """Detections in seconds ``first..last`` (inclusive) of ``day``."""
-    prefix, pins = _day_profile(campaign_id, day)
+    prefix, pins = _day_profile(campaign_id, day, operation)
     pinned = sum(1 for second in pins if first <= second <= last)
     m0, s0 = divmod(first, 60)
     m1, s1 = divmod(last, 60)
@@ -139,22 +144,23 @@ def _day_total(campaign_id: str, day: dt.date, first: int, last: int) -> int:
     return pinned + total + prefix[m1] - prefix[m0 + 1]
 
 
-def truth(campaign_id: str, date_ini: str | dt.datetime, date_end: str | dt.datetime) -> int:
-    """Detections of ``campaign_id`` between two wall-clock times, both inclusive."""
+def truth(campaign_id: str, date_ini: str | dt.datetime, date_end: str | dt.datetime, operation: str = "") -> int:
+    """Detections of ``campaign_id`` (of ``operation``: SimConfig.operation) between two wall-clock times,
+    both inclusive."""
     ini = dt.datetime.strptime(date_ini, VENDOR_FORMAT) if isinstance(date_ini, str) else date_ini
     end = dt.datetime.strptime(date_end, VENDOR_FORMAT) if isinstance(date_end, str) else date_end
     total, day = 0, ini.date()
     while day <= end.date():
         first = (ini - dt.datetime.combine(day, dt.time())).total_seconds() if day == ini.date() else 0
         last = (end - dt.datetime.combine(day, dt.time())).total_seconds() if day == end.date() else SECONDS_PER_DAY - 1
-        total += _day_total(campaign_id, day, int(first), int(last))
+        total += _day_total(campaign_id, day, int(first), int(last), operation)
         day += dt.timedelta(days=1)
     return total
 
 
-def truth_for_day(campaign_id: str, day: dt.date) -> int:
-    """Detections of ``campaign_id`` over the whole wall-clock ``day``."""
-    return _day_total(campaign_id, day, 0, SECONDS_PER_DAY - 1)
+def truth_for_day(campaign_id: str, day: dt.date, operation: str = "") -> int:
+    """Detections of ``campaign_id`` (of ``operation``) over the whole wall-clock ``day``."""
+    return _day_total(campaign_id, day, 0, SECONDS_PER_DAY - 1, operation)
 
 
 # --- server -----------------------------------------------------------------------------------
@@ -435,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(end, now.astimezone(ZoneInfo(config.timezone)).replace(tzinfo=None, microsecond=0))
         data = []
         for cid in ids:
-            total = (truth(cid, ini, end) if end >= ini else 0) + sum(
+            total = (truth(cid, ini, end, config.operation) if end >= ini else 0) + sum(
                 extra
                 for key, extra in config.restatements.items()
                 if key.split("|")[0] == cid and ini.date() <= dt.date.fromisoformat(key.split("|")[1]) <= end.date()
@@ -518,7 +524,9 @@ class Simulator:
         config = self.state.config
         if campaign_id not in {c.campaign_id for c in config.campaigns}:
             return 0
-        return truth_for_day(campaign_id, day) + config.restatements.get(f"{campaign_id}|{day.isoformat()}", 0)
+        return truth_for_day(campaign_id, day, config.operation) + config.restatements.get(
+            f"{campaign_id}|{day.isoformat()}", 0
+        )
 
     def queue_faults(self, *faults: str) -> None:
         with self.state.lock:
