@@ -23,6 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 DEFAULT_TIMEZONE = "America/Bogota"
+DEFAULT_OPERATION = (
+    "default"  # the operation of the single-operation setup (environment variables), and of rows from before operations
+)
 DEFAULT_START_DATE = dt.date(2025, 1, 1)
 DEFAULT_DUCKDB_PATH = str(Path("data", "amd.duckdb"))  # data\amd.duckdb on Windows
 DEFAULT_REFRESH_CRON = "*/5 * * * *"
