@@ -614,7 +614,8 @@ class AmdStore:
             # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
             tables = conn.execute(
                 "SELECT table_name, list(column_name) FILTER (column_name = 'operation') <> [] "
-                "FROM duckdb_columns() WHERE database_name = 'working' GROUP BY ALL ORDER BY ALL"
+                "FROM duckdb_columns() WHERE database_name = 'working' AND table_name IN "
+                "(SELECT table_name FROM duckdb_tables() WHERE database_name = 'working') GROUP BY ALL ORDER BY ALL"
             ).fetchall()
             for name, per_operation in tables:
                 if operation is not None and per_operation:
