@@ -413,3 +413,19 @@ def test_the_trend_names_and_averages_each_operations_campaign_apart(tmp_path):
         "SELECT operation, campaign_name, max(avg_7d), count(*) FROM amd_daily_trend GROUP BY ALL"
     )
     assert sorted(trend.values.tolist()) == [["a", "name of a", 10.0, 8], ["b", "name of b", 1000.0, 8]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_operation_only_export_holds_only_that_operations_rows_in_every_file(tmp_path, fmt):
+    from amd_pipeline.core.export import export_published
+
+    working, published = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb"
+    two_operations(working)
+    AmdStore(working).publish(published)
+    done = export_published(published, tmp_path / "out", fmt, operation="b")
+    assert done.rows["amd_daily"] == 2 and done.rows["campaigns"] == 1
+    files = [p for p in (tmp_path / "out").rglob(f"*.{fmt}")]
+    assert len(files) >= len(done.rows)
+    for path in files:
+        frame = pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path)
+        assert set(frame.operation) <= {"b"}, path
