@@ -429,3 +429,18 @@ def test_an_operation_only_export_holds_only_that_operations_rows_in_every_file(
     for path in files:
         frame = pd.read_csv(path, dtype=str) if fmt == "csv" else pd.read_parquet(path)
         assert set(frame.operation) <= {"b"}, path
+
+
+def test_the_report_shows_operations_side_by_side_or_only_the_one_asked_for(tmp_path):
+    from amd_pipeline.core.report import write_report
+
+    working = tmp_path / "amd.working.duckdb"
+    two_operations(working)
+    page = tmp_path / "report.html"
+    write_report(AmdStore(working), page, days=30)
+    both = page.read_text()
+    assert "<th>operation</th>" in both and ">a</td>" in both and ">b</td>" in both
+    write_report(AmdStore(working), page, days=30, operation="b")
+    one = page.read_text()
+    assert "<th>operation</th>" not in one and ">b</td>" not in one  # one operation: as before operations
+    assert both.count("<tr>") == 2 and one.count("<tr>") == 1  # body rows of the totals: a's and b's campaign 1
