@@ -61,8 +61,13 @@ def test_a_failing_batch_leaves_the_previous_state(tmp_path):
 def test_the_table_has_the_declared_schema_and_primary_key(tmp_path):
     store = AmdStore(tmp_path / "amd.duckdb")
     store.replace(AMD_DAILY, frame_for({("1", 1): "5"}))
-    schema = store.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'amd_daily'")
+    schema = store.query(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'amd_daily' "
+        "ORDER BY ordinal_position"
+    )
+    assert schema.column_name.iloc[0] == "operation"
     assert dict(schema.values.tolist()) == {
+        "operation": "VARCHAR",
         "campaign_id": "VARCHAR",
         "window_start": "TIMESTAMP WITH TIME ZONE",
         "window_end": "TIMESTAMP WITH TIME ZONE",

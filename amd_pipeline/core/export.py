@@ -71,7 +71,11 @@ def exported_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _quoted(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+    return _literal(str(path))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def export_published(
@@ -80,6 +84,7 @@ def export_published(
     fmt: str,
     *,
     connect: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+    operation: str | None = None,
 ) -> Exported:
     """Write the tables and views of the DuckDB file ``source`` into folder ``out`` as ``fmt`` files.
 
@@ -90,6 +95,8 @@ def export_published(
         fmt: ``parquet`` or ``csv``.
         connect: opens ``source`` read-only (the CLI passes one that waits for a lock); default
             ``duckdb.connect(source, read_only=True)``.
+        operation: only that operation's rows in every file (a BPO client's own numbers); default every
+            operation's.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -104,19 +111,23 @@ def export_published(
             conn.execute("SET TimeZone = 'UTC'")
             conn.execute("SET threads = 1")  # one file per month, named the same in every export
             for name in exported_names(conn):
-                rows[name] = conn.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+                # every exported table and view has the operation column (COPY takes no bound parameter)
+                only = "" if operation is None else f" WHERE operation = {_literal(operation)}"
+                rows[name] = conn.execute(f"SELECT count(*) FROM {name}{only}").fetchall()[0][0]
                 if fmt == "parquet" and name in MONTHLY:
                     conn.execute(
-                        f"COPY (SELECT *, strftime(local_date, '%Y-%m') AS month FROM {name}) "
+                        f"COPY (SELECT *, strftime(local_date, '%Y-%m') AS month FROM {name}{only}) "
                         f"TO {_quoted(staging / name)} (FORMAT parquet, PARTITION_BY (month))"
                     )
                 elif fmt == "parquet":
                     conn.execute(
-                        f"COPY (SELECT * FROM {name}) TO {_quoted(staging / (name + '.parquet'))} (FORMAT parquet)"
+                        f"COPY (SELECT * FROM {name}{only}) TO {_quoted(staging / (name + '.parquet'))} "
+                        "(FORMAT parquet)"
                     )
                 else:
                     conn.execute(
-                        f"COPY (SELECT * FROM {name}) TO {_quoted(staging / (name + '.csv'))} (HEADER, DELIMITER ',')"
+                        f"COPY (SELECT * FROM {name}{only}) TO {_quoted(staging / (name + '.csv'))} "
+                        "(HEADER, DELIMITER ',')"
                     )
         finally:
             conn.close()

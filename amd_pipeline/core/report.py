@@ -32,8 +32,22 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
-    """The report's charts as PNG bytes: ``today``, ``trend``, ``weekday`` and ``completeness``."""
+def _only(operation: str | None) -> str:
+    """A SQL condition: that operation's rows, or every row."""
+    return "true" if operation is None else "operation = '" + operation.replace("'", "''") + "'"
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``campaign_id`` made "operation campaign" when it holds several operations (their
+    campaign ids may collide), so several operations show side by side; one operation looks as before."""
+    if "operation" in frame and frame.operation.nunique() > 1:
+        frame = frame.assign(campaign_id=frame.operation + " " + frame.campaign_id)
+    return frame
+
+
+def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> dict[str, bytes]:
+    """The report's charts as PNG bytes: ``today``, ``trend``, ``weekday`` and ``completeness``; with
+    ``operation``, that operation's campaigns only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,16 +55,22 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     from matplotlib import pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    trend = store.query(
-        f"SELECT * FROM amd_daily_trend WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
-        "ORDER BY campaign_id, local_date"
+    only = _only(operation)
+    trend = _labelled(
+        store.query(
+            f"SELECT * FROM amd_daily_trend WHERE {only} "
+            f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)} "
+            "ORDER BY operation, campaign_id, local_date"
+        )
     )
     campaigns = sorted(trend.campaign_id.unique())
-    unusual = store.query(
-        f"SELECT campaign_id, local_date, total_amd, direction FROM amd_unusual_days "
-        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)}"
+    unusual = _labelled(
+        store.query(
+            f"SELECT operation, campaign_id, local_date, total_amd, direction FROM amd_unusual_days WHERE {only} "
+            f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)}"
+        )
     )
-    out: dict[str, bytes] = {"today": today_chart(store)}
+    out: dict[str, bytes] = {"today": today_chart(store, operation=operation)}
 
     figure, axes = plt.subplots(len(campaigns) or 1, 1, figsize=(10, 2.2 * max(len(campaigns), 1)), squeeze=False)
     for ax, campaign in zip(axes[:, 0], campaigns, strict=False):
@@ -83,7 +103,9 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     out["trend"] = _png(figure)
     plt.close(figure)
 
-    profile = store.query("SELECT * FROM amd_weekday_profile ORDER BY campaign_id, weekday_number")
+    profile = _labelled(
+        store.query(f"SELECT * FROM amd_weekday_profile WHERE {only} ORDER BY operation, campaign_id, weekday_number")
+    )
     grid = profile.pivot_table(index="campaign_id", columns="weekday_number", values="avg_total_amd").reindex(
         columns=range(1, 8)
     )
@@ -98,9 +120,11 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     out["weekday"] = _png(figure)
     plt.close(figure)
 
-    status = store.query(
-        f"SELECT campaign_id, local_date, status FROM amd_completeness "
-        f"WHERE local_date > (SELECT max(local_date) FROM amd_completeness) - {int(days)}"
+    status = _labelled(
+        store.query(
+            f"SELECT operation, campaign_id, local_date, status FROM amd_completeness WHERE {only} "
+            f"AND local_date > (SELECT max(local_date) FROM amd_completeness WHERE {only}) - {int(days)}"
+        )
     )
     codes = {name: i for i, name in enumerate(STATUS_COLORS)}
     calendar = status.assign(code=status.status.map(codes)).pivot_table(
@@ -125,7 +149,7 @@ def charts(store: AmdStore, days: int = 60) -> dict[str, bytes]:
     return out
 
 
-def today_chart(store: AmdStore) -> bytes:
+def today_chart(store: AmdStore, *, operation: str | None = None) -> bytes:
     """Today's cumulative AMD per campaign by time of day, next to the same weekday's median of the
     last 8 weeks at the same times (view ``amd_intraday_today``)."""
     import matplotlib
@@ -133,7 +157,11 @@ def today_chart(store: AmdStore) -> bytes:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    today = store.query("SELECT * FROM amd_intraday_today ORDER BY campaign_id, time_of_day")
+    today = _labelled(
+        store.query(
+            f"SELECT * FROM amd_intraday_today WHERE {_only(operation)} ORDER BY operation, campaign_id, time_of_day"
+        )
+    )
     campaigns = sorted(today.campaign_id.unique())
     columns = min(len(campaigns), 3) or 1
     lines = -(-len(campaigns) // columns) or 1
@@ -183,19 +211,29 @@ def trend_thumbnail(daily: pd.DataFrame, days: int = 30) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(store: AmdStore, out: Path, *, days: int = 60, png_dir: Path | None = None) -> dict[str, bytes]:
-    """Write the HTML page (and, with ``png_dir``, each chart as a PNG file). Returns the charts."""
-    images = charts(store, days)
+def write_report(
+    store: AmdStore, out: Path, *, days: int = 60, png_dir: Path | None = None, operation: str | None = None
+) -> dict[str, bytes]:
+    """Write the HTML page (and, with ``png_dir``, each chart as a PNG file). Returns the charts.
+
+    With several operations in the file, each campaign is named "operation campaign" in the charts and
+    the tables have an ``operation`` column; with ``operation``, only that operation's campaigns.
+    """
+    images = charts(store, days, operation=operation)
+    only = _only(operation)
     totals = store.query(
-        "SELECT campaign_id, count(*) AS days, sum(total_amd)::BIGINT AS total_amd, "
+        "SELECT operation, campaign_id, count(*) AS days, sum(total_amd)::BIGINT AS total_amd, "
         "count(*) FILTER (WHERE NOT is_final) AS partial_days, min(local_date) AS first_day, "
-        "max(local_date) AS last_day FROM amd_daily GROUP BY ALL ORDER BY campaign_id"
+        f"max(local_date) AS last_day FROM amd_daily WHERE {only} GROUP BY ALL ORDER BY operation, campaign_id"
     )
     unusual = store.query(
-        f"SELECT campaign_id, local_date, weekday, total_amd, usual_total_amd, score, direction FROM amd_unusual_days "
-        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
-        "ORDER BY local_date DESC, campaign_id"
+        "SELECT operation, campaign_id, local_date, weekday, total_amd, usual_total_amd, score, direction "
+        f"FROM amd_unusual_days WHERE {only} "
+        f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)} "
+        "ORDER BY local_date DESC, operation, campaign_id"
     )
+    if totals.operation.nunique() <= 1:  # one operation: the page looks as before operations
+        totals, unusual = totals.drop(columns="operation"), unusual.drop(columns="operation")
     unusual["local_date"] = [d.date() for d in unusual.local_date]
     titles = {
         "today": "Today so far, against a usual day at this time",

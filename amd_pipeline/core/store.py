@@ -5,9 +5,16 @@ the rows by name, commit. A crash leaves the previous state; a rerun writes the 
 The file is opened per batch, after the API calls, and closed within milliseconds, so analysts can
 read between batches.
 
-The file remembers the time zone its days are in (table ``amd_meta``). A store given another zone
-refuses to write (:class:`TimezoneMismatchError`) instead of adding a second row for the same local
-day; :meth:`AmdStore.migrate_timezone` moves a file to a new zone.
+One file serves several Wolkvox operations (one per BPO client: own server, token, zone, campaigns):
+every table the store writes has ``operation`` as its first column and in its key, since two operations'
+campaign ids can collide. A store is one operation's (:attr:`AmdStore.operation`): what it writes and
+reads is that operation's rows; :meth:`AmdStore.query` reads everything. A file from before operations
+is migrated in place on its first write-open (every row becomes :data:`DEFAULT_OPERATION`'s).
+
+Each operation's file remembers the time zone its days are in (table ``amd_operations``). A store given
+another zone refuses to write (:class:`TimezoneMismatchError`) instead of adding a second row for the
+same local day; :meth:`AmdStore.migrate_timezone` moves an operation to a new zone. Two operations in
+two zones in one file is normal.
 """
 
 from __future__ import annotations
@@ -17,23 +24,35 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
+import filelock
 import pandas as pd
 
 from amd_pipeline.core.export import FileHeldError, export_published
 from amd_pipeline.core.normalize import COLUMNS
 from amd_pipeline.core.portable import held_open, pid_alive, sync_file, sync_folder
-from amd_pipeline.core.settings import DEFAULT_STORAGE_VERSION, INT_SETTINGS, check_storage_version
+from amd_pipeline.core.settings import (
+    DEFAULT_OPERATION,
+    DEFAULT_STORAGE_VERSION,
+    INT_SETTINGS,
+    check_storage_version,
+)
 from amd_pipeline.core.views import create_views
 from amd_pipeline.wolkvox.windows import day_window
 
 META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
-TIMEZONE_KEY = "timezone"
+TIMEZONE_KEY = "timezone"  # in amd_meta before operations: moved to amd_operations by the migration
+START_DATE_KEY = "start_date"
+# Per operation: the zone its days are in and the first day of its partition matrix.
+OPERATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS amd_operations (operation VARCHAR PRIMARY KEY, timezone VARCHAR, start_date DATE)"
+)
 
 # The request ledger: one row per HTTP attempt, written in the transaction of the batch it belongs to.
 REQUEST_COLUMNS: dict[str, str] = {
@@ -51,7 +70,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "bytes": "BIGINT",
 }
 REQUESTS_DDL = (
-    "CREATE TABLE IF NOT EXISTS api_requests ("
+    "CREATE TABLE IF NOT EXISTS api_requests (operation VARCHAR NOT NULL, "
     + ", ".join(f"{name} {kind}" for name, kind in REQUEST_COLUMNS.items())
     + ")"
 )
@@ -88,41 +107,48 @@ ANSWER_COLUMNS: dict[str, str] = {
     "backfill_id": "VARCHAR",  # Dagster's dagster/backfill tag, or the CLI backfill's own id
 }
 ANSWERS_DDL = (
-    "CREATE TABLE IF NOT EXISTS api_answers (" + ", ".join(f"{n} {k}" for n, k in ANSWER_COLUMNS.items()) + ")"
+    "CREATE TABLE IF NOT EXISTS api_answers (operation VARCHAR NOT NULL, "
+    + ", ".join(f"{n} {k}" for n, k in ANSWER_COLUMNS.items())
+    + ")"
 )
 ANSWERS_KEEP_DAYS = 14  # answers older than this are pruned when the next load starts (prepare)
 
 
 CAMPAIGNS_DDL = """
 CREATE TABLE IF NOT EXISTS campaigns (
-    campaign_id VARCHAR PRIMARY KEY,
+    operation VARCHAR NOT NULL,
+    campaign_id VARCHAR NOT NULL,
     campaign_name VARCHAR,
     type_campaign VARCHAR,
     status VARCHAR,
     first_seen TIMESTAMPTZ NOT NULL,
     last_seen TIMESTAMPTZ NOT NULL,
-    listed BOOLEAN NOT NULL
+    listed BOOLEAN NOT NULL,
+    PRIMARY KEY (operation, campaign_id)
 )"""
 
 
 ISSUES_DDL = """
 CREATE TABLE IF NOT EXISTS amd_window_issues (
+    operation VARCHAR NOT NULL,
     campaign_id VARCHAR NOT NULL,
     window_start TIMESTAMPTZ NOT NULL,
     local_date DATE NOT NULL,
     status VARCHAR NOT NULL,
     detail VARCHAR,
     recorded_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (campaign_id, window_start)
+    PRIMARY KEY (operation, campaign_id, window_start)
 )"""
 
 
 # Today so far: one row per campaign, open day and fetch, written with the batch that fetched it.
 INTRADAY_COLUMNS = (
-    "campaign_id VARCHAR NOT NULL, local_date DATE NOT NULL, fetched_at TIMESTAMPTZ NOT NULL, total_amd BIGINT NOT NULL"
+    "operation VARCHAR NOT NULL, campaign_id VARCHAR NOT NULL, local_date DATE NOT NULL, "
+    "fetched_at TIMESTAMPTZ NOT NULL, total_amd BIGINT NOT NULL"
 )
 INTRADAY_DDL = (
-    f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS}, PRIMARY KEY (campaign_id, local_date, fetched_at))"
+    f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS}, "
+    "PRIMARY KEY (operation, campaign_id, local_date, fetched_at))"
 )
 DEFAULT_INTRADAY_KEEP_DAYS = INT_SETTINGS["AMD_INTRADAY_KEEP_DAYS"][0]
 
@@ -135,7 +161,8 @@ class Published:
     rows: int
     seconds: float
     bytes: int
-    campaigns: int = 0
+    campaigns: int = 0  # distinct (operation, campaign_id)
+    operations: int = 0  # distinct operations with a row in amd_daily
     first_day: dt.date | None = None
     last_day: dt.date | None = None
     statuses: dict[str, int] = dataclasses.field(default_factory=dict)  # campaign-days per completeness status
@@ -161,6 +188,7 @@ class TableSpec:
     def ddl(self) -> str:
         return f"""
         CREATE TABLE IF NOT EXISTS {self.name} (
+            operation VARCHAR NOT NULL,
             campaign_id VARCHAR NOT NULL,
             window_start TIMESTAMPTZ NOT NULL,
             window_end TIMESTAMPTZ NOT NULL,
@@ -169,7 +197,7 @@ class TableSpec:
             fetch_status VARCHAR NOT NULL,
             fetched_at TIMESTAMPTZ NOT NULL,
             is_final BOOLEAN NOT NULL,
-            PRIMARY KEY (campaign_id, window_start)
+            PRIMARY KEY (operation, campaign_id, window_start)
         )"""
 
 
@@ -223,6 +251,8 @@ class AmdStore:
 
     Args:
         path: the database file; its folder is created on first write.
+        operation: whose rows this store writes and reads (its key in every table); the file may hold
+            other operations' rows, which it never touches.
         timezone: the IANA zone of the days written; writes refuse a file that records another one.
         start_date: the first day of the partition matrix, recorded for the completeness view.
         lock_timeout: seconds to keep retrying while another process holds the file.
@@ -234,6 +264,7 @@ class AmdStore:
         self,
         path: str | Path,
         *,
+        operation: str = DEFAULT_OPERATION,
         timezone: str | None = None,
         start_date: dt.date | None = None,
         lock_timeout: float = 120.0,
@@ -242,6 +273,9 @@ class AmdStore:
     ):
         self.intraday_keep_days = intraday_keep_days
         self.path = Path(path)
+        if not operation or not operation.strip():
+            raise ValueError("an operation needs a name")
+        self.operation = operation
         self.timezone = timezone
         self.start_date = start_date
         self.lock_timeout = lock_timeout
@@ -292,42 +326,50 @@ class AmdStore:
         if frame.empty and not has_requests and not has_answers:
             return Written()
         written = Written(rows=len(frame))
+        op = [self.operation]
         conn = self.connect()
         try:
             _ensure_schema(conn, table)
-            conn.register("batch", frame)
+            conn.register("batch", self._tagged(frame))
             if has_requests:
-                conn.register("attempts", requests)
+                conn.register("attempts", self._tagged(requests))
             if has_answers:
-                conn.register("answers", answers)
+                conn.register("answers", self._tagged(answers))
             with _transaction(conn):
                 self._claim_timezone(conn, table)
                 written.changes = [
                     (c, d, old, new)
                     for c, d, old, new in conn.execute(
                         f"SELECT t.campaign_id, t.local_date, t.total_amd, b.total_amd FROM {table.name} t "
-                        "JOIN batch b ON t.campaign_id = b.campaign_id AND t.window_start = b.window_start "
+                        "JOIN batch b ON t.operation = b.operation AND t.campaign_id = b.campaign_id "
+                        "AND t.window_start = b.window_start "
                         "WHERE t.is_final AND t.total_amd <> b.total_amd ORDER BY ALL"
                     ).fetchall()
                 ]
                 conn.execute(
                     f"DELETE FROM {table.name} USING batch "
-                    f"WHERE {table.name}.campaign_id = batch.campaign_id "
+                    f"WHERE {table.name}.operation = batch.operation "
+                    f"AND {table.name}.campaign_id = batch.campaign_id "
                     f"AND {table.name}.window_start = batch.window_start"
                 )
                 conn.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM batch")
                 conn.execute(
-                    "DELETE FROM amd_window_issues USING batch WHERE amd_window_issues.campaign_id = batch.campaign_id "
+                    "DELETE FROM amd_window_issues USING batch WHERE amd_window_issues.operation = batch.operation "
+                    "AND amd_window_issues.campaign_id = batch.campaign_id "
                     "AND amd_window_issues.window_start = batch.window_start"
                 )
                 if has_requests:
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
                 if has_answers:
                     conn.execute("INSERT INTO api_answers BY NAME SELECT * FROM answers")
-                _keep_snapshots(conn, self.intraday_keep_days)
+                _keep_snapshots(conn, self.intraday_keep_days, op)
         finally:
             conn.close()
         return written
+
+    def _tagged(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with this store's operation as its first column (frames come without it)."""
+        return frame.assign(operation=self.operation)[["operation", *[c for c in frame.columns if c != "operation"]]]
 
     def record_campaigns(self, rows: list[dict], seen_at: dt.datetime) -> int:
         """Keep the operation's campaign list (``information.php?api=campaigns``) in table ``campaigns``.
@@ -350,18 +392,20 @@ class AmdStore:
         ).drop_duplicates("campaign_id")
         conn = self.connect()
         try:
-            conn.execute(CAMPAIGNS_DDL)
+            _ensure_schema(conn)
             conn.register("listed_now", frame)
             with _transaction(conn):
                 conn.execute(
-                    "UPDATE campaigns SET listed = false WHERE campaign_id NOT IN (SELECT campaign_id FROM listed_now)"
+                    "UPDATE campaigns SET listed = false WHERE operation = ? "
+                    "AND campaign_id NOT IN (SELECT campaign_id FROM listed_now)",
+                    [self.operation],
                 )
                 conn.execute(
-                    "INSERT INTO campaigns SELECT campaign_id, campaign_name, type_campaign, status, ?, ?, true "
-                    "FROM listed_now ON CONFLICT (campaign_id) DO UPDATE SET campaign_name = excluded.campaign_name, "
-                    "type_campaign = excluded.type_campaign, status = excluded.status, "
-                    "last_seen = excluded.last_seen, listed = true",
-                    [seen_at, seen_at],
+                    "INSERT INTO campaigns SELECT ?, campaign_id, campaign_name, type_campaign, status, ?, ?, true "
+                    "FROM listed_now ON CONFLICT (operation, campaign_id) DO UPDATE SET "
+                    "campaign_name = excluded.campaign_name, type_campaign = excluded.type_campaign, "
+                    "status = excluded.status, last_seen = excluded.last_seen, listed = true",
+                    [self.operation, seen_at, seen_at],
                 )
         finally:
             conn.close()
@@ -374,8 +418,8 @@ class AmdStore:
             return
         conn = self.connect()
         try:
-            conn.execute(REQUESTS_DDL)
-            conn.register("attempts", requests)
+            _ensure_schema(conn)
+            conn.register("attempts", self._tagged(requests))
             conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
         finally:
             conn.close()
@@ -387,6 +431,7 @@ class AmdStore:
         Read-only; nothing without a backfill id (a new backfill always fetches again)."""
         if not backfill_id or not windows or not self.path.exists():
             return {}
+        self._upgrade()
         conn = self.connect(read_only=True)
         try:
             if not _has_table(conn, "api_answers"):
@@ -395,11 +440,11 @@ class AmdStore:
             found = conn.execute(
                 "WITH latest AS (SELECT answer_id, epoch(window_start)::BIGINT AS epoch FROM api_answers a "
                 "JOIN wanted w ON epoch(a.window_start)::BIGINT = w.epoch "
-                "WHERE backfill_id = ? AND api_campaign = 'all' AND fetched_at >= window_end "
+                "WHERE operation = ? AND backfill_id = ? AND api_campaign = 'all' AND fetched_at >= window_end "
                 "QUALIFY row_number() OVER (PARTITION BY epoch(a.window_start) ORDER BY fetched_at DESC) = 1) "
                 "SELECT l.epoch, a.fetched_at, a.empty, a.data_row FROM api_answers a "
-                "JOIN latest l USING (answer_id) ORDER BY l.epoch",
-                [backfill_id],
+                "JOIN latest l USING (answer_id) WHERE a.operation = ? ORDER BY l.epoch",
+                [self.operation, backfill_id, self.operation],
             ).fetchall()
         finally:
             conn.close()
@@ -417,6 +462,7 @@ class AmdStore:
         """Which of ``keys`` (campaign_id, window_start) already hold a final row (read-only)."""
         if not keys or not self.path.exists():
             return set()
+        self._upgrade()
         conn = self.connect(read_only=True)
         try:
             if not _has_table(conn, table.name):
@@ -427,7 +473,9 @@ class AmdStore:
             conn.register("wanted", wanted)
             found = conn.execute(
                 f"SELECT t.campaign_id, epoch(t.window_start)::BIGINT FROM {table.name} t JOIN wanted w "
-                "ON t.campaign_id = w.campaign_id AND epoch(t.window_start)::BIGINT = w.epoch WHERE t.is_final"
+                "ON t.campaign_id = w.campaign_id AND epoch(t.window_start)::BIGINT = w.epoch "
+                "WHERE t.operation = ? AND t.is_final",
+                [self.operation],
             ).fetchall()
         finally:
             conn.close()
@@ -442,10 +490,17 @@ class AmdStore:
             with _transaction(conn):
                 self._claim_timezone(conn, table)
                 if self.start_date is not None:
-                    conn.execute("DELETE FROM amd_meta WHERE key = 'start_date'")
-                    conn.execute("INSERT INTO amd_meta VALUES ('start_date', ?)", [self.start_date.isoformat()])
+                    conn.execute(
+                        "INSERT INTO amd_operations VALUES (?, NULL, ?) "
+                        "ON CONFLICT (operation) DO UPDATE SET start_date = excluded.start_date",
+                        [self.operation, self.start_date],
+                    )
                 create_views(conn)
-                conn.execute(f"DELETE FROM api_answers WHERE fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY")
+                conn.execute(
+                    "DELETE FROM api_answers WHERE operation = ? "
+                    f"AND fetched_at < now() - INTERVAL {ANSWERS_KEEP_DAYS} DAY",
+                    [self.operation],
+                )
         finally:
             conn.close()
 
@@ -461,9 +516,8 @@ class AmdStore:
         frame["recorded_at"] = pd.Timestamp.now(tz="UTC")
         conn = self.connect()
         try:
-            conn.execute(META_DDL)
-            conn.execute(ISSUES_DDL)
-            conn.register("issues", frame)
+            _ensure_schema(conn)
+            conn.register("issues", self._tagged(frame))
             with _transaction(conn):
                 conn.execute(
                     "INSERT INTO amd_window_issues BY NAME SELECT * FROM issues ON CONFLICT DO UPDATE SET "
@@ -473,21 +527,25 @@ class AmdStore:
             conn.close()
 
     def _claim_timezone(self, conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+        """Record this operation's zone, or raise :class:`TimezoneMismatchError` when its rows are in another
+        (other operations' zones do not matter)."""
         if self.timezone is None:
             return
-        conn.execute(META_DDL)
-        found = next(iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None)
-        stored = found[0] if found else None
-        if stored is None and _days_in_other_zone(conn, table, self.timezone):
+        stored = _operation_timezone(conn, self.operation)
+        if stored is None and _days_in_other_zone(conn, table, self.timezone, self.operation):
             stored = "another time zone (the file does not say which)"
         if stored is not None and stored != self.timezone:
+            whose = "" if self.operation == DEFAULT_OPERATION else f" for operation {self.operation!r}"
             raise TimezoneMismatchError(
-                f"{self.path} holds days in {stored}, but WOLKVOX_TIMEZONE is {self.timezone}: set "
+                f"{self.path} holds days{whose} in {stored}, but WOLKVOX_TIMEZONE is {self.timezone}: set "
                 f"WOLKVOX_TIMEZONE back, or move the file with `amd-pipeline migrate-timezone --to {self.timezone}` "
                 "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
             )
-        if found is None:
-            conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, self.timezone])
+        conn.execute(
+            "INSERT INTO amd_operations VALUES (?, ?, NULL) "
+            "ON CONFLICT (operation) DO UPDATE SET timezone = excluded.timezone",
+            [self.operation, self.timezone],
+        )
 
     def publish(
         self,
@@ -495,6 +553,7 @@ class AmdStore:
         *,
         storage_version: str = DEFAULT_STORAGE_VERSION,
         parquet_dir: str | Path | None = None,
+        operation: str | None = None,
     ) -> Published:
         """Publish a complete copy of this (working) file at ``target``, atomically, with the views.
 
@@ -511,12 +570,30 @@ class AmdStore:
         On Windows a program that holds ``target`` open makes the rename fail: after
         :data:`REPLACE_WAITS` it raises :class:`PublishHeldError` naming the program, with ``target``
         unchanged and the temporary copy removed (one left by a killed publish is removed by the next).
+
+        With ``operation``, every table of the copy holds only that operation's rows (a BPO client's
+        analysts see their own numbers only); without it, every operation's.
+
+        Publishes of one ``target`` are serialised across processes by a lock file beside it
+        (``.<name>.publish.lock``), held from the snapshot of the working file to the rename: two
+        operations load into one working file at once, and an older snapshot renamed last would drop the
+        other's latest batch from the published file.
         """
         started = time.perf_counter()
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        self._upgrade()  # a working file from before operations: migrated (a short write) before the snapshot
+        with _publish_lock(target, self.lock_timeout):
+            described = self._publish_locked(target, storage_version, parquet_dir, operation)
+        return Published(
+            seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described)
+        )
+
+    def _publish_locked(
+        self, target: Path, storage_version: str, parquet_dir: str | Path | None, operation: str | None
+    ) -> dict:
         _remove_stale_copies(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.unlink(missing_ok=True)
         conn = duckdb.connect()
         try:
@@ -536,14 +613,23 @@ class AmdStore:
             # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
             # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
             tables = conn.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'working' ORDER BY ALL"
+                "SELECT table_name, list(column_name) FILTER (column_name = 'operation') <> [] "
+                "FROM duckdb_columns() WHERE database_name = 'working' AND table_name IN "
+                "(SELECT table_name FROM duckdb_tables() WHERE database_name = 'working') GROUP BY ALL ORDER BY ALL"
             ).fetchall()
-            for (name,) in tables:
-                conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
+            for name, per_operation in tables:
+                if operation is not None and per_operation:
+                    conn.execute(
+                        f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}" WHERE operation = ?',
+                        [operation],
+                    )
+                else:  # amd_meta: no operation's rows
+                    conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
             conn.execute("DETACH working")
             conn.execute("USE published")
-            # a working file from before snapshots existed still gets the table the views read
+            # a working file from before snapshots (or per-operation zones) existed still gets the tables the views read
             conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
+            conn.execute(OPERATIONS_DDL.replace(" PRIMARY KEY", ""))
             create_views(conn)
             described = _describe(conn) if _has_table(conn, "amd_daily") else {}
             conn.execute("USE memory")
@@ -566,9 +652,7 @@ class AmdStore:
                 tmp.unlink(missing_ok=True)
             raise
         sync_folder(target.parent)
-        return Published(
-            seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described)
-        )
+        return described
 
     def _replace(self, tmp: Path, target: Path) -> None:
         """Rename ``tmp`` over ``target``; while a program holds ``target`` (Windows), wait a little, then
@@ -588,16 +672,29 @@ class AmdStore:
         """The zone the file's days are in, when it records one."""
         if not self.path.exists():
             return None
+        self._upgrade()
         conn = self.connect(read_only=True)
         try:
-            if not _has_table(conn, "amd_meta"):
-                return None
-            found = next(
-                iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None
-            )
-            return found[0] if found else None
+            return _operation_timezone(conn, self.operation) if _has_table(conn, "amd_operations") else None
         finally:
             conn.close()
+
+    def _upgrade(self) -> None:
+        """Migrate a file from before operations (:func:`_migrate`) with a short write connection, so a read
+        that follows finds the columns it asks for. Nothing when the file is current (one read-only look)."""
+        if not self.path.exists():
+            return
+        conn = self.connect(read_only=True)
+        try:
+            old = _needs_migration(conn)
+        finally:
+            conn.close()
+        if old:
+            conn = self.connect()
+            try:
+                _ensure_schema(conn)
+            finally:
+                conn.close()
 
     def migrate_timezone(self, table: TableSpec, new: str, *, dry_run: bool = False) -> Migration:
         """Move the file's days to zone ``new``, in one transaction.
@@ -606,36 +703,36 @@ class AmdStore:
         e.g. America/Bogota and America/Lima) is kept as it is; every other day's rows are deleted,
         since their totals cover another span, and the result lists those days for a backfill.
         """
+        self._upgrade()
         conn = self.connect(read_only=dry_run)
+        op = self.operation
         try:
-            has_meta = _has_table(conn, "amd_meta")
-            found = (
-                next(iter(conn.execute("SELECT value FROM amd_meta WHERE key = ?", [TIMEZONE_KEY]).fetchall()), None)
-                if has_meta
-                else None
-            )
-            days = _stored_days(conn, table)
+            found = _operation_timezone(conn, op) if _has_table(conn, "amd_operations") else None
+            days = _stored_days(conn, table, op)
             dropped = sorted({d for d, start, end in days if (w := day_window(d, new)).start != start or w.end != end})
             rows = 0
             if dropped:
                 rows = conn.execute(
-                    f"SELECT count(*) FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
+                    f"SELECT count(*) FROM {table.name} "
+                    "WHERE operation = ? AND local_date IN (SELECT unnest(?::DATE[]))",
+                    [op, dropped],
                 ).fetchall()[0][0]
             if not dry_run:
+                _ensure_schema(conn, table)
                 with _transaction(conn):
-                    conn.execute(META_DDL)
                     if dropped:
-                        conn.execute(
-                            f"DELETE FROM {table.name} WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
-                        )
-                        if _has_table(conn, "amd_intraday"):  # snapshots of a day whose window moves
+                        for name in (table.name, "amd_intraday"):  # and the snapshots of a day whose window moves
                             conn.execute(
-                                "DELETE FROM amd_intraday WHERE local_date IN (SELECT unnest(?::DATE[]))", [dropped]
+                                f"DELETE FROM {name} WHERE operation = ? AND local_date IN (SELECT unnest(?::DATE[]))",
+                                [op, dropped],
                             )
-                    conn.execute("DELETE FROM amd_meta WHERE key = ?", [TIMEZONE_KEY])
-                    conn.execute("INSERT INTO amd_meta VALUES (?, ?)", [TIMEZONE_KEY, new])
+                    conn.execute(
+                        "INSERT INTO amd_operations VALUES (?, ?, NULL) "
+                        "ON CONFLICT (operation) DO UPDATE SET timezone = excluded.timezone",
+                        [op, new],
+                    )
             kept = len({d for d, _, _ in days}) - len(dropped)
-            return Migration(found[0] if found else None, new, kept, dropped, rows)
+            return Migration(found, new, kept, dropped, rows)
         finally:
             conn.close()
 
@@ -662,37 +759,132 @@ def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
         raise
 
 
-def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
-    """Create the tables; give a table from before ``is_final`` existed that column, computed."""
-    conn.execute(table.ddl)
-    conn.execute(REQUESTS_DDL)
-    conn.execute(ANSWERS_DDL)
-    conn.execute(META_DDL)
-    conn.execute(CAMPAIGNS_DDL)
-    conn.execute(ISSUES_DDL)
-    conn.execute(INTRADAY_DDL)
-    columns = {r[0] for r in conn.execute(f"SELECT column_name FROM (DESCRIBE {table.name})").fetchall()}
-    if "is_final" not in columns:
-        conn.execute(f"ALTER TABLE {table.name} ADD COLUMN is_final BOOLEAN")
-        conn.execute(f"UPDATE {table.name} SET is_final = fetched_at >= window_end")
+def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY) -> None:
+    """Create the tables; migrate a file from before operations (:func:`_migrate`)."""
+    for ddl in (
+        table.ddl,
+        REQUESTS_DDL,
+        ANSWERS_DDL,
+        META_DDL,
+        OPERATIONS_DDL,
+        CAMPAIGNS_DDL,
+        ISSUES_DDL,
+        INTRADAY_DDL,
+    ):
+        conn.execute(ddl)
+    if _needs_migration(conn, table):
+        with _transaction(conn):
+            _migrate(conn, table)
 
 
-def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int) -> None:
-    """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune old ones."""
+def _per_operation(table: TableSpec) -> dict[str, str]:
+    """The tables whose rows are an operation's, and their DDL."""
+    return {
+        table.name: table.ddl,
+        "campaigns": CAMPAIGNS_DDL,
+        "amd_window_issues": ISSUES_DDL,
+        "amd_intraday": INTRADAY_DDL,
+        "api_requests": REQUESTS_DDL,
+        "api_answers": ANSWERS_DDL,
+    }
+
+
+def _columns(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """The columns of each table of the connection's own file."""
+    found: dict[str, set[str]] = {}
+    for name, column in conn.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
+    ).fetchall():
+        found.setdefault(name, set()).add(column)
+    return found
+
+
+def _needs_migration(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY) -> bool:
+    """True for a file from before operations: a table without ``operation``, or a zone in ``amd_meta``."""
+    columns = _columns(conn)
+    if any(name in columns and "operation" not in columns[name] for name in _per_operation(table)):
+        return True
+    return "amd_meta" in columns and bool(
+        conn.execute("SELECT count(*) FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY]).fetchall()[0][
+            0
+        ]
+    )
+
+
+def _migrate(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+    """Make a file from before operations :data:`DEFAULT_OPERATION`'s, inside the caller's transaction.
+
+    Every row of every per-operation table becomes the default operation's; DuckDB cannot alter a
+    primary key, so each such table is rebuilt (create the new one, insert by name, drop, rename).
+    A table from before ``is_final`` existed gets it, computed. ``amd_meta``'s zone and first day move to
+    ``amd_operations``, and the views are made anew. Nothing else; a second run finds nothing to do.
+    """
+    columns = _columns(conn)
+    for name, ddl in _per_operation(table).items():
+        old = columns.get(name)
+        if old is None or "operation" in old:
+            continue
+        extra = ", fetched_at >= window_end AS is_final" if name == table.name and "is_final" not in old else ""
+        conn.execute(ddl.replace(f"EXISTS {name} (", f"EXISTS {name}__migrating (", 1))
+        conn.execute(
+            f"INSERT INTO {name}__migrating BY NAME SELECT ?::VARCHAR AS operation, *{extra} FROM {name}",
+            [DEFAULT_OPERATION],
+        )
+        conn.execute(f"DROP TABLE {name}")
+        conn.execute(f"ALTER TABLE {name}__migrating RENAME TO {name}")
+    if "amd_meta" in columns:
+        meta = dict(
+            conn.execute(
+                "SELECT key, value FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY]
+            ).fetchall()
+        )
+        if meta:
+            conn.execute(
+                "INSERT INTO amd_operations VALUES (?, ?, ?::DATE) ON CONFLICT (operation) DO NOTHING",
+                [DEFAULT_OPERATION, meta.get(TIMEZONE_KEY), meta.get(START_DATE_KEY)],
+            )
+            conn.execute("DELETE FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY])
+    create_views(conn)  # the old ones read amd_meta's zone
+
+
+def _operation_timezone(conn: duckdb.DuckDBPyConnection, operation: str) -> str | None:
+    found = conn.execute("SELECT timezone FROM amd_operations WHERE operation = ?", [operation]).fetchall()
+    return found[0][0] if found else None
+
+
+def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: list[str]) -> None:
+    """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune the operation's
+    old ones."""
     conn.execute(
-        "INSERT INTO amd_intraday SELECT campaign_id, local_date, fetched_at, total_amd FROM batch "
+        "INSERT INTO amd_intraday SELECT operation, campaign_id, local_date, fetched_at, total_amd FROM batch "
         "WHERE NOT is_final ON CONFLICT DO UPDATE SET total_amd = excluded.total_amd"
     )
     conn.execute(
-        "DELETE FROM amd_intraday WHERE fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)", [keep_days]
+        "DELETE FROM amd_intraday WHERE operation = ? "
+        "AND fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)",
+        [*operation, keep_days],
     )
 
 
+@contextlib.contextmanager
+def _publish_lock(target: Path, timeout: float) -> Iterator[None]:
+    """Hold ``.<target name>.publish.lock`` beside ``target``: one publish of it at a time, across processes."""
+    lock = filelock.FileLock(str(target.with_name(f".{target.name}.publish.lock")), timeout=max(timeout, 300.0))
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise StoreLockedError(f"another publish of {target} has held its lock for over {lock.timeout:.0f} s") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _remove_stale_copies(target: Path) -> None:
-    """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>.tmp``) of publishes whose process
-    has ended: killed mid-publish, or a copy a held file left that could not be removed then."""
+    """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>[.<thread>].tmp``) of publishes whose
+    process has ended: killed mid-publish, or a copy a held file left that could not be removed then."""
     for copy in target.parent.glob(f".{target.name}.*.tmp"):
-        pid = copy.name[len(target.name) + 2 : -len(".tmp")]
+        pid = copy.name[len(target.name) + 2 : -len(".tmp")].split(".")[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 copy.unlink()
@@ -700,8 +892,9 @@ def _remove_stale_copies(target: Path) -> None:
 
 def _describe(conn: duckdb.DuckDBPyConnection) -> dict:
     """What a published copy holds, for its materialisation's metadata."""
-    rows, campaigns, first_day, last_day = conn.execute(
-        "SELECT count(*), count(DISTINCT campaign_id), min(local_date), max(local_date) FROM amd_daily"
+    rows, campaigns, operations, first_day, last_day = conn.execute(
+        "SELECT count(*), count(DISTINCT (operation, campaign_id)), count(DISTINCT operation), "
+        "min(local_date), max(local_date) FROM amd_daily"
     ).fetchall()[0]
     statuses = dict(conn.execute("SELECT status, count(*) FROM amd_completeness GROUP BY ALL").fetchall())
     daily = conn.execute(
@@ -711,6 +904,7 @@ def _describe(conn: duckdb.DuckDBPyConnection) -> dict:
     return {
         "rows": rows,
         "campaigns": campaigns,
+        "operations": operations,
         "first_day": first_day,
         "last_day": last_day,
         "statuses": statuses,
@@ -722,18 +916,20 @@ def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
-def _stored_days(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> list:
-    """Distinct (local_date, window_start, window_end) of the table (UTC-aware datetimes)."""
+def _stored_days(conn: duckdb.DuckDBPyConnection, table: TableSpec, operation: str) -> list:
+    """Distinct (local_date, window_start, window_end) of the operation's rows (UTC-aware datetimes)."""
     if not _has_table(conn, table.name):
         return []
     rows = conn.execute(
-        f"SELECT DISTINCT local_date, epoch(window_start), epoch(window_end) FROM {table.name}"
+        f"SELECT DISTINCT local_date, epoch(window_start), epoch(window_end) FROM {table.name} WHERE operation = ?",
+        [operation],
     ).fetchall()
     return [(d, dt.datetime.fromtimestamp(s, dt.UTC), dt.datetime.fromtimestamp(e, dt.UTC)) for d, s, e in rows]
 
 
-def _days_in_other_zone(conn: duckdb.DuckDBPyConnection, table: TableSpec, timezone: str) -> bool:
-    """True when a file that records no zone holds a day whose window is not that day in ``timezone``."""
+def _days_in_other_zone(conn: duckdb.DuckDBPyConnection, table: TableSpec, timezone: str, operation: str) -> bool:
+    """True when an operation that records no zone has a day whose window is not that day in ``timezone``."""
     return any(
-        (w := day_window(d, timezone)).start != start or w.end != end for d, start, end in _stored_days(conn, table)
+        (w := day_window(d, timezone)).start != start or w.end != end
+        for d, start, end in _stored_days(conn, table, operation)
     )

@@ -1,19 +1,21 @@
 """The analyst views, defined in one place: named for what a row is. No dagster.
 
-They read ``amd_daily``, ``amd_intraday``, ``campaigns``, ``amd_window_issues`` and ``amd_meta`` (``timezone``,
-``start_date``), so "today" and "the last 8 weeks" are the operation's local days whatever the
-reader's session time zone is.
+They read ``amd_daily``, ``amd_intraday``, ``campaigns``, ``amd_window_issues`` and ``amd_operations``
+(each operation's ``timezone`` and ``start_date``). Every view's first column is ``operation`` and
+every window, join and group is per (operation, campaign): two operations' campaign ids may collide.
+"Today" and "the last 8 weeks" are each operation's own local days, whatever the reader's session time
+zone is.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-# today in the operation's zone, and the first day of the partition matrix (else the first stored day)
-_TODAY = "timezone((SELECT value FROM amd_meta WHERE key = 'timezone'), now())::DATE"
-_FIRST_DAY = (
-    "coalesce((SELECT value FROM amd_meta WHERE key = 'start_date')::DATE, (SELECT min(local_date) FROM amd_daily))"
-)
+
+# today in operation ``alias``'s zone (``alias`` has an ``operation`` column)
+def _today(alias: str) -> str:
+    return f"timezone((SELECT o.timezone FROM amd_operations o WHERE o.operation = {alias}.operation), now())::DATE"
+
 
 # The unusual-days rule (the view amd_unusual_days and the check amd_daily_unusual_days).
 UNUSUAL_HISTORY = 8  # the same weekday's last 8 final days before the day
@@ -29,28 +31,41 @@ VIEWS: dict[str, str] = {
     # One row per campaign and local day: the total, whether it is final, its 7-day mean (the day and
     # the 6 before it that have a row) and the change against the same weekday a week earlier.
     "amd_daily_trend": """
-        SELECT d.campaign_id,
+        SELECT d.operation,
+               d.campaign_id,
                c.campaign_name,
                d.local_date,
                d.total_amd,
                d.is_final,
                round(avg(d.total_amd) OVER (
-                   PARTITION BY d.campaign_id ORDER BY d.local_date
+                   PARTITION BY d.operation, d.campaign_id ORDER BY d.local_date
                    RANGE BETWEEN INTERVAL 6 DAYS PRECEDING AND CURRENT ROW), 2) AS avg_7d,
                d.total_amd - w.total_amd AS vs_week_before
         FROM amd_daily d
-        LEFT JOIN campaigns c ON c.campaign_id = d.campaign_id
-        LEFT JOIN amd_daily w ON w.campaign_id = d.campaign_id AND w.local_date = d.local_date - 7
+        LEFT JOIN campaigns c ON c.operation = d.operation AND c.campaign_id = d.campaign_id
+        LEFT JOIN amd_daily w ON w.operation = d.operation AND w.campaign_id = d.campaign_id
+                             AND w.local_date = d.local_date - 7
     """,
-    # One row per campaign and day from the first day to today: fetched, zero, partial, rejected,
-    # deferred, or missing (never fetched). Campaigns are those with a row or an issue.
+    # One row per campaign and day from the operation's first day (its start date, else its first
+    # stored day) to its today: fetched, zero, partial, rejected, deferred, or missing (never fetched).
+    # Campaigns are those with a row or an issue.
     "amd_completeness": f"""
         WITH ids AS (
-            SELECT campaign_id FROM amd_daily UNION SELECT campaign_id FROM amd_window_issues
+            SELECT operation, campaign_id FROM amd_daily UNION SELECT operation, campaign_id FROM amd_window_issues
+        ), ops AS (
+            SELECT DISTINCT operation FROM ids
+        ), bounds AS (
+            SELECT ops.operation,
+                   coalesce((SELECT o.start_date FROM amd_operations o WHERE o.operation = ops.operation),
+                            (SELECT min(d.local_date) FROM amd_daily d WHERE d.operation = ops.operation)) AS first_day,
+                   {_today("ops")} AS today
+            FROM ops
         ), days AS (
-            SELECT unnest(generate_series({_FIRST_DAY}, {_TODAY}, INTERVAL 1 DAY))::DATE AS local_date
+            SELECT operation, unnest(generate_series(first_day, today, INTERVAL 1 DAY))::DATE AS local_date
+            FROM bounds
         )
-        SELECT ids.campaign_id,
+        SELECT ids.operation,
+               ids.campaign_id,
                days.local_date,
                CASE
                    WHEN a.campaign_id IS NOT NULL AND NOT a.is_final THEN 'partial'
@@ -62,26 +77,29 @@ VIEWS: dict[str, str] = {
                a.total_amd,
                a.fetched_at,
                i.detail
-        FROM ids CROSS JOIN days
-        LEFT JOIN amd_daily a ON a.campaign_id = ids.campaign_id AND a.local_date = days.local_date
-        LEFT JOIN amd_window_issues i ON i.campaign_id = ids.campaign_id AND i.local_date = days.local_date
+        FROM ids JOIN days ON days.operation = ids.operation
+        LEFT JOIN amd_daily a ON a.operation = ids.operation AND a.campaign_id = ids.campaign_id
+                             AND a.local_date = days.local_date
+        LEFT JOIN amd_window_issues i ON i.operation = ids.operation AND i.campaign_id = ids.campaign_id
+                                     AND i.local_date = days.local_date
     """,
-    # One row per campaign and weekday: the mean total of its final days in the last 8 weeks.
+    # One row per campaign and weekday: the mean total of its final days in the operation's last 8 weeks.
     "amd_weekday_profile": f"""
-        SELECT campaign_id,
-               isodow(local_date) AS weekday_number,
-               dayname(local_date) AS weekday,
-               round(avg(total_amd), 2) AS avg_total_amd,
+        SELECT d.operation,
+               d.campaign_id,
+               isodow(d.local_date) AS weekday_number,
+               dayname(d.local_date) AS weekday,
+               round(avg(d.total_amd), 2) AS avg_total_amd,
                count(*) AS days
-        FROM amd_daily
-        WHERE is_final AND local_date > {_TODAY} - 56
+        FROM amd_daily d
+        WHERE d.is_final AND d.local_date > {_today("d")} - 56
         GROUP BY ALL
     """,
     # One row per campaign and final day far from that campaign's usual for the weekday: its total
     # against the median and MAD of the same weekday's last 8 final days before it (at least 4).
     "amd_unusual_days": f"""
         WITH final AS (
-            SELECT campaign_id, local_date, total_amd, isodow(local_date) AS weekday_number
+            SELECT operation, campaign_id, local_date, total_amd, isodow(local_date) AS weekday_number
             FROM amd_daily WHERE is_final
         ), scored AS (
             SELECT *,
@@ -89,10 +107,11 @@ VIEWS: dict[str, str] = {
                    mad(total_amd) OVER w AS mad,
                    count(*) OVER w AS history_days
             FROM final
-            WINDOW w AS (PARTITION BY campaign_id, weekday_number ORDER BY local_date
+            WINDOW w AS (PARTITION BY operation, campaign_id, weekday_number ORDER BY local_date
                          ROWS BETWEEN {UNUSUAL_HISTORY} PRECEDING AND 1 PRECEDING)
         )
-        SELECT campaign_id,
+        SELECT operation,
+               campaign_id,
                local_date,
                dayname(local_date) AS weekday,
                total_amd,
@@ -105,24 +124,30 @@ VIEWS: dict[str, str] = {
         WHERE history_days >= {UNUSUAL_MIN_HISTORY}
           AND abs(total_amd - usual_total_amd) > {UNUSUAL_THRESHOLD} * {_SCALE}
     """,
-    # Today so far: the snapshots of today next to the usual cumulative at the same time of day, the
-    # median over the same weekday's days of the last 8 weeks of each day's last snapshot at or before it.
+    # Today so far: the snapshots of the operation's today next to the usual cumulative at the same time
+    # of day, the median over the same weekday's days of the last 8 weeks of each day's last snapshot at or
+    # before it.
     "amd_intraday_today": f"""
         WITH snapshots AS (
-            SELECT campaign_id, local_date, fetched_at, total_amd,
-                   timezone((SELECT value FROM amd_meta WHERE key = 'timezone'), fetched_at)::TIME AS time_of_day
-            FROM amd_intraday
+            SELECT s.operation, s.campaign_id, s.local_date, s.fetched_at, s.total_amd,
+                   timezone((SELECT o.timezone FROM amd_operations o WHERE o.operation = s.operation),
+                            s.fetched_at)::TIME AS time_of_day,
+                   {_today("s")} AS op_today
+            FROM amd_intraday s
         ), today AS (
-            SELECT * FROM snapshots WHERE local_date = {_TODAY}
+            SELECT * FROM snapshots WHERE local_date = op_today
         ), past AS (
             SELECT * FROM snapshots
-            WHERE local_date < {_TODAY} AND local_date >= {_TODAY} - 56 AND isodow(local_date) = isodow({_TODAY})
+            WHERE local_date < op_today AND local_date >= op_today - 56 AND isodow(local_date) = isodow(op_today)
         ), then_at AS (
-            SELECT t.campaign_id, t.fetched_at, p.local_date, arg_max(p.total_amd, p.fetched_at) AS total_then
-            FROM today t JOIN past p ON p.campaign_id = t.campaign_id AND p.time_of_day <= t.time_of_day
+            SELECT t.operation, t.campaign_id, t.fetched_at, p.local_date,
+                   arg_max(p.total_amd, p.fetched_at) AS total_then
+            FROM today t JOIN past p ON p.operation = t.operation AND p.campaign_id = t.campaign_id
+                                    AND p.time_of_day <= t.time_of_day
             GROUP BY ALL
         )
-        SELECT t.campaign_id,
+        SELECT t.operation,
+               t.campaign_id,
                t.local_date,
                t.fetched_at,
                t.time_of_day,
@@ -130,7 +155,8 @@ VIEWS: dict[str, str] = {
                median(h.total_then) AS usual_total_amd,
                count(h.local_date) AS usual_days
         FROM today t
-        LEFT JOIN then_at h ON h.campaign_id = t.campaign_id AND h.fetched_at = t.fetched_at
+        LEFT JOIN then_at h ON h.operation = t.operation AND h.campaign_id = t.campaign_id
+                           AND h.fetched_at = t.fetched_at
         GROUP BY ALL
     """,
 }
