@@ -26,6 +26,15 @@ CAMPAIGNS = ["20717", "20718", "20731"]
 CONTENTION = pytest.mark.xdist_group("contention")
 
 
+def pytest_configure(config):
+    """No test sees the operation folders of the checkout (amd_pipeline/defs): a developer's own operations
+    would change what every test loads. A test that wants operations points AMD_OPERATIONS_DIR at its own;
+    test_dg.py (which runs `dg` as a person does, on the project) drops the variable."""
+    import tempfile
+
+    os.environ.setdefault("AMD_OPERATIONS_DIR", tempfile.mkdtemp(prefix="amd-tests-no-operations-"))
+
+
 def pytest_collection_modifyitems(items):
     """The real `dagster dev` test first: it mostly waits for the daemon, so under pytest-xdist it starts
     at once on one worker while the other runs the rest, instead of lengthening the run at its end.

@@ -88,6 +88,36 @@ def campaign_source(op: WolkvoxOperation) -> CampaignSource:
     return CampaignSource(campaign_ids=",".join(op.campaigns))
 
 
+_STORE_SETTINGS = (
+    "AMD_DUCKDB_PATH",
+    "AMD_WORKING_DUCKDB_PATH",
+    "AMD_BATCH_SIZE",
+    "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS",
+    "AMD_PUBLISHED_STORAGE_VERSION",
+    "AMD_PUBLISHED_PARQUET",
+    "AMD_INTRADAY_KEEP_DAYS",
+)
+_stores: dict[tuple, AmdStoreResource] = {}
+
+
+def shared_store() -> AmdStoreResource:
+    """The one analysts' store every operation writes, as ONE object per setting of its variables: each
+    operation's Definitions carry it (a component builds on its own), and merging them keeps one, since
+    Dagster refuses one resource key bound to two objects."""
+    key = tuple((name, bool(os.environ.get(name))) for name in _STORE_SETTINGS)
+    if key not in _stores:
+        _stores[key] = AmdStoreResource(
+            path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+            working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
+            batch_size=env_int_or("AMD_BATCH_SIZE"),
+            lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
+            published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION", DEFAULT_STORAGE_VERSION),
+            published_parquet=env_or("AMD_PUBLISHED_PARQUET", ""),
+            intraday_keep_days=env_int_or("AMD_INTRADAY_KEEP_DAYS"),
+        )
+    return _stores[key]
+
+
 def build_operation(op: WolkvoxOperation) -> dg.Definitions:
     """One operation's asset, checks, job, schedules, sensor and its own resources (keys named for it)."""
     # Fresh means today was refreshed within three refresh intervals.
@@ -104,7 +134,11 @@ def build_operation(op: WolkvoxOperation) -> dg.Definitions:
         jobs=[job],
         schedules=build_schedules(job, op),
         sensors=[build_campaign_sensor(op)],
-        resources={op.wolkvox_key: wolkvox_resource(op), op.campaign_source_key: campaign_source(op)},
+        resources={
+            op.wolkvox_key: wolkvox_resource(op),
+            op.campaign_source_key: campaign_source(op),
+            "amd_store": shared_store(),
+        },
     )
 
 
@@ -117,15 +151,7 @@ def build_shared(operations: list[WolkvoxOperation], settings: DefinitionSetting
         jobs=[cleanup_job],
         schedules=[cleanup_schedule],
         resources={
-            "amd_store": AmdStoreResource(
-                path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
-                working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
-                batch_size=env_int_or("AMD_BATCH_SIZE"),
-                lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
-                published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION", DEFAULT_STORAGE_VERSION),
-                published_parquet=env_or("AMD_PUBLISHED_PARQUET", ""),
-                intraday_keep_days=env_int_or("AMD_INTRADAY_KEEP_DAYS"),
-            ),
+            "amd_store": shared_store(),
             "retention": Retention(keep_days=env_int_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),
         },
         # Token-bound steps run in the run's own process: the multiprocess executor would hold the

@@ -110,7 +110,9 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
     token_env: str = Field(description="Name of the environment variable that holds the operation's token.")
     timezone: str = Field(default=DEFAULT_TIMEZONE, description="The operation's IANA zone: its days and budget.")
     start_date: str = Field(default=DEFAULT_START_DATE.isoformat(), description="First day of the partitions.")
-    campaigns: list[str] = Field(default_factory=list, description="Campaign ids; empty: discover predictive ones.")
+    campaigns: list[str | int] = Field(
+        default_factory=list, description="Campaign ids, like [20717, 20731]; empty: discover predictive ones."
+    )
     campaign_all: Literal["auto", "on", "off"] = Field(default="auto", description="One campaign_id=all call per day.")
     daily_quota: int = Field(default=0, description="Calls per day (licenses x 1000); 0: ask token_info daily.")
     quota_share: float = Field(default=0.5, description="Share of the token's daily quota this operation may spend.")
@@ -158,7 +160,7 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
 
     @field_validator("campaigns")
     @classmethod
-    def _campaigns(cls, value: list[str]) -> list[str]:
+    def _campaigns(cls, value: list[str | int]) -> list[str]:
         return list(dict.fromkeys(_checked(check_campaign_id, str(c).strip(), "campaigns:") for c in value))
 
     @field_validator("refresh_cron", "restate_cron")
