@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
-import subprocess
 import sys
 import threading
 import uuid
@@ -30,7 +29,6 @@ from amd_pipeline.wolkvox.windows import day_window
 
 BOGOTA = "America/Bogota"
 LANDED = "b06ee64"  # main before operations: the files it wrote are what the migration meets
-REPO = Path(__file__).resolve().parents[1]
 
 
 def row(campaign: str, day: dt.date, total: int, *, zone: str = BOGOTA, final: bool = True) -> dict:
@@ -164,19 +162,15 @@ def test_each_operation_claims_its_own_zone(tmp_path):
 
 
 def landed_store_module(tmp_path: Path):
-    """``store.py`` and ``views.py`` as main had them before operations (git), importable as a package of
-    their own; the modules they import that did not change (normalize, settings, export, ...) are today's."""
+    """``store.py`` and ``views.py`` as main had them before operations (``landed/``, from git), importable as
+    a package of their own; the modules they import that did not change (normalize, settings, export, ...)
+    are today's."""
     name = f"landed_{uuid.uuid4().hex[:8]}"
     package = tmp_path / name
     package.mkdir()
     (package / "__init__.py").write_text("")
     for module in ("store", "views"):
-        source = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{LANDED}:amd_pipeline/core/{module}.py"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        source = (Path(__file__).parent / "landed" / f"{module}_{LANDED}.py.txt").read_text()
         (package / f"{module}.py").write_text(source.replace("amd_pipeline.core.views", f"{name}.views"))
     sys.path.insert(0, str(tmp_path))
     try:

@@ -736,13 +736,38 @@ class AmdStore:
         finally:
             conn.close()
 
-    def query(self, sql: str, params: list | None = None, *, timezone: str | None = None) -> pd.DataFrame:
-        """Run ``sql`` on a read-only connection and return a frame."""
+    def query(
+        self, sql: str, params: list | None = None, *, timezone: str | None = None, operation: str | None = None
+    ) -> pd.DataFrame:
+        """Run ``sql`` on a read-only connection and return a frame.
+
+        With ``operation``, every table that has an ``operation`` column is seen through a temporary view
+        of that operation's rows under the same name (DuckDB looks in ``temp`` first), so the SQL, and the
+        file's views it reads, see that operation alone."""
         conn = self.connect(read_only=True)
         try:
             if timezone:
                 conn.execute(f"SET TimeZone = '{ZoneInfo(timezone).key}'")  # ZoneInfo rejects anything but a zone name
+            if operation is not None:
+                _only(conn, operation)
             return conn.execute(sql, params or []).df()
+        finally:
+            conn.close()
+
+    def operations(self) -> list[str]:
+        """The operations whose rows the file holds (a file from before operations: the default one)."""
+        if not self.path.exists():
+            return []
+        conn = self.connect(read_only=True)
+        try:
+            columns = _columns(conn)
+            found = set()
+            for table, names in columns.items():
+                if "operation" in names:
+                    found |= {o for (o,) in conn.execute(f'SELECT DISTINCT operation FROM "{table}"').fetchall()}
+            if not found and "amd_daily" in columns:
+                found.add(DEFAULT_OPERATION)
+            return sorted(found)
         finally:
             conn.close()
 
@@ -775,6 +800,17 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY
     if _needs_migration(conn, table):
         with _transaction(conn):
             _migrate(conn, table)
+
+
+def _only(conn: duckdb.DuckDBPyConnection, operation: str) -> None:
+    """Shadow each table that has an ``operation`` column with a temporary view of ``operation``'s rows."""
+    database = conn.execute("SELECT current_database()").fetchone()[0]
+    literal = "'" + operation.replace("'", "''") + "'"  # a view takes no bound parameter
+    for table, names in _columns(conn).items():
+        if "operation" in names:
+            conn.execute(
+                f'CREATE TEMP VIEW "{table}" AS SELECT * FROM "{database}".main."{table}" WHERE operation = {literal}'
+            )
 
 
 def _per_operation(table: TableSpec) -> dict[str, str]:
