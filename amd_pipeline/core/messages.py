@@ -62,9 +62,9 @@ def explain(exc: BaseException, *, deferred: int = 0, timezone: str = "") -> str
     if isinstance(exc, errors.TransportError):
         return f"could not reach {exc.host} ({exc.reason}, {_attempts(exc)}): {ALLOW_LIST_HINT}"
     if isinstance(exc, errors.InvalidTokenError):
-        return f"the server refused the token (403 PLEASE VALIDATE TOKEN) for {exc.request}: check WOLKVOX_TOKEN"
+        return f"the server refused the token (403 PLEASE VALIDATE TOKEN) for {exc.request}: check {exc.token_env}"
     if isinstance(exc, errors.MissingTokenError):
-        return f"the server says no token was sent (401) for {exc.request}: set WOLKVOX_TOKEN"
+        return f"the server says no token was sent (401) for {exc.request}: set {exc.token_env}"
     if isinstance(exc, errors.QuotaExhaustedError):
         return (
             f"the operation's daily call quota is spent (403 TOKEN LIMIT EXCEEDED) at {exc.request}: "

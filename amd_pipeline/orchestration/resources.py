@@ -153,6 +153,7 @@ class WolkvoxResource(dg.ConfigurableResource):
             ),
             lease=self.guard().lease,
             before_call=lambda: ledger.charge(source, limit[0]),
+            token_env=self.token_env,
         )
         budget = self.budget(ledger)
         if budget.daily_quota is None:

@@ -222,9 +222,11 @@ class WolkvoxClient:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         max_calls: int | None = None,
         before_call: Callable[[], object] = lambda: None,
+        token_env: str = "WOLKVOX_TOKEN",
     ):
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self.token_env = token_env  # the variable the token came from: what a token error tells people to check
         self.timeouts = timeouts
         self.retry = retry
         self._lease = lease
@@ -362,7 +364,8 @@ class WolkvoxClient:
             )
         except errors.WolkvoxError as exc:
             record["outcome"] = type(exc).__name__
-            exc.args = (self._redact(exc.args[0]),)
+            exc.args = (self._redact(exc.args[0]).replace("WOLKVOX_TOKEN", self.token_env),)
+            exc.token_env = self.token_env
             raise
         if not rows:
             record["outcome"] = "empty"

@@ -40,6 +40,7 @@ class WolkvoxError(Exception):
         self.vendor_msg = vendor_msg
         self.detail = message
         self.attempts = 1
+        self.token_env = "WOLKVOX_TOKEN"  # the variable the token came from (an operation names its own)
         super().__init__(f"{request}: {message}" if request else message)
 
 
