@@ -3,6 +3,7 @@ the definitions written out here: a dropped asset, check, job, schedule, sensor 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,52 @@ def test_dg_checks_and_lists_the_definitions_of_the_code_location(tmp_path):
     listed = dg("list", "defs", "--json", home=tmp_path)
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert listed_by_dg(listed.stdout) == EXPECTED
+
+
+@pytest.mark.slow
+def test_an_operation_scaffolded_with_dg_is_listed_by_dg_and_loads_with_its_first_backfill(tmp_path):
+    # A copy of the project's pyproject.toml is a project root of its own: `dg scaffold defs` writes the
+    # folder there (amd_pipeline/defs/<id>), not into this checkout, which other tests are loading meanwhile.
+    # The code is the installed package's, unchanged; AMD_OPERATIONS_DIR points it at the new folder.
+    from amd_pipeline.core.store import AmdStore
+    from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
+    from amd_pipeline_tests import forkserver
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "amd_pipeline" / "defs").mkdir(parents=True)  # as the checkout has it
+    with Simulator(SimConfig(token="SECRET-third-" + os.urandom(6).hex(), operation="third_lim")) as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AMD_", "WOLKVOX_"))}
+        env.update(
+            HOME=str(tmp_path), DAGSTER_HOME=str(tmp_path / "home"), VIRTUAL_ENV=str(Path(sys.executable).parents[1])
+        )
+        scaffolded = subprocess.run(
+            [DG, "scaffold", "defs", "amd_pipeline.WolkvoxOperation", "third_lim", "--base-url", sim.url,
+             "--token-env", "WOLKVOX_TOKEN_THIRD", "--timezone", "America/Lima", "--start-date", "2026-10-01"],
+            capture_output=True, text=True, timeout=300, cwd=project, env=env,
+        )  # fmt: skip
+        assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
+        folder = project / "amd_pipeline" / "defs"
+        assert (folder / "third_lim" / "defs.yaml").exists()
+        env.update(AMD_OPERATIONS_DIR=str(folder), WOLKVOX_TOKEN_THIRD=sim.config.token)
+        listed = subprocess.run(
+            [DG, "list", "defs", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+        )
+        assert listed.returncode == 0, listed.stderr[-3000:]
+        found = listed_by_dg(listed.stdout)
+        assert "third_lim/amd_daily" in found["assets"]
+        assert ("third_lim__amd_daily_refresh", "*/5 * * * *") in found["schedules"]
+        assert "third_lim__campaign_partitions" in found["sensors"]
+
+        env.update(AMD_DUCKDB_PATH=str(tmp_path / "amd.duckdb"), AMD_LOCK_DIR=str(tmp_path / "locks"))
+        loaded = forkserver.run(
+            ["backfill", "--start", "2026-10-01", "--end", "2026-10-07", "--quiet"], env=env, cwd=tmp_path
+        )
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+    rows = AmdStore(tmp_path / "amd.duckdb").query(
+        "SELECT operation, campaign_id, local_date, total_amd FROM amd_daily"
+    )
+    assert set(rows.operation) == {"third_lim"}
+    assert len(rows) == 3 * 7  # the simulator's three predictive campaigns, discovered
+    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date(), "third_lim") for r in rows.itertuples())
