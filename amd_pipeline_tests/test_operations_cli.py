@@ -139,14 +139,14 @@ def test_operations_lists_each_operation_and_its_tokens_budget(tmp_path):
 @CONTENTION
 @pytest.mark.parametrize("lanes", ["one per token", "one for every token (control)"])
 def test_two_operations_load_at_once_into_one_file_without_waiting_for_each_others_calls(tmp_path, lanes):
-    # Each operation's backfill starts its run at a barrier; each server answers in 30 ms. With a lane per
-    # token, requests to the two servers are in flight at the same moment; the control makes every token
-    # one lane (a constant token key), as a pipeline with one global lock would.
+    # Each operation's backfill starts its run at a barrier and makes 30 calls (one per campaign and day),
+    # each answered in 40 ms. With a lane per token, requests to the two servers are in flight at the same
+    # moments; the control makes every token one lane (a constant token key), as one global lock would.
     prelude = runs_at_once(tmp_path / "gate", 2)
     if lanes != "one per token":
         prelude += "import amd_pipeline.orchestration.resources as r\nr.token_key = lambda url, token: 'f' * 20\n"
-    with two_servers(latency_ms=30) as sims:
-        env = operations_env(tmp_path, sims)
+    with two_servers(latency_ms=40) as sims:
+        env = operations_env(tmp_path, sims, **{op: {"campaign_all": "off"} for op in ZONES})
         (tmp_path / "gate").mkdir()
         results = {}
 
@@ -163,7 +163,7 @@ def test_two_operations_load_at_once_into_one_file_without_waiting_for_each_othe
     for op, result in results.items():
         assert result.returncode == 0, (op, result.stderr[-2000:])
         assert stats[op]["overlaps"] == 0
-        assert stats[op]["calls"].get("campaign_6:all", 0) <= 11  # one per day, and token_info
+        assert stats[op]["calls"]["campaign_6:one"] == 30
     published = rows_by_operation(tmp_path / "data" / "amd.duckdb")
     assert published == {op: truth_of(op) for op in sims}
     at_once = sum(
@@ -173,7 +173,7 @@ def test_two_operations_load_at_once_into_one_file_without_waiting_for_each_othe
         if a_start < b_end and b_start < a_end
     )
     if lanes == "one per token":
-        assert at_once >= 5, f"only {at_once} requests of one operation were in flight beside the other's"
+        assert at_once >= 3, f"only {at_once} requests of one operation were in flight beside the other's"
     else:
         assert at_once == 0
 

@@ -119,7 +119,6 @@ def run_backfill(
     op = load_operations().get(operation)
     settings = op.run_settings()
     timezone = settings.definition.timezone
-    zone_setting = "WOLKVOX_TIMEZONE" if op.from_environment else f"the timezone of operation {op.id}"
     start_setting = "AMD_START_DATE" if op.from_environment else f"{op.id}'s start_date"
     explicit = list(dict.fromkeys(check_campaign_id(c) for c in campaigns))
     today = dt.datetime.now(ZoneInfo(timezone)).date()
@@ -133,10 +132,15 @@ def run_backfill(
     stored = None
     with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
         stored = AmdStore(settings.working_path, operation=op.id, lock_timeout=0).stored_timezone()
+    if stored not in (None, timezone) and op.from_environment:
+        raise SettingsError(
+            f"{settings.working_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
+            f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
+        )
     if stored not in (None, timezone):
         raise SettingsError(
-            f"{settings.working_path} holds {op.id}'s days in {stored}, but {zone_setting} is {timezone}: set it "
-            f"back to {stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
+            f"{settings.working_path} holds {op.id}'s days in {stored}, but its defs.yaml says timezone: {timezone}: "
+            f"set it back, or move them with `amd-pipeline migrate-timezone --operation {op.id} --to {timezone}`"
         )
 
     import dagster as dg
@@ -196,7 +200,7 @@ def run_backfill(
             )
     missing = [r for r in requests if (r.campaign_id, r.window.start) not in final]
     home_path = prepare_home(home)
-    instance = get_instance(home_path)
+    instance = get_instance(home_path, op.pool)
     daily = settings.numbers["WOLKVOX_DAILY_QUOTA"] or (quota["token_limit"] if quota else 0)
     plan = Plan(
         windows=len(missing),
@@ -324,5 +328,9 @@ def _failure_of(result) -> tuple[str, bool]:
             return data.error.message.strip().splitlines()[-1], False
     for event in result.all_events:
         if event.is_failure and event.message:
-            return event.message.strip(), False
+            # A run that failed outside its step ("An exception was thrown during execution"): its error's
+            # own last line says what it was.
+            error = getattr(event.event_specific_data, "error", None)
+            cause = error.message.strip().splitlines()[-1] if error and error.message.strip() else ""
+            return (f"{event.message.strip()} ({cause})" if cause else event.message.strip()), False
     return "the run failed before its step started", False

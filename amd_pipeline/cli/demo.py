@@ -96,6 +96,10 @@ def run_demo(*, days: int, latency_ms: float, fault_rate: float, home: str | Non
             os.environ.pop(name, None)
         os.environ["AMD_DUCKDB_PATH"] = duckdb_path
         os.environ.pop("AMD_WORKING_DUCKDB_PATH", None)
+        # The demo is the single operation these variables describe, whatever operation folders exist.
+        no_folders = home / "demo_no_operations"
+        no_folders.mkdir(exist_ok=True)
+        os.environ["AMD_OPERATIONS_DIR"] = str(no_folders)
         print(
             f"demo: Wolkvox simulator at {sim.url} ({latency_ms:g} ms per answer, faults on {fault_rate:.0%} of calls)"
         )

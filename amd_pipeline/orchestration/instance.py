@@ -84,12 +84,12 @@ def cannot_open(home: Path, exc: Exception) -> str:
     )
 
 
-def get_instance(home: Path) -> dg.DagsterInstance:
-    """The instance in ``home`` (:func:`open_instance`), with the token pool limited to 1 even if
-    dagster.yaml forgot it."""
+def get_instance(home: Path, pool: str = "wolkvox_token") -> dg.DagsterInstance:
+    """The instance in ``home`` (:func:`open_instance`), with the token's pool (an operation's own,
+    ``WolkvoxOperation.pool``) limited to 1 even if dagster.yaml forgot it."""
     instance = open_instance(home)
     if not pool_limit_configured(home):
-        instance.event_log_storage.set_concurrency_slots("wolkvox_token", 1)
+        instance.event_log_storage.set_concurrency_slots(pool, 1)
     return instance
 
 
