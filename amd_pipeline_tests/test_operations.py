@@ -140,8 +140,9 @@ def test_operations_that_share_a_token_variable_share_its_pool(tmp_path):
         ({"id": "Acme Bog"}, "id 'Acme Bog' is not an operation id"),
         ({"server": "wv10"}, "server='wv10' is not a server nomenclature"),
         ({"start_date": "2025-13-01"}, "start_date '2025-13-01' is not a date"),
-        ({"campaigns": ["20717", "all"]}, "campaigns: 'all' is not a campaign id"),
-        ({"quota_share": 2}, "AMD_QUOTA_SHARE=2 is out of range"),
+        ({"campaigns": ["20717", "all"]}, "campaigns 'all' is not a campaign id"),
+        ({"quota_share": 2}, "quota_share=2 is out of range"),
+        ({"restate_days": 40}, "restate_days=40 is out of range: use 1..31"),
         ({"refresh_cron": "every 5"}, "refresh_cron='every 5' is not a cron expression"),
     ],
 )
@@ -155,6 +156,18 @@ def test_a_bad_defs_yaml_is_one_line_naming_the_file_and_the_field(tmp_path, att
     assert "\n" not in message
     assert message.startswith(f"{path}: ")
     assert expected in message
+
+
+def test_a_defs_yaml_that_is_not_yaml_is_one_line_naming_the_file_and_the_line(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "defs.yaml").write_text(
+        'type: amd_pipeline.WolkvoxOperation\nattributes:\n  id: x\n  server: "0010\n  token_env: T\n'
+    )
+    with pytest.raises(SettingsError) as raised:
+        load_operations({"AMD_OPERATIONS_DIR": str(tmp_path)})
+    assert str(raised.value) == (
+        f"{tmp_path / 'x' / 'defs.yaml'}: line 4: while scanning a quoted scalar, found unexpected end of stream"
+    )
 
 
 def test_two_folders_with_one_id_are_refused_naming_both_files(tmp_path):

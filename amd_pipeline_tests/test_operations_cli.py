@@ -243,6 +243,9 @@ def test_query_report_and_export_show_one_operation_on_request(tmp_path):
     assert one.stdout.split() == ["operation", "beta_mex"]
     unknown = amd(env, "query", "--operation", "gamma", "SELECT 1", cwd=tmp_path)
     assert unknown.returncode == 2 and "holds acme_bog, beta_mex" in unknown.stderr
+    mistyped = amd(env, "migrate-timezone", "--to", "America/Lima", "--operation", "gama", cwd=tmp_path)
+    assert mistyped.returncode == 2 and "'gama' is not in" in mistyped.stderr
+    assert AmdStore(tmp_path / "data" / "amd.working.duckdb").operations() == ["acme_bog", "beta_mex"]
     exported = amd(env, "export", "--format", "csv", "--out", "out", "--operation", "acme_bog", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert {line.split(",")[0] for line in (tmp_path / "out" / "amd_daily.csv").read_text().splitlines()[1:]} == {

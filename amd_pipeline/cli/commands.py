@@ -311,6 +311,9 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
     operation = args.operation or DEFAULT_OPERATION
+    held = AmdStore(path).operations()
+    if args.operation and args.operation not in held:  # a mistyped id would claim a zone for nothing
+        raise SettingsError(f"--operation {args.operation!r} is not in {path}, which holds {', '.join(held) or 'none'}")
     done = AmdStore(path, operation=operation).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
         try:

@@ -50,12 +50,25 @@ _ID = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+# The single-operation variables a shared check names, as a defs.yaml calls them.
+_FIELD_NAMES = {
+    "WOLKVOX_BASE_URL": "base_url",
+    "WOLKVOX_SERVER": "server",
+    "WOLKVOX_CAMPAIGN_ALL": "campaign_all",
+    "AMD_QUOTA_SHARE": "quota_share",
+}
+
+
 def _checked(check, *args):
-    """A settings check as pydantic wants it: a SettingsError becomes a ValueError with the same sentence."""
+    """A settings check as pydantic wants it: a SettingsError becomes a ValueError with the same sentence,
+    naming the defs.yaml field rather than the environment variable."""
     try:
         return check(*args)
     except SettingsError as exc:
-        raise ValueError(str(exc)) from None
+        message = str(exc)
+        for variable, field in _FIELD_NAMES.items():
+            message = message.replace(variable, field)
+        raise ValueError(message) from None
 
 
 class OperationParams(BaseModel):
@@ -90,8 +103,8 @@ class OperationScaffolder(dg.Scaffolder[OperationParams]):
         attributes |= {"token_env": token_env, "timezone": params.timezone, "start_date": params.start_date}
         scaffold_component(request, attributes)
         with open(request.target_path / "defs.yaml", "a", encoding="utf-8") as f:
-            # dg checks that the token's variable is set (`dg check defs`, `dg dev`); its value never
-            # enters a file. Campaigns are discovered unless listed (campaigns: ["20717", "20731"]).
+            # The token's variable, for `dg list envs`; its value never enters a file. Campaigns are
+            # discovered unless listed (campaigns: [20717, 20731]).
             f.write(f"\nrequirements:\n  env:\n    - {token_env}\n")
 
 
@@ -161,7 +174,7 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
     @field_validator("campaigns")
     @classmethod
     def _campaigns(cls, value: list[str | int]) -> list[str]:
-        return list(dict.fromkeys(_checked(check_campaign_id, str(c).strip(), "campaigns:") for c in value))
+        return list(dict.fromkeys(_checked(check_campaign_id, str(c).strip(), "campaigns") for c in value))
 
     @field_validator("refresh_cron", "restate_cron")
     @classmethod
@@ -183,12 +196,7 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
             _, low, high = INT_SETTINGS[setting]
             if not low <= getattr(self, field) <= high:
                 raise ValueError(f"{field}={getattr(self, field)} is out of range: use {low}..{high}")
-        try:
-            base_url_for(self.server.strip(), self.base_url)
-        except SettingsError as exc:
-            raise ValueError(
-                str(exc).replace("WOLKVOX_BASE_URL", "base_url").replace("WOLKVOX_SERVER", "server")
-            ) from None
+        _checked(base_url_for, self.server.strip(), self.base_url)
         return self
 
     @classmethod

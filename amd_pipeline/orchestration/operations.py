@@ -86,12 +86,18 @@ def _one_line(path: Path, exc: Exception) -> str:
         field = field.removeprefix("attributes.")
         if first.get("type") == "missing":
             return f"{path}: {field} is missing"
+        if field == "attributes":  # a check of several fields: its sentence names them
+            return f"{path}: {str(first.get('msg', '')).removeprefix('Value error, ')}"
         message = str(first.get("msg", "")).removeprefix("Value error, ")
         if message.startswith((f"{field} ", f"{field}=")):  # our checks name the field themselves
             return f"{path}: {message}"
         return f"{path}: {field}: {message}"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{path}: {lines[-1] if lines else type(exc).__name__}"
+    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+    if mark is not None:  # a YAML syntax error: where, and what the parser found
+        said = ", ".join(part for part in (getattr(exc, "context", None), getattr(exc, "problem", None)) if part)
+        return f"{path}: line {mark.line + 1}: {said or 'not valid YAML'}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and line.strip() != "^"]
+    return f"{path}: {lines[0] if lines else type(exc).__name__}"
 
 
 def load_operations(environ: Mapping[str, str] | None = None) -> Operations:
