@@ -254,3 +254,16 @@ def test_query_report_and_export_show_one_operation_on_request(tmp_path):
     report = amd(env, "report", "--out", "r.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert "beta_mex" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_demo_never_loads_the_operation_folders(tmp_path):
+    # A folder pointing at a server (here a second simulator standing for a real one) must get no call: the
+    # demo is always the one operation of its own simulator.
+    with two_servers() as sims:
+        env = operations_env(tmp_path, {"acme_bog": sims["acme_bog"]})
+        demo = amd(env, "demo", "--days", "3", "--fault-rate", "0", cwd=tmp_path)
+        stats = sims["acme_bog"].stats()
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "9 equal the simulator's ground truth" in demo.stdout
+    assert stats["requests"] == 0
