@@ -110,7 +110,12 @@ def test_several_operations_need_operation_and_a_bad_defs_yaml_stops_every_comma
         (tmp_path / "operations" / "beta_mex" / "defs.yaml").write_text(
             (tmp_path / "operations" / "beta_mex" / "defs.yaml").read_text().replace("Mexico_City", "Mexico_Cty")
         )
-        for command in (["backfill", "--operation", "acme_bog", "--start", str(START), "--end", str(END)], ["budget"]):
+        for command in (
+            ["backfill", "--operation", "acme_bog", "--start", str(START), "--end", str(END)],
+            ["budget"],
+            ["operations"],
+            ["dev", "--port", "39999"],  # refused before `dagster dev` starts (it would fail to load the location)
+        ):
             bad = amd(env, *command, cwd=tmp_path)
             assert bad.returncode == 2, bad.stderr
             [line] = bad.stderr.strip().splitlines()

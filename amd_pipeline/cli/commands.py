@@ -368,6 +368,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from amd_pipeline.orchestration.instance import batch_event_writes, prepare_home
 
     DefinitionSettings.from_env()  # a bad zone or start date would stop the code location from loading
+    if not args.demo:  # so would a bad defs.yaml: one line now, not a failed code location in the UI
+        from amd_pipeline.orchestration.operations import load_operations
+
+        load_operations()
     if not Path(args.workspace).exists():
         raise SettingsError(f"--workspace {args.workspace} does not exist; run this in the project folder")
     refuse_busy_port(args.port)  # else dagster dev starts its daemon anyway and serves no UI
