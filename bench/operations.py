@@ -45,13 +45,15 @@ NODES = "{ assetNodes { assetKey { path } partitionKeysByDimension { name partit
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def start_dev(workdir: Path, latency_ms: float) -> tuple[subprocess.Popen, int, dict[str, str]]:
+def start_dev(
+    workdir: Path, latency_ms: float, extra_env: dict[str, str]
+) -> tuple[subprocess.Popen, int, dict[str, str]]:
     """`amd-pipeline dev --demo` on a free port, once both operations have their campaign partitions;
     its simulators' URLs (from the defs.yaml it wrote)."""
     home = workdir / "home"
     env = clean_env()
     # No scheduled refresh during a measurement: it would share the tokens with the backfills.
-    env.update(DAGSTER_HOME=str(home), AMD_REFRESH_CRON="0 0 1 1 *")
+    env.update(DAGSTER_HOME=str(home), AMD_REFRESH_CRON="0 0 1 1 *", **extra_env)
     port = free_port()
     argv = [CLI, "dev", "--demo", "--latency-ms", str(latency_ms), "--port", str(port)]
     argv += ["--workspace", str(ROOT / "workspace.yaml")]
@@ -170,15 +172,19 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--days", type=int, default=30, help="days per campaign in each backfill")
     parser.add_argument("--rounds", type=int, default=1, help="times to run the three phases (medians at the end)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a variable for `dev` and its tree (repeat)"
+    )
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
     days = [FIRST_DAY + dt.timedelta(days=i) for i in range(args.days)]
     workdir = Path(tempfile.mkdtemp(prefix="amd-bench-ops-"))
     print(f"machine: {machine()}")
     print(f"simulator latency L = {args.latency_ms:g} ms; {len(CAMPAIGNS)} campaigns x {args.days} days")
-    print(f"workdir {workdir}")
+    print(f"workdir {workdir}" + "".join(f"; {k}={v}" for k, v in extra_env.items()))
     a, b = OPERATIONS
     log("starting `amd-pipeline dev --demo`")
-    dev, port, urls = start_dev(workdir, args.latency_ms)
+    dev, port, urls = start_dev(workdir, args.latency_ms, extra_env)
     rounds: list[list[dict]] = []
     try:
         time.sleep(5)  # let the daemon finish its first ticks
