@@ -796,3 +796,20 @@ def test_dev_passes_a_stop_signal_on_as_ctrl_c_and_kills_what_is_left_after_the_
     assert left == [] and done.returncode == status, (left, done)
     killed = "killing what is left of it" in done.stderr
     assert killed == deaf and (took >= STOP_GRACE_S) == deaf, (took, done.stderr)
+
+
+@pytest.mark.parametrize(("cron", "said"), [(None, "refresh every minute"), ("0 0 1 1 *", "refresh at '0 0 1 1 *'")])
+def test_dev_demo_says_the_refresh_its_operations_were_given(tmp_path, monkeypatch, capsys, cron, said):
+    # `dagster dev` stood for by a command that ends at once: what matters is what the demo wrote and said.
+    from amd_pipeline.cli.demo import run_dev_demo
+
+    if cron is None:
+        monkeypatch.delenv("AMD_REFRESH_CRON", raising=False)
+    else:
+        monkeypatch.setenv("AMD_REFRESH_CRON", cron)
+    argv = [sys.executable, "-c", "pass"]
+    assert run_dev_demo(home=tmp_path, argv=argv, duckdb_path=str(tmp_path / "amd.duckdb"), latency_ms=0, port=1) == 0
+    for op_id in ("demo_bog", "demo_mex"):
+        written = (tmp_path / "demo_operations" / op_id / "defs.yaml").read_text()
+        assert f"refresh_cron: '{cron or '* * * * *'}'" in written
+    assert f"; {said} into " in capsys.readouterr().err

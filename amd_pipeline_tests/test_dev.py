@@ -3,11 +3,13 @@ used as the UI is, stopped with SIGTERM; plain `amd-pipeline dev` from a termina
 
 Everything else about the daemon (which runs a UI backfill becomes, answers reused between them, which
 days a refresh reads, the sensor adding campaigns) is checked in-process in test_daemons.py; this test
-is about the processes: the webserver, the daemon and the code servers really start, a backfill launched
-as the UI does (GraphQL ``launchPartitionBackfill``) and one tick of the refresh schedule really run
-in run workers, and a stop signal stops every process of the tree, those started late included, however
-`dev` was launched. The control starts `dagster dev` itself the same background way (what `dev` used to
-exec into): SIGTERM leaves all of it running.
+is about the processes: the webserver, the daemon and the code servers really start; the demo's two
+operations (two simulators, two tokens, Bogota and Mexico City, the same campaign ids) each get a UI
+backfill launched as the UI does (GraphQL ``launchPartitionBackfill``), both at once, and the two loads
+really run side by side in run workers, each token one request at a time, into the one published file;
+a tick of a refresh schedule runs; and a stop signal stops every process of the tree, those started
+late included, however `dev` was launched. The control starts `dagster dev` itself the same background
+way (what `dev` used to exec into): SIGTERM leaves all of it running.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.posix, pytest.mark.
 CLI = forkserver.CLI
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 CAMPAIGNS = ["20717", "20718", "20731"]
-UI_DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(4)]
+# `dev --demo`'s two operations (demo.py) and their zones: two simulated servers, the same campaign ids.
+OPERATIONS = {"demo_bog": "America/Bogota", "demo_mex": "America/Mexico_City"}
+UI_DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(30)]
+# The simulators' latency here: an operation's 30 calls take about 12 s, long beside the few seconds between
+# its first run's start and the other operation's, so whether the two loads ran side by side shows in the
+# simulators' request logs.
+DEMO_LATENCY_MS = 400
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -111,9 +119,9 @@ def wait_for(what, seconds: float, every: float = 1.0):
     return value
 
 
-def campaign_partitions(port: int) -> list[str]:
+def campaign_partitions(port: int, asset: list[str]) -> list[str]:
     nodes = graphql(port, "{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }")
-    [daily] = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["amd_daily"]]
+    [daily] = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == asset]
     return {d["name"]: d["partitionKeys"] for d in daily["partitionKeysByDimension"]}["campaign"]
 
 
@@ -129,58 +137,104 @@ def stopped_cleanly(log: Path) -> bool:
     return "Dagster services shut down." in text and "killing what is left" not in text
 
 
-def test_dev_demo_launched_in_the_background_serves_a_ui_backfill_and_a_schedule_tick_and_sigterm_stops_it_all(
+def launch_backfill(port: int, op_id: str) -> str:
+    """A UI backfill of the operation's 3 campaigns x UI_DAYS, as the UI's "Materialize" dialog launches it."""
+    launched = graphql(
+        port,
+        "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
+        " ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }",
+        {
+            "p": {
+                "partitionNames": [f"{c}|{d}" for c in CAMPAIGNS for d in UI_DAYS],
+                "assetSelection": [{"path": [op_id, "amd_daily"]}],
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert "backfillId" in launched, launched
+    return launched["backfillId"]
+
+
+def backfill_runs(port: int, backfill_id: str) -> list[dict]:
+    return graphql(
+        port,
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
+        " ... on PartitionBackfill { runs { runId status } } } }",
+        {"id": backfill_id},
+    )["partitionBackfillOrError"]["runs"]
+
+
+def refresh_runs(port: int) -> list[tuple[str, str, str]]:
+    """(operation, run id, status) of every refresh run."""
+    runs = graphql(
+        port,
+        'query { runsOrError(filter: {tags: [{key: "amd_pipeline/source", value: "refresh"}]}) {'
+        " ... on Runs { results { runId status tags { key value } } } } }",
+    )["runsOrError"]["results"]
+    return [
+        ({t["key"]: t["value"] for t in r["tags"]}.get("amd_pipeline/operation", ""), r["runId"], r["status"])
+        for r in runs
+    ]
+
+
+def simulator_url(home: Path, op_id: str) -> str:
+    """Where `dev --demo` put the operation's simulator: the base_url of the defs.yaml it wrote."""
+    text = (home / "demo_operations" / op_id / "defs.yaml").read_text()
+    return re.search(r"base_url: (\S+)", text).group(1)
+
+
+def sim_get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{url}{path}", timeout=10) as response:
+        return json.load(response)
+
+
+def backfill_calls(requests: list[dict]) -> list[dict]:
+    """The campaign_6 requests for UI_DAYS (a refresh asks for today and yesterday)."""
+    days = {d.strftime("%Y%m%d") for d in UI_DAYS}
+    return [r for r in requests if r["api"] == "campaign_6" and r["date_ini"][:8] in days]
+
+
+def test_dev_demo_launched_in_the_background_runs_two_operations_ui_backfills_side_by_side_and_sigterm_stops_it_all(
     tmp_path,
 ):
     env = clean_env()
     log = tmp_path / "dev.log"
-    dev, port = start_dev(env, tmp_path, log, "--demo", background=True)
+    home = tmp_path / ".dagster_home"
+    dev, port = start_dev(env, tmp_path, log, "--demo", "--latency-ms", str(DEMO_LATENCY_MS), background=True)
     try:
-        # The sensor discovers the simulator's campaigns as soon as the daemon starts.
-        assert wait_for(lambda: campaign_partitions(port) == CAMPAIGNS, 120), log.read_text()[-3000:]
+        # Each operation's sensor discovers its simulator's campaigns as soon as the daemon starts.
+        for op_id in OPERATIONS:
+            found = wait_for(lambda op_id=op_id: campaign_partitions(port, [op_id, "amd_daily"]) == CAMPAIGNS, 120)
+            assert found, f"{op_id}: {log.read_text()[-3000:]}"
         schedules = graphql(
             port,
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
             '"amd_pipeline"}) { ... on Schedules { results { name cronSchedule scheduleState { status } } } } }',
         )["schedulesOrError"]["results"]
-        refresh = next(s for s in schedules if s["name"] == "amd_daily_refresh")
-        assert refresh["cronSchedule"] == "* * * * *" and refresh["scheduleState"]["status"] == "RUNNING"
-        launched = graphql(
-            port,
-            "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {"
-            " ... on LaunchBackfillSuccess { backfillId } } }",
-            {
-                "p": {
-                    "partitionNames": [f"{c}|{d}" for c in CAMPAIGNS for d in UI_DAYS],
-                    "assetSelection": [{"path": ["amd_daily"]}],
-                }
-            },
-        )
-        backfill_id = launched["launchPartitionBackfill"]["backfillId"]
+        refreshes = {s["name"]: s for s in schedules if s["name"].endswith("amd_daily_refresh")}
+        assert sorted(refreshes) == [f"{op_id}__amd_daily_refresh" for op_id in OPERATIONS]
+        assert all(s["cronSchedule"] == "* * * * *" for s in refreshes.values())
+        assert all(s["scheduleState"]["status"] == "RUNNING" for s in refreshes.values())
+        # Both backfills at once: the daemon picks them up in one of its 30 s iterations.
+        backfills = {op_id: launch_backfill(port, op_id) for op_id in OPERATIONS}
 
         def finished():
-            backfill = graphql(
-                port,
-                "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
-                " ... on PartitionBackfill { runs { status } } } }",
-                {"id": backfill_id},
-            )["partitionBackfillOrError"]["runs"]
-            refreshes = graphql(
-                port,
-                'query { runsOrError(filter: {tags: [{key: "amd_pipeline/source", value: "refresh"}]}) {'
-                " ... on Runs { results { runId status } } } }",
-            )["runsOrError"]["results"]
-            done = len(backfill) == 3 and all(r["status"] in ("SUCCESS", "FAILURE") for r in backfill)
-            ticked = [r["runId"] for r in refreshes if r["status"] == "SUCCESS"]
-            return (backfill, ticked) if done and ticked else None
+            runs = {op_id: backfill_runs(port, backfill_id) for op_id, backfill_id in backfills.items()}
+            done = all(len(r) == 3 and all(x["status"] in ("SUCCESS", "FAILURE") for x in r) for r in runs.values())
+            ticked = [(op_id, run_id) for op_id, run_id, status in refresh_runs(port) if status == "SUCCESS"]
+            return (runs, ticked) if done and ticked else None
 
-        # The backfill daemon looks every 30 s and the schedule ticks on the minute: about a minute.
-        outcome = wait_for(finished, 240, every=2)
+        # The backfill daemon looks every 30 s and the schedules tick on the minute: one to two minutes.
+        outcome = wait_for(finished, 300, every=2)
         assert outcome, log.read_text()[-3000:]
-        backfill, refreshed = outcome
-        # What the demo handed its children: the simulator's address and its throwaway token.
-        demo_env = next(e for e in map(process_tree.environ_of, process_tree.marked(env)) if "WOLKVOX_TOKEN" in e)
-        stats = json.load(urllib.request.urlopen(f"{demo_env['WOLKVOX_BASE_URL']}/_sim/stats", timeout=10))
+        runs, refreshed = outcome
+        # What the demo handed its children: the throwaway tokens, one per operation.
+        demo_env = next(
+            e for e in map(process_tree.environ_of, process_tree.marked(env)) if "WOLKVOX_TOKEN_DEMO_BOG" in e
+        )
+        tokens = {op_id: demo_env[f"WOLKVOX_TOKEN_{op_id.upper()}"] for op_id in OPERATIONS}
+        urls = {op_id: simulator_url(home, op_id) for op_id in OPERATIONS}
+        stats = {op_id: sim_get(url, "/_sim/stats") for op_id, url in urls.items()}
+        requests = {op_id: sim_get(url, "/_sim/requests")["requests"] for op_id, url in urls.items()}
         tree = process_tree.marked(env)
     finally:
         dev.send_signal(signal.SIGTERM)  # to `amd-pipeline dev` only, as `kill PID` or a launcher does
@@ -191,31 +245,68 @@ def test_dev_demo_launched_in_the_background_serves_a_ui_backfill_and_a_schedule
     assert left == [], f"still running 30 s after SIGTERM: {left}\n{log.read_text()[-2000:]}"
     assert status == 0 and stopped_cleanly(log), log.read_text()[-2000:]
     assert len(tree) >= 4  # amd-pipeline, dagster dev, its webserver, daemon, code servers
-    assert {r["status"] for r in backfill} == {"SUCCESS"}
+    assert {op_id: {r["status"] for r in r_} for op_id, r_ in runs.items()} == {op: {"SUCCESS"} for op in OPERATIONS}
+    assert tokens["demo_bog"] != tokens["demo_mex"] and urls["demo_bog"] != urls["demo_mex"]
+
+    # Each token: never two requests at once, every one accepted (its own token, on its own server), and the
+    # backfill in one campaign_id=all call a day (the later runs of a backfill take the first run's answers).
+    calls = {op_id: backfill_calls(requests[op_id]) for op_id in OPERATIONS}
+    for op_id in OPERATIONS:
+        assert stats[op_id]["overlaps"] == 0, (op_id, stats[op_id])
+        assert set(stats[op_id]["statuses"]) <= {"200", "404"}, (op_id, stats[op_id])
+        assert len(UI_DAYS) <= len(calls[op_id]) <= len(UI_DAYS) + 1, (op_id, len(calls[op_id]))
+        assert {c["campaign_id"] for c in calls[op_id]} == {"all"}
+
+    # The two loads ran side by side: each operation's backfill calls span a stretch of time, and the two
+    # stretches share a good part of the shorter one (seen: 70%). With one lane for both operations the
+    # second stretch starts after the first ends (shared < 0).
+    spans = {op_id: (min(c["start"] for c in cs), max(c["end"] for c in cs)) for op_id, cs in calls.items()}
+    (a0, a1), (b0, b1) = spans.values()
+    shared = min(a1, b1) - max(a0, b0)
+    assert shared >= min(a1 - a0, b1 - b0) / 3, f"shared {shared:.1f} s of {spans}"
+
+    # The one published file: each operation's rows under its id, equal to its own simulator's truth.
     store = AmdStore(tmp_path / "data" / "amd.duckdb")
-    ui = store.query("SELECT campaign, count(*) AS n FROM api_requests WHERE source = 'ui' GROUP BY ALL")
-    assert dict(zip(ui.campaign, ui.n, strict=True)) == {"all": len(UI_DAYS)}  # one call a day, answers reused
-    rows = store.query("SELECT campaign_id, local_date, total_amd, is_final FROM amd_daily ORDER BY ALL")
-    backfilled = rows[rows.local_date.dt.date <= UI_DAYS[-1]]
-    assert len(backfilled) == 3 * len(UI_DAYS)
-    assert all(r.total_amd == truth_for_day(r.campaign_id, r.local_date.date()) for r in backfilled.itertuples())
-    # The refresh's run: one campaign_id=all call a day for today (and yesterday, on the day's first tick).
-    calls = store.query(
-        "SELECT count(*) AS calls, count(DISTINCT date_ini) AS days, min(campaign) AS campaign FROM api_requests "
-        f"WHERE source = 'refresh' AND run_id = '{refreshed[0]}'"
+    assert set(OPERATIONS) <= set(store.operations())
+    ui = store.query(
+        "SELECT operation, campaign, count(*) AS n FROM api_requests WHERE source = 'ui' GROUP BY ALL ORDER BY ALL"
     )
-    assert calls.calls[0] == calls.days[0] in (1, 2) and calls.campaign[0] == "all"
-    today = dt.datetime.now(ZoneInfo("America/Bogota")).date()
-    todays = rows[rows.local_date.dt.date == today]
+    assert list(ui.itertuples(index=False, name=None)) == [(op_id, "all", len(UI_DAYS)) for op_id in OPERATIONS]
+    rows = store.query("SELECT operation, campaign_id, local_date, total_amd, is_final FROM amd_daily ORDER BY ALL")
+    backfilled = rows[rows.local_date.dt.date.between(UI_DAYS[0], UI_DAYS[-1])]
+    for op_id in OPERATIONS:
+        own = backfilled[backfilled.operation == op_id]
+        assert len(own) == len(CAMPAIGNS) * len(UI_DAYS), op_id
+        wrong = [r for r in own.itertuples() if r.total_amd != truth_for_day(r.campaign_id, r.local_date.date(), op_id)]
+        assert wrong == [], (op_id, wrong[:3])
+    # The two truths differ on these days, so a row loaded under the other operation would show above.
+    assert any(truth_for_day(c, d, "demo_bog") != truth_for_day(c, d, "demo_mex") for c in CAMPAIGNS for d in UI_DAYS)
+
+    # A refresh's run: one campaign_id=all call a day for today (and yesterday, on the day's first tick), and
+    # today's rows, open, in its operation's own zone.
+    op_id, run_id = refreshed[0]
+    refresh = store.query(
+        "SELECT count(*) AS calls, count(DISTINCT date_ini) AS days, min(campaign) AS campaign, "
+        f"min(operation) AS operation FROM api_requests WHERE source = 'refresh' AND run_id = '{run_id}'"
+    )
+    assert refresh.calls[0] == refresh.days[0] in (1, 2) and refresh.campaign[0] == "all"
+    assert refresh.operation[0] == op_id
+    today = dt.datetime.now(ZoneInfo(OPERATIONS[op_id])).date()
+    todays = rows[(rows.operation == op_id) & (rows.local_date.dt.date == today)]
     assert sorted(todays.campaign_id) == CAMPAIGNS and not todays.is_final.any()
-    assert stats["overlaps"] == 0 and stats["requests"] > 0
-    # The token is a secret: not in the output, the instance, the compute logs or the DuckDB files.
-    token = demo_env["WOLKVOX_TOKEN"]
+
+    # The tokens are secrets: not in the output, the instance, the compute logs or the DuckDB files.
     output = log.read_text()
-    assert re.search(r"demo: Wolkvox simulator at http://127\.0\.0\.1:\d+", output)
-    compute_logs = list((tmp_path / ".dagster_home" / "storage").rglob("compute_logs/*.err"))
-    assert compute_logs and any("plan (America/Bogota" in p.read_text() for p in compute_logs)
-    assert secret_hits(tmp_path, token) == []
+    assert re.search(
+        r"demo: two Wolkvox simulators, demo_bog \(America/Bogota\) at http://127\.0\.0\.1:\d+; "
+        r"demo_mex \(America/Mexico_City\) at http://127\.0\.0\.1:\d+",
+        output,
+    )
+    compute_logs = [p.read_text() for p in (home / "storage").rglob("compute_logs/*.err")]
+    for op_id, zone in OPERATIONS.items():
+        assert any(f"plan ({op_id}, {zone}" in text for text in compute_logs), op_id
+    for op_id, token in tokens.items():
+        assert secret_hits(tmp_path, token) == [], op_id
 
 
 def test_ctrl_c_in_the_terminal_stops_every_process_of_plain_dev(tmp_path):

@@ -1,5 +1,6 @@
 import datetime as dt
 import threading
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -135,6 +136,23 @@ def test_the_request_log_shows_whether_clients_took_turns(sim, token):
         )
     stats = sim.stats()
     assert stats["clients"] == {"a": 3, "b": 2} and stats["client_switches"] == 3
+
+
+def test_the_requests_endpoint_lists_each_call_with_its_window_client_and_wall_clock_span(sim, token):
+    before = time.time()
+    c6(sim, token, campaign="all", ini="20261125000000", end="20261125235959")
+    get(sim, None, path="/api/v2/information.php", api="campaigns")
+    listed = requests.get(sim.url + "/_sim/requests", timeout=10).json()["requests"]
+    first, second = listed
+    assert (first["api"], first["campaign_id"], first["date_ini"], first["date_end"], first["status"]) == (
+        "campaign_6",
+        "all",
+        "20261125000000",
+        "20261125235959",
+        200,
+    )
+    assert before <= first["start"] <= first["end"] <= second["start"] <= time.time()
+    assert (second["api"], second["status"], second["overlapping"]) == ("campaigns", 401, False)
 
 
 def test_campaign_all_answers_every_campaign_with_detections(sim, token):

@@ -184,8 +184,10 @@ def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: f
             AMD_DUCKDB_PATH=str(Path(duckdb_path).resolve()),
             DAGSTER_HOME=str(home),
         )
+        # AMD_REFRESH_CRON (a benchmark turns the refresh off with it) is what the defs.yaml files say.
+        every = "every minute" if refresh_cron == "* * * * *" else f"at '{refresh_cron}'"
         print(
-            f"demo: two Wolkvox simulators, {'; '.join(urls)} (operations in {folder}); refresh every minute "
+            f"demo: two Wolkvox simulators, {'; '.join(urls)} (operations in {folder}); refresh {every} "
             f"into {duckdb_path}; UI on http://localhost:{port}; Ctrl-C (or SIGTERM) stops it all",
             file=sys.stderr,
             flush=True,

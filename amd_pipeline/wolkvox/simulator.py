@@ -11,7 +11,9 @@ of the day, and on most days exactly on the first and last second (``00:00:00`` 
 local): a window off by one second, or sent in UTC instead of local time, gets other totals.
 
 Faults can be switched on at a rate (``fault_rate`` x ``faults``) or queued for the next requests
-(``POST /_sim/faults {"next": ["500", "drop"]}``). Control endpoints live under ``/_sim/``.
+(``POST /_sim/faults {"next": ["500", "drop"]}``). Control endpoints live under ``/_sim/``;
+``GET /_sim/requests`` lists every API request (wall-clock start and end, client, api, campaign and
+window, status): when two operations' loads ran, and which calls a backfill made.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class _State:
         self.faults_injected: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[float, float, str]] = []  # (start, end, User-Agent) of every API request
+        self.requests_log: list[dict[str, Any]] = []  # the same requests, with wall-clock times and what they asked
 
     def local_today(self) -> dt.date:
         now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.config.clock_offset_seconds)
@@ -305,6 +308,10 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.state.lock:
                 self._json(200, self.server.state.snapshot())
             return
+        if url.path == "/_sim/requests":
+            with self.server.state.lock:
+                self._json(200, {"requests": list(self.server.state.requests_log)})
+            return
         self._api(url.path, {k: v[-1] for k, v in parse_qs(url.query).items()})
 
     def _api(self, path: str, params: dict[str, str]) -> None:
@@ -325,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault:
                 state.faults_injected[fault] += 1
         status = 0
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         try:
             if config.latency_ms:
                 time.sleep(config.latency_ms / 1000)
@@ -334,7 +341,21 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.in_flight -= 1
                 state.statuses[str(status)] += 1
-                state.log.append((started, time.monotonic(), self.headers.get("User-Agent", "")))
+                client = self.headers.get("User-Agent", "")
+                state.log.append((started, time.monotonic(), client))
+                state.requests_log.append(
+                    {
+                        "start": started_wall,
+                        "end": time.time(),
+                        "client": client,
+                        "api": params.get("api", ""),
+                        "campaign_id": params.get("campaign_id", ""),
+                        "date_ini": params.get("date_ini", ""),
+                        "date_end": params.get("date_end", ""),
+                        "status": status,
+                        "overlapping": overlapping,
+                    }
+                )
 
     def _answer(self, path: str, params: dict[str, str], too_many: bool, fault: str | None) -> int:
         state, config = self.server.state, self.server.state.config
