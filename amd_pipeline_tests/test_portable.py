@@ -413,8 +413,11 @@ STOPS_SLOWLY = textwrap.dedent("""
 def test_ctrl_c_lets_the_command_tasks_py_runs_stop_itself(tmp_path, runner):
     # Ctrl-C in a terminal reaches its whole foreground group: tasks.py and the command it runs.
     call = "tasks.run(argv)" if runner == "tasks.run" else "subprocess.call(argv)"
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the suite itself was started with SIGINT
+    # ignored (a script's background job: every child inherits that, and the control would never see Ctrl-C).
     driver = textwrap.dedent(f"""
-        import subprocess, sys
+        import signal, subprocess, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(ROOT)!r})
         import tasks
         argv = [sys.executable, "-c", {STOPS_SLOWLY!r}, {str(tmp_path / "stopped")!r}]
