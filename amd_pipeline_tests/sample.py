@@ -17,8 +17,8 @@ ZONE = "America/Bogota"
 SNAPSHOT_HOURS = 3
 
 
-def daily_row(campaign: str, day: dt.date, total: int, fetched_at: dt.datetime) -> dict:
-    window = day_window(day, ZONE)
+def daily_row(campaign: str, day: dt.date, total: int, fetched_at: dt.datetime, zone: str = ZONE) -> dict:
+    window = day_window(day, zone)
     return {
         "campaign_id": campaign,
         "window_start": window.start,

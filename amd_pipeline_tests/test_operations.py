@@ -118,6 +118,14 @@ def test_no_operation_folder_keeps_the_single_operation_names_so_old_history_sta
     assert "wolkvox" in defs.get_repository_def().get_top_level_resources()
 
 
+def test_two_operations_cannot_share_one_own_file(tmp_path):
+    write_operation(tmp_path, "a", id="a", server="0010", token_env="T_A", published_path="client.duckdb")
+    second = write_operation(tmp_path, "b", id="b", server="0011", token_env="T_B", published_path="client.duckdb")
+    with pytest.raises(SettingsError) as raised:
+        load_operations({"AMD_OPERATIONS_DIR": str(tmp_path)})
+    assert str(raised.value).startswith(f"{second}: published_path client.duckdb is already a's own file")
+
+
 def test_operations_that_share_a_token_variable_share_its_pool(tmp_path):
     folder = tmp_path / "ops"
     write_operation(folder, "a", id="a", server="0010", token_env="WOLKVOX_TOKEN_SHARED")

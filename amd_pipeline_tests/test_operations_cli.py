@@ -272,3 +272,23 @@ def test_the_demo_never_loads_the_operation_folders(tmp_path):
     assert demo.returncode == 0, demo.stderr[-2000:]
     assert "9 equal the simulator's ground truth" in demo.stdout
     assert stats["requests"] == 0
+
+
+def test_a_wrong_token_names_the_operations_own_variable(tmp_path):
+    with two_servers() as sims:
+        env = operations_env(tmp_path, sims)
+        env["WOLKVOX_TOKEN_BETA_MEX"] = "SECRET-not-the-right-one"
+        refused = amd(env, *backfill_args("beta_mex"), cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith("for token info: check WOLKVOX_TOKEN_BETA_MEX"), refused.stderr
+
+
+def test_an_own_file_that_is_the_shared_file_is_refused_and_the_shared_file_kept(tmp_path):
+    with two_servers() as sims:
+        shared = tmp_path / "data" / "amd.duckdb"
+        env = operations_env(tmp_path, sims, beta_mex={"published_path": str(shared)})
+        for op in sims:
+            done = amd(env, *backfill_args(op, START, START + dt.timedelta(days=1)), cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"published_path {shared} of operation beta_mex is the analysts' shared file" in done.stderr
+    assert set(rows_by_operation(shared)) == {"acme_bog", "beta_mex"}  # not overwritten with beta's alone

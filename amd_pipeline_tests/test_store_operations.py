@@ -26,6 +26,7 @@ from amd_pipeline.core.store import (
     TimezoneMismatchError,
 )
 from amd_pipeline.wolkvox.windows import day_window
+from amd_pipeline_tests.sample import daily_row
 
 BOGOTA = "America/Bogota"
 LANDED = "b06ee64"  # main before operations: the files it wrote are what the migration meets
@@ -34,16 +35,7 @@ LANDED = "b06ee64"  # main before operations: the files it wrote are what the mi
 def row(campaign: str, day: dt.date, total: int, *, zone: str = BOGOTA, final: bool = True) -> dict:
     window = day_window(day, zone)
     fetched_at = window.end + dt.timedelta(hours=1) if final else window.start + dt.timedelta(hours=10)
-    return {
-        "campaign_id": campaign,
-        "window_start": window.start,
-        "window_end": window.end,
-        "local_date": day,
-        "total_amd": total,
-        "fetch_status": FETCHED,
-        "fetched_at": fetched_at,
-        "is_final": final,
-    }
+    return {**daily_row(campaign, day, total, fetched_at, zone), "fetch_status": FETCHED}
 
 
 DAY = dt.datetime.now(ZoneInfo(BOGOTA)).date() - dt.timedelta(days=3)  # answers of it are kept (14 days)

@@ -113,10 +113,11 @@ def run_backfill(
     """
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import check_campaign_id
-    from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError
+    from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError, timezone_refusal
     from amd_pipeline.orchestration.operations import load_operations
 
-    op = load_operations().get(operation)
+    found = load_operations()
+    op = found.get(operation)
     settings = op.run_settings()
     timezone = settings.definition.timezone
     start_setting = "AMD_START_DATE" if op.from_environment else f"{op.id}'s start_date"
@@ -132,16 +133,8 @@ def run_backfill(
     stored = None
     with contextlib.suppress(StoreLockedError):  # a held file is checked again when the load writes
         stored = AmdStore(settings.working_path, operation=op.id, lock_timeout=0).stored_timezone()
-    if stored not in (None, timezone) and op.from_environment:
-        raise SettingsError(
-            f"{settings.working_path} holds days in {stored}, but WOLKVOX_TIMEZONE is {timezone}: set "
-            f"WOLKVOX_TIMEZONE={stored}, or move the file with `amd-pipeline migrate-timezone --to {timezone}`"
-        )
     if stored not in (None, timezone):
-        raise SettingsError(
-            f"{settings.working_path} holds {op.id}'s days in {stored}, but its defs.yaml says timezone: {timezone}: "
-            f"set it back, or move them with `amd-pipeline migrate-timezone --operation {op.id} --to {timezone}`"
-        )
+        raise SettingsError(timezone_refusal(settings.working_path, op.id, stored, timezone))
 
     import dagster as dg
 
@@ -165,7 +158,7 @@ def run_backfill(
     # Each partition's event is logged as its batch is written, not after the step (AMD_PARTITION_EVENTS):
     # read before any call, so a bad value costs none.
     event_tags = partition_events.run_tags()
-    defs = build_location()
+    defs = build_location(found)
     top_level = defs.get_repository_def().get_top_level_resources()
     # An instance that already exists shares the token's budget and lock (in PostgreSQL on the production
     # profile) from the first pre-flight call on; a fresh one is created only once the checks passed.

@@ -196,10 +196,11 @@ def cmd_budget(args: argparse.Namespace) -> int:
     from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ticks_per_day
     from amd_pipeline.orchestration.schedules import valid_campaigns
 
-    op = load_operations().get(args.operation)
+    found = load_operations()
+    op = found.get(args.operation)
     settings = op.run_settings()
     definition = settings.definition
-    top_level = build_location().get_repository_def().get_top_level_resources()
+    top_level = build_location(found).get_repository_def().get_top_level_resources()
     campaigns = list(settings.campaigns)
     with (
         existing_instance(args.home) as instance,
@@ -245,7 +246,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 def cmd_operations(args: argparse.Namespace) -> int:
     """Every operation of the code location, and today's budget of each token (operations that share a
-    token share one line of budget). No call."""
+    token share one lane and one budget). No call."""
     import dagster as dg
 
     from amd_pipeline.orchestration.build import build_location
@@ -253,42 +254,39 @@ def cmd_operations(args: argparse.Namespace) -> int:
     from amd_pipeline.orchestration.operations import load_operations
 
     found = load_operations()
-    top_level = build_location().get_repository_def().get_top_level_resources()
+    top_level = build_location(found).get_repository_def().get_top_level_resources()
     lanes: dict[str, list[str]] = {}
-    rows = []
     with existing_instance(args.home) as instance:
         for op in found.operations:
-            origin = str(found.files.get(op.id, "environment variables (WOLKVOX_*, AMD_*)"))
-            host = op.base_url or (f"wv{op.server}.wolkvox.com" if op.server else "")
-            if op.from_environment:
-                host = os.environ.get("WOLKVOX_BASE_URL") or (
-                    f"wv{os.environ['WOLKVOX_SERVER']}.wolkvox.com" if os.environ.get("WOLKVOX_SERVER") else "(unset)"
-                )
-            token = "set" if os.environ.get(op.token_env) else "NOT SET"
-            budget_text = "token not set"
-            if os.environ.get(op.token_env):
+            keys = {"wolkvox": top_level[op.wolkvox_key], "campaign_source": top_level[op.campaign_source_key]}
+            with dg.build_resources(keys, instance=instance) as built:
+                wolkvox = built.wolkvox
+                campaigns = ", ".join(built.campaign_source.configured()) or "discovered"
                 try:
-                    with dg.build_resources({"wolkvox": top_level[op.wolkvox_key]}, instance=instance) as built:
-                        ledger = built.wolkvox.ledger()
-                        budget = built.wolkvox.budget(ledger)
-                        key = built.wolkvox.guard().key
-                        used = sum(ledger.usage().values())
+                    host = wolkvox.url()
                 except SettingsError as exc:
-                    budget_text = str(exc)
+                    host = f"no server ({exc})"
+                if not wolkvox.token:
+                    budget_text = f"token {op.token_env} NOT SET"
                 else:
-                    lanes.setdefault(key, []).append(op.id)
-                    limit = "unknown" if budget.limit is None else str(budget.limit)
-                    budget_text = f"token lane {key[:8]}: {used} of {limit} calls used today ({ledger.today()})"
-            rows.append((op, origin, host, token, budget_text))
-    for op, origin, host, token, budget_text in rows:
-        campaigns = ", ".join(op.campaigns) if op.campaigns else "discovered"
-        if op.from_environment:
-            campaigns = os.environ.get("AMD_CAMPAIGNS") or "discovered"
-        print(f"{op.id}: {host}, {op.timezone}, from {op.start_date}; campaigns: {campaigns}")
-        print(f"  defined in {origin}; token {op.token_env} {token}; {budget_text}")
-    shared = [ids for ids in lanes.values() if len(ids) > 1]
-    for ids in shared:
-        print(f"{', '.join(ids)} share one token: one lane, one daily budget")
+                    try:
+                        ledger = wolkvox.ledger()
+                        limit = wolkvox.budget(ledger).limit
+                        key = wolkvox.guard().key
+                    except SettingsError as exc:
+                        budget_text = f"token {op.token_env} set; {exc}"
+                    else:
+                        lanes.setdefault(key, []).append(op.id)
+                        budget_text = (
+                            f"token {op.token_env} set; token lane {key[:8]}: {sum(ledger.usage().values())} of "
+                            f"{'unknown' if limit is None else limit} calls used today ({ledger.today()})"
+                        )
+            origin = found.files.get(op.id, "environment variables (WOLKVOX_*, AMD_*)")
+            print(f"{op.id}: {host}, {op.timezone}, from {op.start_date}; campaigns: {campaigns}")
+            print(f"  defined in {origin}; {budget_text}")
+    for ids in lanes.values():
+        if len(ids) > 1:
+            print(f"{', '.join(ids)} share one token: one lane, one daily budget")
     return EXIT_OK
 
 
@@ -310,10 +308,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")
-    operation = args.operation or DEFAULT_OPERATION
-    held = AmdStore(path).operations()
-    if args.operation and args.operation not in held:  # a mistyped id would claim a zone for nothing
-        raise SettingsError(f"--operation {args.operation!r} is not in {path}, which holds {', '.join(held) or 'none'}")
+    operation = _file_operation(path, args.operation) or DEFAULT_OPERATION  # a mistyped id would claim a zone
     done = AmdStore(path, operation=operation).migrate_timezone(AMD_DAILY, new, dry_run=args.dry_run)
     if not args.dry_run:
         try:

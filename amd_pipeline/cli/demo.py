@@ -133,16 +133,17 @@ DEMO_OPERATIONS = (("demo_bog", "America/Bogota"), ("demo_mex", "America/Mexico_
 
 def demo_operation_yaml(op_id: str, timezone: str, base_url: str, refresh_cron: str, daily_quota: int) -> str:
     """A ``defs.yaml`` as `dg scaffold defs amd_pipeline.WolkvoxOperation` writes it, for a simulated server."""
-    return (
-        "type: amd_pipeline.WolkvoxOperation\n\n"
-        "attributes:\n"
-        f"  id: {op_id}\n"
-        f"  base_url: {base_url}\n"
-        f"  token_env: WOLKVOX_TOKEN_{op_id.upper()}\n"
-        f"  timezone: {timezone}\n"
-        f"  daily_quota: {daily_quota}\n"
-        f"  refresh_cron: '{refresh_cron}'\n"
-    )
+    import yaml
+
+    attributes = {
+        "id": op_id,
+        "base_url": base_url,
+        "token_env": f"WOLKVOX_TOKEN_{op_id.upper()}",
+        "timezone": timezone,
+        "daily_quota": daily_quota,
+        "refresh_cron": refresh_cron,
+    }
+    return yaml.safe_dump({"type": "amd_pipeline.WolkvoxOperation", "attributes": attributes}, sort_keys=False)
 
 
 def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: float, port: int) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from amd_pipeline.core.portable import file_holders, held_open, sync_file
-from amd_pipeline.core.views import VIEWS
+from amd_pipeline.core.views import VIEWS, only_operation
 
 FORMATS = ("parquet", "csv")
 TABLES = ("amd_daily", "campaigns", "amd_intraday")
@@ -71,11 +71,7 @@ def exported_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _quoted(path: Path) -> str:
-    return _literal(str(path))
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def export_published(
@@ -110,24 +106,22 @@ def export_published(
         try:
             conn.execute("SET TimeZone = 'UTC'")
             conn.execute("SET threads = 1")  # one file per month, named the same in every export
+            if operation is not None:
+                only_operation(conn, operation)
             for name in exported_names(conn):
-                # every exported table and view has the operation column (COPY takes no bound parameter)
-                only = "" if operation is None else f" WHERE operation = {_literal(operation)}"
-                rows[name] = conn.execute(f"SELECT count(*) FROM {name}{only}").fetchall()[0][0]
+                rows[name] = conn.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
                 if fmt == "parquet" and name in MONTHLY:
                     conn.execute(
-                        f"COPY (SELECT *, strftime(local_date, '%Y-%m') AS month FROM {name}{only}) "
+                        f"COPY (SELECT *, strftime(local_date, '%Y-%m') AS month FROM {name}) "
                         f"TO {_quoted(staging / name)} (FORMAT parquet, PARTITION_BY (month))"
                     )
                 elif fmt == "parquet":
                     conn.execute(
-                        f"COPY (SELECT * FROM {name}{only}) TO {_quoted(staging / (name + '.parquet'))} "
-                        "(FORMAT parquet)"
+                        f"COPY (SELECT * FROM {name}) TO {_quoted(staging / (name + '.parquet'))} (FORMAT parquet)"
                     )
                 else:
                     conn.execute(
-                        f"COPY (SELECT * FROM {name}{only}) TO {_quoted(staging / (name + '.csv'))} "
-                        "(HEADER, DELIMITER ',')"
+                        f"COPY (SELECT * FROM {name}) TO {_quoted(staging / (name + '.csv'))} (HEADER, DELIMITER ',')"
                     )
         finally:
             conn.close()

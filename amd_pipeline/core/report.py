@@ -32,11 +32,6 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _only(operation: str | None) -> str:
-    """A SQL condition: that operation's rows, or every row."""
-    return "true" if operation is None else "operation = '" + operation.replace("'", "''") + "'"
-
-
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with ``campaign_id`` made "operation campaign" when it holds several operations (their
     campaign ids may collide), so several operations show side by side; one operation looks as before."""
@@ -55,20 +50,17 @@ def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> 
     from matplotlib import pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    only = _only(operation)
-    trend = _labelled(
-        store.query(
-            f"SELECT * FROM amd_daily_trend WHERE {only} "
-            f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)} "
-            "ORDER BY operation, campaign_id, local_date"
-        )
+    def read(sql: str) -> pd.DataFrame:  # every table and view seen as that operation's alone, if one is asked
+        return _labelled(store.query(sql, operation=operation))
+
+    trend = read(
+        f"SELECT * FROM amd_daily_trend WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
+        "ORDER BY operation, campaign_id, local_date"
     )
     campaigns = sorted(trend.campaign_id.unique())
-    unusual = _labelled(
-        store.query(
-            f"SELECT operation, campaign_id, local_date, total_amd, direction FROM amd_unusual_days WHERE {only} "
-            f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)}"
-        )
+    unusual = read(
+        "SELECT operation, campaign_id, local_date, total_amd, direction FROM amd_unusual_days "
+        f"WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)}"
     )
     out: dict[str, bytes] = {"today": today_chart(store, operation=operation)}
 
@@ -103,9 +95,7 @@ def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> 
     out["trend"] = _png(figure)
     plt.close(figure)
 
-    profile = _labelled(
-        store.query(f"SELECT * FROM amd_weekday_profile WHERE {only} ORDER BY operation, campaign_id, weekday_number")
-    )
+    profile = read("SELECT * FROM amd_weekday_profile ORDER BY operation, campaign_id, weekday_number")
     grid = profile.pivot_table(index="campaign_id", columns="weekday_number", values="avg_total_amd").reindex(
         columns=range(1, 8)
     )
@@ -120,11 +110,9 @@ def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> 
     out["weekday"] = _png(figure)
     plt.close(figure)
 
-    status = _labelled(
-        store.query(
-            f"SELECT operation, campaign_id, local_date, status FROM amd_completeness WHERE {only} "
-            f"AND local_date > (SELECT max(local_date) FROM amd_completeness WHERE {only}) - {int(days)}"
-        )
+    status = read(
+        "SELECT operation, campaign_id, local_date, status FROM amd_completeness "
+        f"WHERE local_date > (SELECT max(local_date) FROM amd_completeness) - {int(days)}"
     )
     codes = {name: i for i, name in enumerate(STATUS_COLORS)}
     calendar = status.assign(code=status.status.map(codes)).pivot_table(
@@ -159,7 +147,7 @@ def today_chart(store: AmdStore, *, operation: str | None = None) -> bytes:
 
     today = _labelled(
         store.query(
-            f"SELECT * FROM amd_intraday_today WHERE {_only(operation)} ORDER BY operation, campaign_id, time_of_day"
+            "SELECT * FROM amd_intraday_today ORDER BY operation, campaign_id, time_of_day", operation=operation
         )
     )
     campaigns = sorted(today.campaign_id.unique())
@@ -220,17 +208,17 @@ def write_report(
     the tables have an ``operation`` column; with ``operation``, only that operation's campaigns.
     """
     images = charts(store, days, operation=operation)
-    only = _only(operation)
     totals = store.query(
         "SELECT operation, campaign_id, count(*) AS days, sum(total_amd)::BIGINT AS total_amd, "
         "count(*) FILTER (WHERE NOT is_final) AS partial_days, min(local_date) AS first_day, "
-        f"max(local_date) AS last_day FROM amd_daily WHERE {only} GROUP BY ALL ORDER BY operation, campaign_id"
+        "max(local_date) AS last_day FROM amd_daily GROUP BY ALL ORDER BY operation, campaign_id",
+        operation=operation,
     )
     unusual = store.query(
         "SELECT operation, campaign_id, local_date, weekday, total_amd, usual_total_amd, score, direction "
-        f"FROM amd_unusual_days WHERE {only} "
-        f"AND local_date > (SELECT max(local_date) FROM amd_daily WHERE {only}) - {int(days)} "
-        "ORDER BY local_date DESC, operation, campaign_id"
+        f"FROM amd_unusual_days WHERE local_date > (SELECT max(local_date) FROM amd_daily) - {int(days)} "
+        "ORDER BY local_date DESC, operation, campaign_id",
+        operation=operation,
     )
     if totals.operation.nunique() <= 1:  # one operation: the page looks as before operations
         totals, unusual = totals.drop(columns="operation"), unusual.drop(columns="operation")

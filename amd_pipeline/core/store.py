@@ -43,7 +43,7 @@ from amd_pipeline.core.settings import (
     INT_SETTINGS,
     check_storage_version,
 )
-from amd_pipeline.core.views import create_views
+from amd_pipeline.core.views import create_views, only_operation
 from amd_pipeline.wolkvox.windows import day_window
 
 META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
@@ -235,6 +235,21 @@ class TimezoneMismatchError(RuntimeError):
     """The file's days are in another time zone than the one this load was asked to use."""
 
 
+def timezone_refusal(path: str | Path, operation: str, stored: str, wanted: str) -> str:
+    """Why a file whose ``operation`` days are in ``stored`` takes no load in zone ``wanted``, and what to do
+    (the store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike)."""
+    keeps = "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
+    if operation == DEFAULT_OPERATION:
+        return (
+            f"{path} holds days in {stored}, but WOLKVOX_TIMEZONE is {wanted}: set WOLKVOX_TIMEZONE={stored} again, "
+            f"or move the file's days with `amd-pipeline migrate-timezone --to {wanted}` {keeps}"
+        )
+    return (
+        f"{path} holds days for operation {operation!r} in {stored}, but its defs.yaml says timezone: {wanted}: set "
+        f"it back, or move them with `amd-pipeline migrate-timezone --operation {operation} --to {wanted}` {keeps}"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Migration:
     """What :meth:`AmdStore.migrate_timezone` did (or would do): days kept and days dropped for a refetch."""
@@ -280,6 +295,7 @@ class AmdStore:
         self.start_date = start_date
         self.lock_timeout = lock_timeout
         self._sleep = sleep
+        self._current = False  # the file is known to have this version's layout: no need to look again
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the file, retrying with backoff while another process holds its lock."""
@@ -326,7 +342,6 @@ class AmdStore:
         if frame.empty and not has_requests and not has_answers:
             return Written()
         written = Written(rows=len(frame))
-        op = [self.operation]
         conn = self.connect()
         try:
             _ensure_schema(conn, table)
@@ -362,7 +377,7 @@ class AmdStore:
                     conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
                 if has_answers:
                     conn.execute("INSERT INTO api_answers BY NAME SELECT * FROM answers")
-                _keep_snapshots(conn, self.intraday_keep_days, op)
+                _keep_snapshots(conn, self.intraday_keep_days, self.operation)
         finally:
             conn.close()
         return written
@@ -535,12 +550,7 @@ class AmdStore:
         if stored is None and _days_in_other_zone(conn, table, self.timezone, self.operation):
             stored = "another time zone (the file does not say which)"
         if stored is not None and stored != self.timezone:
-            whose = "" if self.operation == DEFAULT_OPERATION else f" for operation {self.operation!r}"
-            raise TimezoneMismatchError(
-                f"{self.path} holds days{whose} in {stored}, but WOLKVOX_TIMEZONE is {self.timezone}: set "
-                f"WOLKVOX_TIMEZONE back, or move the file with `amd-pipeline migrate-timezone --to {self.timezone}` "
-                "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
-            )
+            raise TimezoneMismatchError(timezone_refusal(self.path, self.operation, stored, self.timezone))
         conn.execute(
             "INSERT INTO amd_operations VALUES (?, ?, NULL) "
             "ON CONFLICT (operation) DO UPDATE SET timezone = excluded.timezone",
@@ -681,8 +691,8 @@ class AmdStore:
 
     def _upgrade(self) -> None:
         """Migrate a file from before operations (:func:`_migrate`) with a short write connection, so a read
-        that follows finds the columns it asks for. Nothing when the file is current (one read-only look)."""
-        if not self.path.exists():
+        that follows finds the columns it asks for. One read-only look per store when the file is current."""
+        if self._current or not self.path.exists():
             return
         conn = self.connect(read_only=True)
         try:
@@ -695,6 +705,7 @@ class AmdStore:
                 _ensure_schema(conn)
             finally:
                 conn.close()
+        self._current = True
 
     def migrate_timezone(self, table: TableSpec, new: str, *, dry_run: bool = False) -> Migration:
         """Move the file's days to zone ``new``, in one transaction.
@@ -749,25 +760,23 @@ class AmdStore:
             if timezone:
                 conn.execute(f"SET TimeZone = '{ZoneInfo(timezone).key}'")  # ZoneInfo rejects anything but a zone name
             if operation is not None:
-                _only(conn, operation)
+                only_operation(conn, operation)
             return conn.execute(sql, params or []).df()
         finally:
             conn.close()
 
     def operations(self) -> list[str]:
-        """The operations whose rows the file holds (a file from before operations: the default one)."""
+        """The operations the file holds: those with a zone recorded or a row (a file from before operations:
+        the default one)."""
         if not self.path.exists():
             return []
         conn = self.connect(read_only=True)
         try:
             columns = _columns(conn)
-            found = set()
-            for table, names in columns.items():
-                if "operation" in names:
-                    found |= {o for (o,) in conn.execute(f'SELECT DISTINCT operation FROM "{table}"').fetchall()}
-            if not found and "amd_daily" in columns:
-                found.add(DEFAULT_OPERATION)
-            return sorted(found)
+            if "operation" not in columns.get("amd_daily", {"operation"}):
+                return [DEFAULT_OPERATION]
+            found = [f"SELECT operation FROM {name}" for name in ("amd_operations", "amd_daily") if name in columns]
+            return sorted(o for (o,) in conn.execute(" UNION ".join(found)).fetchall()) if found else []
         finally:
             conn.close()
 
@@ -800,17 +809,6 @@ def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY
     if _needs_migration(conn, table):
         with _transaction(conn):
             _migrate(conn, table)
-
-
-def _only(conn: duckdb.DuckDBPyConnection, operation: str) -> None:
-    """Shadow each table that has an ``operation`` column with a temporary view of ``operation``'s rows."""
-    database = conn.execute("SELECT current_database()").fetchone()[0]
-    literal = "'" + operation.replace("'", "''") + "'"  # a view takes no bound parameter
-    for table, names in _columns(conn).items():
-        if "operation" in names:
-            conn.execute(
-                f'CREATE TEMP VIEW "{table}" AS SELECT * FROM "{database}".main."{table}" WHERE operation = {literal}'
-            )
 
 
 def _per_operation(table: TableSpec) -> dict[str, str]:
@@ -888,7 +886,7 @@ def _operation_timezone(conn: duckdb.DuckDBPyConnection, operation: str) -> str 
     return found[0][0] if found else None
 
 
-def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: list[str]) -> None:
+def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: str) -> None:
     """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune the operation's
     old ones."""
     conn.execute(
@@ -898,7 +896,7 @@ def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: 
     conn.execute(
         "DELETE FROM amd_intraday WHERE operation = ? "
         "AND fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)",
-        [*operation, keep_days],
+        [operation, keep_days],
     )
 
 

@@ -166,3 +166,19 @@ def create_views(conn: duckdb.DuckDBPyConnection) -> None:
     """(Re)create every analyst view on ``conn`` (its tables must exist)."""
     for name, sql in VIEWS.items():
         conn.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+def only_operation(conn: duckdb.DuckDBPyConnection, operation: str) -> None:
+    """Make ``conn`` see ``operation``'s rows alone: each table of its file that has an ``operation`` column
+    is shadowed by a temporary view of that operation's rows under the same name (DuckDB looks in ``temp``
+    first), so any SQL, and these views, read that operation only (``query``, ``report``, ``export``)."""
+    database = conn.execute("SELECT current_database()").fetchone()[0]
+    literal = "'" + operation.replace("'", "''") + "'"  # a view takes no bound parameter
+    tables = conn.execute(
+        "SELECT DISTINCT table_name FROM duckdb_columns() WHERE database_name = ? AND column_name = 'operation'",
+        [database],
+    ).fetchall()
+    for (table,) in tables:
+        conn.execute(
+            f'CREATE TEMP VIEW "{table}" AS SELECT * FROM "{database}".main."{table}" WHERE operation = {literal}'
+        )

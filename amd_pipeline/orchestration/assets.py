@@ -86,10 +86,7 @@ def build_amd_published(operations: "list[WolkvoxOperation]") -> dg.AssetsDefini
         if not working.path.exists():
             raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
         try:
-            metadata = publish_and_describe(working, amd_store)
-            for op in operations:
-                if op.published_path:
-                    amd_store.publish(working, target=op.published_path, operation=op.id)
+            metadata = publish_and_describe(working, amd_store, own_files(operations))
         except PublishHeldError as exc:  # the file did not change: no materialisation, the step fails saying why
             raise LoadFailed(description=explain(exc), metadata=held_metadata(exc)) from None
         return dg.MaterializeResult(metadata={**metadata, "republished_without_load": True})
@@ -107,18 +104,27 @@ def held_metadata(exc: PublishHeldError) -> dict[str, dg.MetadataValue | str | b
     }
 
 
-def publish_and_describe(
-    working: AmdStore, amd_store: AmdStoreResource
-) -> dict[str, dg.MetadataValue | int | float | str]:
-    """Publish the working file for analysts; what describes the published dataset, for its materialisation.
+def own_files(operations) -> dict[str, str]:
+    """Operation id -> its own published file (``published_path``), for the operations that have one."""
+    return {op.id: op.published_path for op in operations if op.published_path}
 
-    Raises :class:`PublishHeldError` when a program holds the published file open (Windows): the
+
+def publish_and_describe(
+    working: AmdStore, amd_store: AmdStoreResource, own: dict[str, str] | None = None
+) -> dict[str, dg.MetadataValue | int | float | str]:
+    """Publish the working file for analysts, and each operation of ``own`` (id -> path) alone to its own
+    file; what describes the published dataset, for its materialisation.
+
+    Raises :class:`PublishHeldError` when a program holds a published file open (Windows): the
     caller decides whether that fails its step."""
+    target = amd_store.path
     try:
         done = amd_store.publish(working)
+        for operation, target in (own or {}).items():
+            amd_store.publish(working, target=target, operation=operation)
     except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
         raise LoadFailed(
-            description=f"the load's rows are in {working.path}, but publishing {amd_store.path} for analysts "
+            description=f"the load's rows are in {working.path}, but publishing {target} for analysts "
             f"failed ({explain(exc)}); the next load publishes again"
         ) from None
     metadata: dict[str, dg.MetadataValue | int | float | str] = {
@@ -130,6 +136,7 @@ def publish_and_describe(
         "publish_seconds": round(done.seconds, 3),
         "size_bytes": done.bytes,
         "path": dg.MetadataValue.path(str(amd_store.path)),
+        **{f"own_file_{operation}": dg.MetadataValue.path(path) for operation, path in (own or {}).items()},
     }
     metadata.update({f"campaign_days_{status}": n for status, n in sorted(done.statuses.items())})
     if done.rows:
@@ -147,7 +154,7 @@ def publish(
     run_summary,
     *,
     failed: bool,
-    own_file: str = "",
+    own: dict[str, str] | None = None,
 ) -> None:
     """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
     with what describes the dataset and the summary of the load that led to it. A failing step's
@@ -158,14 +165,9 @@ def publish(
     an observation of ``amd_published`` (``published: false``, :data:`PUBLISH_HELD`) instead of a
     materialisation, since the file did not change; the CLI prints that sentence.
 
-    With ``own_file`` (the operation's ``published_path``), the operation alone is also published there."""
+    With ``own`` (the operation's ``published_path``), the operation alone is also published there."""
     try:
-        metadata = publish_and_describe(working, amd_store)
-        if own_file:
-            amd_store.publish(working, target=own_file, operation=working.operation)
-            metadata["own_file"] = dg.MetadataValue.path(own_file)
-    except (OSError, duckdb.Error, StoreLockedError, SettingsError) as exc:
-        raise LoadFailed(description=f"publishing {own_file} for the operation failed ({explain(exc)})") from None
+        metadata = publish_and_describe(working, amd_store, own)
     except PublishHeldError as exc:
         context.log.warning(explain(exc))
         record(context, dg.AssetObservation, held_metadata(exc), failed=failed)
@@ -433,7 +435,7 @@ def build_amd_daily(
             if isinstance(failed.cause, RejectedValuesError):
                 metadata["rejected"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in failed.cause.rejects))
             if failed.report.rows_written:  # what was written is valid: analysts get it now
-                publish(context, working, amd_store, metadata, failed=True, own_file=op.published_path)
+                publish(context, working, amd_store, metadata, failed=True, own=own_files([op]))
             description = explain(failed.cause, deferred=len(failed.report.deferred), timezone=timezone)
             raise LoadFailed(description=description, metadata=metadata) from None
         settle(context, events)
@@ -450,7 +452,7 @@ def build_amd_daily(
             amd_store,
             {**plan_metadata(plan), **report_metadata(report, op.id)},
             failed=False,
-            own_file=op.published_path,
+            own=own_files([op]),
         )
         return dg.MaterializeResult()
 

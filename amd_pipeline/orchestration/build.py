@@ -19,6 +19,7 @@ from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, DEFAULT_STORAGE_VERS
 from amd_pipeline.orchestration.assets import OPERATION_TAG, build_amd_daily, build_amd_published
 from amd_pipeline.orchestration.checks import build_checks
 from amd_pipeline.orchestration.component import WolkvoxOperation
+from amd_pipeline.orchestration.operations import Operations, load_operations
 from amd_pipeline.orchestration.partitions import daily_partitions
 from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.orchestration.runs import ticks_per_day
@@ -166,12 +167,11 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
     return dg.Definitions.merge(build_operation(op), build_shared([op], settings))
 
 
-def build_location(environ: Mapping[str, str] | None = None) -> dg.Definitions:
-    """The code location: every operation folder (``defs.yaml``), or the environment's one operation."""
-    from amd_pipeline.orchestration.operations import load_operations
-
+def build_location(found: Operations | None = None, environ: Mapping[str, str] | None = None) -> dg.Definitions:
+    """The code location: every operation folder (``defs.yaml``), or the environment's one operation
+    (``found``: the operations a command already loaded, not read again)."""
     settings = DefinitionSettings.from_env(environ)
-    found = load_operations(environ)
+    found = found or load_operations(environ)
     if found.tree is None:
         return build_definitions(settings)
     return dg.Definitions.merge(found.tree.build_defs(), build_shared(found.operations, settings))

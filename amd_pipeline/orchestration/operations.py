@@ -125,6 +125,14 @@ def load_operations(environ: Mapping[str, str] | None = None) -> Operations:
             raise SettingsError(
                 f"{path}: id {component.id!r} is already the id of {seen[component.id]}: give each operation its own id"
             )
+        shared = next(
+            (o for o in operations if o.published_path and o.published_path == component.published_path), None
+        )
+        if shared is not None:
+            raise SettingsError(
+                f"{path}: published_path {component.published_path} is already {shared.id}'s own file "
+                f"({seen[shared.id]}): each operation's own file holds that operation alone"
+            )
         seen[component.id] = path
         operations.append(component)
     if not operations:

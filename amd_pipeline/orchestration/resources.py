@@ -221,6 +221,11 @@ class AmdStoreResource(dg.ConfigurableResource):
         """Publish ``working`` at :attr:`path` (or ``target``: an operation's own file, holding ``operation``
         alone) as the settings ask (format, Parquet copy)."""
         options = self.publish_settings()
+        if target and Path(target).resolve() in (Path(self.path).resolve(), working.path.resolve()):
+            raise SettingsError(
+                f"published_path {target} of operation {operation} is the analysts' shared file (or the working "
+                "file): give the operation a file of its own, e.g. data/<operation>.duckdb"
+            )
         target = target or self.path
         return working.publish(
             target,

@@ -117,6 +117,7 @@ def map_response(
     request: str,
     content_type: str = "",
     headers: dict[str, str] | None = None,
+    token_env: str = "WOLKVOX_TOKEN",
 ) -> tuple[dict[str, Any], ...] | None:
     """Decide what one HTTP answer means: rows, "no rows", or an exception.
 
@@ -126,6 +127,7 @@ def map_response(
         request: a label naming the request (campaign and window) for error messages.
         content_type: the Content-Type header, to name HTML pages in errors.
         headers: response headers (``Retry-After`` is honoured).
+        token_env: the variable the token came from, named by a token error (an operation has its own).
 
     Returns:
         The ``data`` rows as a tuple of dicts (empty when ``data`` is ``[]`` or absent), or ``None``
@@ -156,11 +158,13 @@ def map_response(
     if effective == 400:
         raise errors.BadRequestError(f"{what}: the request is malformed (a bug, or a window over 31 days)", **kw)
     if effective == 401:
-        raise errors.MissingTokenError(f"{what}: no token was sent; set WOLKVOX_TOKEN", **kw)
+        raise errors.MissingTokenError(f"{what}: no token was sent; set {token_env}", token_env=token_env, **kw)
     if effective == 403:
         upper = msg.upper()
         if "VALIDATE TOKEN" in upper:
-            raise errors.InvalidTokenError(f"{what}: the token is wrong or expired; check WOLKVOX_TOKEN", **kw)
+            raise errors.InvalidTokenError(
+                f"{what}: the token is wrong or expired; check {token_env}", token_env=token_env, **kw
+            )
         if "TOKEN LIMIT EXCEEDED" in upper:
             raise errors.QuotaExhaustedError(f"{what}: the daily quota is spent; no more calls today", **kw)
         if "SIMULTANEOUS" in upper:
@@ -361,11 +365,11 @@ class WolkvoxClient:
                 request=request,
                 content_type=response.headers.get("Content-Type", ""),
                 headers=dict(response.headers),
+                token_env=self.token_env,
             )
         except errors.WolkvoxError as exc:
             record["outcome"] = type(exc).__name__
-            exc.args = (self._redact(exc.args[0]).replace("WOLKVOX_TOKEN", self.token_env),)
-            exc.token_env = self.token_env
+            exc.args = (self._redact(exc.args[0]),)
             raise
         if not rows:
             record["outcome"] = "empty"

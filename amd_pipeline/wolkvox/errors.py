@@ -34,13 +34,21 @@ class WolkvoxError(Exception):
 
     retryable = False
 
-    def __init__(self, message: str, *, request: str = "", status: int | None = None, vendor_msg: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: str = "",
+        status: int | None = None,
+        vendor_msg: str = "",
+        token_env: str = "WOLKVOX_TOKEN",
+    ):
         self.request = request
         self.status = status
         self.vendor_msg = vendor_msg
         self.detail = message
         self.attempts = 1
-        self.token_env = "WOLKVOX_TOKEN"  # the variable the token came from (an operation names its own)
+        self.token_env = token_env  # the variable the token came from (an operation names its own)
         super().__init__(f"{request}: {message}" if request else message)
 
 
