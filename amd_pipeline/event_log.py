@@ -5,6 +5,6 @@ A ``DAGSTER_HOME`` created before the package was split keeps its copy of the sh
 Nothing in the package imports this module; the shipped file names the new path.
 """
 
-from amd_pipeline.orchestration.event_log import AmdSqliteInstance, AmdSqliteStorage, BatchedSqliteEventLogStorage
+from amd_pipeline.orchestration.event_log import AmdSqliteInstance
 
-__all__ = ["AmdSqliteInstance", "AmdSqliteStorage", "BatchedSqliteEventLogStorage"]
+__all__ = ["AmdSqliteInstance"]

@@ -142,17 +142,17 @@ def run_backfill(
     from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
     from amd_pipeline.core.store import AMD_DAILY
     from amd_pipeline.orchestration import partition_events
-    from amd_pipeline.orchestration.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_location
     from amd_pipeline.orchestration.instance import (
         batch_event_writes,
-        cli_run_tags,
         existing_instance,
         get_instance,
         prepare_home,
         release_dead_cli_runs,
     )
+    from amd_pipeline.orchestration.publishing import observed_latency
     from amd_pipeline.orchestration.runs import days_between, quota_refusal, ranged_runs
+    from amd_pipeline.orchestration.tags import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, cli_run_tags
     from amd_pipeline.wolkvox.windows import day_window
 
     # Each partition's event is logged as its batch is written, not after the step (AMD_PARTITION_EVENTS):
@@ -294,7 +294,8 @@ SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 def _publish_held_of(result) -> list[str]:
     """The sentence of each publish of a run that found the published file held open (Windows)."""
-    from amd_pipeline.orchestration.assets import AMD_PUBLISHED_KEY, PUBLISH_HELD
+    from amd_pipeline.orchestration.metadata import PUBLISH_HELD
+    from amd_pipeline.orchestration.publishing import AMD_PUBLISHED_KEY
 
     held = []
     for event in result.all_events:

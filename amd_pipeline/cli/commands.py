@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from amd_pipeline.core.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
-from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, SettingsError
+from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, SettingsError, published_path
 from amd_pipeline.wolkvox.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
@@ -168,7 +168,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _published_path(args: argparse.Namespace) -> str:
     """The analysts' file a reading command opens: ``--duckdb``, ``AMD_DUCKDB_PATH`` or the default."""
-    path = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    path = published_path(args.duckdb)
     if not Path(path).exists():
         raise SettingsError(f"{path} does not exist yet; run `amd-pipeline demo` or a backfill first")
     return path
@@ -293,7 +293,6 @@ def cmd_operations(args: argparse.Namespace) -> int:
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import (
-        DEFAULT_DUCKDB_PATH,
         DEFAULT_OPERATION,
         PublishSettings,
         check_timezone,
@@ -304,7 +303,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
 
     new = check_timezone(args.to, "--to")
     options = PublishSettings.from_env()
-    published = args.duckdb or os.environ.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    published = published_path(args.duckdb)
     path = working_path_for(published, None if args.duckdb else os.environ.get("AMD_WORKING_DUCKDB_PATH"))
     if not Path(path).exists():
         raise SettingsError(f"{path} (the working file) does not exist: nothing to migrate")

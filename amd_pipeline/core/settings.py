@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts
+
 DEFAULT_TIMEZONE = "America/Bogota"
 DEFAULT_OPERATION = (
     "default"  # the operation of the single-operation setup (environment variables), and of rows from before operations
@@ -33,6 +35,7 @@ DEFAULT_RESTATE_CRON = "30 4 * * *"
 DEFAULT_RESTATE_DAYS = 3
 DEFAULT_CLEANUP_CRON = "40 3 * * *"  # daily, after the restatement
 CAMPAIGN_ALL_MODES = ("auto", "on", "off")
+PARTITION_EVENTS = "AMD_PARTITION_EVENTS"
 # The published file's format: DuckDB 2.0 writes one that DuckDB 1.0, 1.4 LTS and 1.5 still open.
 DEFAULT_STORAGE_VERSION = "v1.0.0"
 _STORAGE_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+")
@@ -45,21 +48,82 @@ class SettingsError(ValueError):
     """A setting or an argument is wrong. The message says which, and how to fix it."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One environment setting, declared once: checks, resources' defaults and the docs test read it."""
+
+    name: str
+    default: str | int
+    about: str
+    low: int | None = None  # a whole number in low..high
+    high: int | None = None
+    secret: bool = False  # never in logs, metadata, run config or the Definitions snapshot: always a dg.EnvVar
+
+
+def _declare(*settings: Setting) -> dict[str, Setting]:
+    return {setting.name: setting for setting in settings}
+
+
+_TIMEOUTS, _RETRIES = Timeouts(), RetryPolicy()  # the client's own defaults: the vendor layer declares them
+SETTINGS: dict[str, Setting] = _declare(
+    Setting("WOLKVOX_TOKEN", "", "the operation's wolkvox-token", secret=True),
+    Setting("WOLKVOX_SERVER", "", "the server nomenclature, e.g. 0010 for wv0010.wolkvox.com"),
+    Setting("WOLKVOX_BASE_URL", "", "an explicit base URL; wins over WOLKVOX_SERVER"),
+    Setting("WOLKVOX_TIMEZONE", DEFAULT_TIMEZONE, "the operation's IANA zone: its days and its budget's midnight"),
+    Setting("AMD_START_DATE", DEFAULT_START_DATE.isoformat(), "the first day of the partitions"),
+    Setting("WOLKVOX_CAMPAIGN_ALL", "auto", "auto | on | off: one campaign_id=all call per window"),
+    Setting("AMD_CAMPAIGNS", "", "comma-separated campaign ids; empty: discover predictive campaigns"),
+    Setting("AMD_QUOTA_SHARE", "0.5", "the share of the token's daily quota this pipeline may spend"),
+    Setting("WOLKVOX_MAX_IN_FLIGHT", 1, "requests in flight per token", 1, 2),
+    Setting("WOLKVOX_CONNECT_TIMEOUT_SECONDS", int(_TIMEOUTS.connect), "seconds to wait for a connection", 1, 600),
+    Setting("WOLKVOX_READ_TIMEOUT_SECONDS", int(_TIMEOUTS.read), "seconds to wait for an answer", 1, 600),
+    Setting("WOLKVOX_MAX_ATTEMPTS", _RETRIES.max_attempts, "HTTP attempts per call before giving up", 1, 20),
+    Setting("WOLKVOX_BACKOFF_BASE_MS", int(_RETRIES.base_delay * 1000), "the first retry's wait; doubles", 0, 600_000),
+    Setting(
+        "WOLKVOX_MAINTENANCE_DELAY_MS",
+        int(_RETRIES.maintenance_delay * 1000),
+        "the least wait after a maintenance 403",
+        0,
+        3_600_000,
+    ),
+    Setting("WOLKVOX_DAILY_QUOTA", 0, "calls a day (licenses x 1000); 0: ask token_info", 0, 10_000_000),
+    Setting("AMD_BATCH_SIZE", 2500, "windows per write transaction", 1, 100_000),
+    Setting("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS", 120, "how long a write waits for a file another holds", 0, 86_400),
+    Setting("AMD_RESTATE_DAYS", DEFAULT_RESTATE_DAYS, "closed days a restatement refetches", 1, 31),
+    Setting("AMD_KEEP_SCHEDULED_RUNS_DAYS", 3, "days finished scheduled runs are kept", 0, 3650),
+    Setting("AMD_INTRADAY_KEEP_DAYS", 63, "days of today's snapshots kept in amd_intraday", 1, 3650),
+    Setting("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH, "the published file analysts read"),
+    Setting("AMD_WORKING_DUCKDB_PATH", "", "the file loads write; empty: beside the published one"),
+    Setting("AMD_PUBLISHED_STORAGE_VERSION", DEFAULT_STORAGE_VERSION, "the DuckDB format of the published file"),
+    Setting("AMD_PUBLISHED_PARQUET", "", "1: also keep a Parquet copy beside the published file"),
+    Setting("AMD_LOCK_DIR", "", "the folder of the token's lock files"),
+    Setting("AMD_TOKEN_LOCK_URL", "", "PostgreSQL URL of a token lock shared by machines", secret=True),
+    Setting(PARTITION_EVENTS, "during", "during | after: when a CLI run logs its partitions' events"),
+)
+
 # The numeric settings: name -> (default, smallest, largest allowed).
 INT_SETTINGS: dict[str, tuple[int, int, int]] = {
-    "WOLKVOX_MAX_IN_FLIGHT": (1, 1, 2),
-    "WOLKVOX_CONNECT_TIMEOUT_SECONDS": (10, 1, 600),
-    "WOLKVOX_READ_TIMEOUT_SECONDS": (75, 1, 600),
-    "WOLKVOX_MAX_ATTEMPTS": (6, 1, 20),
-    "WOLKVOX_BACKOFF_BASE_MS": (1000, 0, 600_000),
-    "WOLKVOX_MAINTENANCE_DELAY_MS": (30000, 0, 3_600_000),
-    "WOLKVOX_DAILY_QUOTA": (0, 0, 10_000_000),
-    "AMD_BATCH_SIZE": (2500, 1, 100_000),
-    "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS": (120, 0, 86_400),
-    "AMD_RESTATE_DAYS": (3, 1, 31),
-    "AMD_KEEP_SCHEDULED_RUNS_DAYS": (3, 0, 3650),
-    "AMD_INTRADAY_KEEP_DAYS": (63, 1, 3650),
+    s.name: (int(s.default), s.low, s.high) for s in SETTINGS.values() if s.low is not None and s.high is not None
 }
+
+
+def default(name: str) -> str | int:
+    """The declared default of the setting ``name``."""
+    return SETTINGS[name].default
+
+
+def about(name: str) -> str:
+    """What the setting ``name`` is, with its variable's name: a resource field's description."""
+    return f"{SETTINGS[name].about[0].upper()}{SETTINGS[name].about[1:]} ({name})."
+
+
+def partition_events_setting(environ: Mapping[str, str] | None = None) -> str:
+    """``AMD_PARTITION_EVENTS``: ``during`` (the default) or ``after`` (Dagster's own path, as for daemon runs)."""
+    env = os.environ if environ is None else environ
+    value = env.get(PARTITION_EVENTS, "").strip().lower() or str(default(PARTITION_EVENTS))
+    if value not in ("during", "after"):
+        raise SettingsError(f"{PARTITION_EVENTS}={value!r} is not during or after (unset: during)")
+    return value
 
 
 def check_timezone(name: str, setting: str = "WOLKVOX_TIMEZONE") -> str:
@@ -119,6 +183,12 @@ def base_url_for(server: str | None = None, base_url: str | None = None) -> str:
             f"WOLKVOX_SERVER={server!r} is not a server nomenclature: use its digits, e.g. 0010 for wv0010.wolkvox.com"
         )
     return f"https://wv{server}.wolkvox.com"
+
+
+def published_path(given: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The analysts' file: ``given`` (a ``--duckdb`` option), else ``AMD_DUCKDB_PATH``, else the default."""
+    env = os.environ if environ is None else environ
+    return given or env.get("AMD_DUCKDB_PATH") or str(default("AMD_DUCKDB_PATH"))
 
 
 def working_path_for(published: str, configured: str | None = None) -> str:
@@ -278,10 +348,8 @@ class RunSettings:
             campaign_all=check_campaign_all(env.get("WOLKVOX_CAMPAIGN_ALL") or "auto"),
             campaigns=tuple(parse_campaign_list(env.get("AMD_CAMPAIGNS") or "")),
             numbers={name: int_setting(name, env) for name in INT_SETTINGS},
-            duckdb_path=env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH,
-            working_path=working_path_for(
-                env.get("AMD_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH, env.get("AMD_WORKING_DUCKDB_PATH")
-            ),
+            duckdb_path=published_path(None, env),
+            working_path=working_path_for(published_path(None, env), env.get("AMD_WORKING_DUCKDB_PATH")),
             quota_share=check_share(env.get("AMD_QUOTA_SHARE")),
             publish=PublishSettings.from_env(env),
         )

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, DEFAULT_STORAGE_VERSION, INT_SETTINGS, DefinitionSettings
-from amd_pipeline.orchestration.assets import OPERATION_TAG, build_amd_daily, build_amd_published
+from amd_pipeline.core.settings import INT_SETTINGS, DefinitionSettings, default
+from amd_pipeline.orchestration.assets import build_amd_daily, build_amd_published
 from amd_pipeline.orchestration.checks import build_checks
 from amd_pipeline.orchestration.component import WolkvoxOperation
 from amd_pipeline.orchestration.operations import Operations, load_operations
@@ -25,31 +25,32 @@ from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSourc
 from amd_pipeline.orchestration.runs import ticks_per_day
 from amd_pipeline.orchestration.schedules import Retention, build_cleanup, build_schedules
 from amd_pipeline.orchestration.sensors import build_campaign_sensor
+from amd_pipeline.orchestration.tags import OPERATION_TAG
 
 AMD_DAILY_JOB = "amd_daily_job"
 
 
-def env_or(name: str, default):
-    """``dg.EnvVar(name)`` when the variable is set (resolved at launch), else ``default``."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+def env_or(name: str, value: object = None):
+    """``dg.EnvVar(name)`` when the variable is set (resolved at launch), else ``value`` or the setting's default.
 
-
-def env_int_or(name: str):
-    """``dg.EnvVar.int(name)`` when the variable is set, else the setting's default."""
-    return dg.EnvVar.int(name) if os.environ.get(name) else INT_SETTINGS[name][0]
+    The one place the Definitions look at the environment: an EnvVar of an unset variable fails at launch.
+    """
+    if os.environ.get(name):
+        return dg.EnvVar.int(name) if name in INT_SETTINGS else dg.EnvVar(name)
+    return default(name) if value is None else value
 
 
 def machine_settings() -> dict:
     """How this machine talks to any Wolkvox server and where the token's locks live: shared by every
     operation (timeouts, retries, lock folder, cross-machine lock), environment variables read at launch."""
     return {
-        "connect_timeout_seconds": env_int_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
-        "read_timeout_seconds": env_int_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
-        "max_attempts": env_int_or("WOLKVOX_MAX_ATTEMPTS"),
-        "backoff_base_ms": env_int_or("WOLKVOX_BACKOFF_BASE_MS"),
-        "maintenance_delay_ms": env_int_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
-        "lock_dir": env_or("AMD_LOCK_DIR", ""),
-        "token_lock_url": env_or("AMD_TOKEN_LOCK_URL", ""),  # may hold a password: an EnvVar when set
+        "connect_timeout_seconds": env_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
+        "read_timeout_seconds": env_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
+        "max_attempts": env_or("WOLKVOX_MAX_ATTEMPTS"),
+        "backoff_base_ms": env_or("WOLKVOX_BACKOFF_BASE_MS"),
+        "maintenance_delay_ms": env_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
+        "lock_dir": env_or("AMD_LOCK_DIR"),
+        "token_lock_url": env_or("AMD_TOKEN_LOCK_URL"),  # may hold a password: an EnvVar when set
     }
 
 
@@ -60,12 +61,12 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
     if op.from_environment:  # the single-operation setup: every setting stays a variable read at launch
         return WolkvoxResource(
             token=token,
-            server=env_or("WOLKVOX_SERVER", ""),
-            base_url=env_or("WOLKVOX_BASE_URL", ""),
-            max_in_flight=env_int_or("WOLKVOX_MAX_IN_FLIGHT"),
-            campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL", "auto"),
-            daily_quota=env_int_or("WOLKVOX_DAILY_QUOTA"),
-            quota_share=env_or("AMD_QUOTA_SHARE", "0.5"),
+            server=env_or("WOLKVOX_SERVER"),
+            base_url=env_or("WOLKVOX_BASE_URL"),
+            max_in_flight=env_or("WOLKVOX_MAX_IN_FLIGHT"),
+            campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL"),
+            daily_quota=env_or("WOLKVOX_DAILY_QUOTA"),
+            quota_share=env_or("AMD_QUOTA_SHARE"),
             timezone=op.timezone,
             **machine_settings(),
         )
@@ -85,7 +86,7 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
 
 def campaign_source(op: WolkvoxOperation) -> CampaignSource:
     if op.from_environment:
-        return CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS", ""))
+        return CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS"))
     return CampaignSource(campaign_ids=",".join(op.campaigns))
 
 
@@ -108,13 +109,13 @@ def shared_store() -> AmdStoreResource:
     key = tuple((name, bool(os.environ.get(name))) for name in _STORE_SETTINGS)
     if key not in _stores:
         _stores[key] = AmdStoreResource(
-            path=env_or("AMD_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
-            working_path=env_or("AMD_WORKING_DUCKDB_PATH", ""),
-            batch_size=env_int_or("AMD_BATCH_SIZE"),
-            lock_timeout_seconds=env_int_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
-            published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION", DEFAULT_STORAGE_VERSION),
-            published_parquet=env_or("AMD_PUBLISHED_PARQUET", ""),
-            intraday_keep_days=env_int_or("AMD_INTRADAY_KEEP_DAYS"),
+            path=env_or("AMD_DUCKDB_PATH"),
+            working_path=env_or("AMD_WORKING_DUCKDB_PATH"),
+            batch_size=env_or("AMD_BATCH_SIZE"),
+            lock_timeout_seconds=env_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
+            published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION"),
+            published_parquet=env_or("AMD_PUBLISHED_PARQUET"),
+            intraday_keep_days=env_or("AMD_INTRADAY_KEEP_DAYS"),
         )
     return _stores[key]
 
@@ -153,7 +154,7 @@ def build_shared(operations: list[WolkvoxOperation], settings: DefinitionSetting
         schedules=[cleanup_schedule],
         resources={
             "amd_store": shared_store(),
-            "retention": Retention(keep_days=env_int_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),
+            "retention": Retention(keep_days=env_or("AMD_KEEP_SCHEDULED_RUNS_DAYS")),
         },
         # Token-bound steps run in the run's own process: the multiprocess executor would hold the
         # pool slot for the 2-5 s it takes to start a step subprocess.

@@ -90,8 +90,6 @@ class OperationScaffolder(dg.Scaffolder[OperationParams]):
         return OperationParams
 
     def scaffold(self, request: dg.ScaffoldRequest[OperationParams]) -> None:
-        from dagster.components.component_scaffolding import scaffold_component
-
         params = request.params
         op_id = request.target_path.name
         token_env = params.token_env or f"WOLKVOX_TOKEN_{op_id.upper()}"
@@ -101,7 +99,7 @@ class OperationScaffolder(dg.Scaffolder[OperationParams]):
         else:
             attributes["server"] = params.server or "0000"
         attributes |= {"token_env": token_env, "timezone": params.timezone, "start_date": params.start_date}
-        scaffold_component(request, attributes)
+        dg.scaffold_component(request, attributes)
         with open(request.target_path / "defs.yaml", "a", encoding="utf-8") as f:
             # The token's variable, for `dg list envs`; its value never enters a file. Campaigns are
             # discovered unless listed (campaigns: [20717, 20731]).

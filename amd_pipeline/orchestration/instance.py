@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from amd_pipeline.core.messages import EXIT_FAILED, CliExit
 from amd_pipeline.core.portable import pid_alive
+from amd_pipeline.orchestration.tags import CLI_HOST_TAG, CLI_PID_TAG
 
 DEFAULT_HOME = ".dagster_home"
 
@@ -122,15 +123,6 @@ def batch_event_writes() -> None:
     (:mod:`amd_pipeline.orchestration.event_log`), instead of a committed write per partition.
     """
     os.environ.setdefault(EVENT_BATCH_SIZE, DEFAULT_EVENT_BATCH_SIZE)
-
-
-CLI_HOST_TAG = "amd_pipeline/host"
-CLI_PID_TAG = "amd_pipeline/pid"
-
-
-def cli_run_tags() -> dict[str, str]:
-    """Tags that let a later CLI call recognise this process's runs if it dies."""
-    return {CLI_HOST_TAG: socket.gethostname(), CLI_PID_TAG: str(os.getpid())}
 
 
 def release_dead_cli_runs(instance: dg.DagsterInstance) -> list[str]:

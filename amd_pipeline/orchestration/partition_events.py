@@ -1,65 +1,42 @@
 """A CLI run's per-partition materialisations, logged as each batch is written instead of after the step.
 
-Dagster logs a ranged step's ``ASSET_MATERIALIZATION`` events (one per partition) after the step's
-compute has ended: for a year of 50 campaigns, 18,250 events and 20-25 s while the token sits idle and
-the step still holds the ``wolkvox_token`` pool slot (docs/performance.md). A run tagged
-:data:`DURING_LOAD_TAG` (Dagster's own ``dagster/defer_asset_events``) makes Dagster leave a step's
-asset events, and the run's planned events, to the code. The step then logs them itself, through the
-functions Dagster would have used, so each event is the one Dagster would have made:
+Dagster logs a ranged step's materialisations (one per partition) after the step's compute has ended, while
+the step still holds the token's pool slot. A run tagged by :func:`run_tags` (Dagster's own
+``dagster/defer_asset_events``) makes Dagster leave them to the code. The step then logs them itself, with
+the functions Dagster would have used (:mod:`~amd_pipeline.orchestration.dagster_private`):
 
-- the run's planned events first (:meth:`PartitionEvents.log_planned`), as Dagster writes them when it
-  creates a run, so the UI marks the partitions in progress, and failed if the run fails;
-- each DuckDB batch's partitions once the batch has committed, with their own metadata, in one
-  event batch (``DAGSTER_EVENT_BATCH_SIZE``), by a thread of their own (:meth:`PartitionEvents.log_soon`):
-  making and storing an event costs 1-1.5 ms, and the load's thread, which takes the fetcher's answers
-  (at most 2 ahead), must not stop for 2,500 of them while the token waits;
+- the run's planned events first, so the UI marks the partitions in progress (and failed if the run fails);
+- each DuckDB batch's partitions once the batch has committed, by a thread of their own, so the load's
+  thread, which takes the fetcher's answers, never waits for them;
 - on success, the range's other partitions (those skipped as already final), as Dagster would.
 
-Only ``amd-pipeline backfill`` tags its runs, and only when :func:`available` finds what this module
-relies on; runs launched by the daemon (schedules, UI backfills) take Dagster's own path.
-``test_event_log.py`` compares what the UI reads after both paths, on both instance profiles, and
-fails if a Dagster upgrade moves the private functions used here.
+Only ``amd-pipeline backfill`` tags its runs; runs launched by the daemon take Dagster's own path.
 """
 
 from __future__ import annotations
 
 import contextvars
-import os
 import queue
 import threading
 from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-try:  # Private to Dagster 1.13 (see the module's docstring): without them, runs are not tagged.
-    from dagster._core.definitions.assets.definition.asset_spec import AssetExecutionType
-    from dagster._core.definitions.partitions.context import partition_loading_context
-    from dagster._core.events import DagsterEventBatchMetadata, generate_event_batch_id
-    from dagster._core.execution.plan.execute_step import _dagster_event_for_asset_event, _get_output_asset_events
-    from dagster._core.instance.runs.run_domain import RunDomain
-    from dagster._core.storage.dagster_run import assets_are_externally_managed
-    from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
-except ImportError:  # pragma: no cover - an upgrade moved one; test_event_log.py fails so it is noticed
-    EXTERNALLY_MANAGED_ASSETS_TAG = None
+from amd_pipeline.core.settings import PARTITION_EVENTS, partition_events_setting
+from amd_pipeline.orchestration import dagster_private
+from amd_pipeline.orchestration.metadata import add_partition_metadata
 
-from amd_pipeline.core.settings import SettingsError
-
-DURING_LOAD_TAG = EXTERNALLY_MANAGED_ASSETS_TAG
-SETTING = "AMD_PARTITION_EVENTS"  # during (the default) | after: Dagster's own path, as for daemon runs
+SETTING = PARTITION_EVENTS
 
 
-def available() -> bool:
-    """Whether this Dagster has what the events-during-the-load path relies on."""
-    return DURING_LOAD_TAG is not None and hasattr(RunDomain, "_log_asset_planned_events")
+def run_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tag that asks a run's step to log its partitions' events during the load.
 
-
-def run_tags() -> dict[str, str]:
-    """The tag that asks a run's amd_daily step to log its partitions' events during the load, unless
-    ``AMD_PARTITION_EVENTS=after`` (or this Dagster lacks what the path relies on)."""
-    value = os.environ.get(SETTING, "").strip().lower() or "during"
-    if value not in ("during", "after"):
-        raise SettingsError(f"{SETTING}={value!r} is not during or after (unset: during)")
-    return {DURING_LOAD_TAG: "true"} if value == "during" and available() else {}
+    Empty with ``AMD_PARTITION_EVENTS=after``, or when this Dagster lacks what the path relies on.
+    """
+    if partition_events_setting(environ) != "during":
+        return {}
+    return dagster_private.defer_asset_events_tags()
 
 
 class PartitionEvents:
@@ -67,7 +44,6 @@ class PartitionEvents:
 
     def __init__(self, context: dg.AssetExecutionContext, keys: Iterable[dg.MultiPartitionKey]):
         self._context = context
-        self._step = context.op_execution_context._step_execution_context
         self._keys = list(keys)
         self._position = {str(key): i for i, key in enumerate(self._keys)}
         self.logged: set[str] = set()
@@ -77,52 +53,22 @@ class PartitionEvents:
 
     @staticmethod
     def wanted(context: dg.AssetExecutionContext) -> bool:
-        """The run asked for them (:data:`DURING_LOAD_TAG`): Dagster will not log them after the step."""
-        return available() and assets_are_externally_managed(context.run)
+        """Whether the run asked for them: Dagster will then not log them after the step."""
+        return dagster_private.asset_events_deferred(context)
 
     def log_planned(self) -> None:
-        """The run's planned events (its partitions', its checks'), as Dagster logs them when it creates a run."""
-        run = self._context.run
-        instance = self._context.instance
-        snapshot = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-        asset_graph = self._step.job_def.asset_layer.asset_graph
-        with partition_loading_context(dynamic_partitions_store=instance):  # as create_run does
-            RunDomain(instance)._log_asset_planned_events(run, snapshot, asset_graph)
+        """The run's planned events, as Dagster logs them when it creates a run."""
+        dagster_private.log_planned_events(self._context)
 
     def log(self, by_partition: Mapping[dg.MultiPartitionKey, Mapping]) -> None:
-        """One materialisation per partition, with its own metadata, written as one event batch, in the
-        range's order (as Dagster's path logs them: a one-batch run's last event, the asset's latest, is the same)."""
-        from amd_pipeline.orchestration.assets import add_partition_metadata
-
+        """One materialisation per partition, with its own metadata, as one event batch in the range's order."""
         keys = sorted(
             (key for key in by_partition if str(key) not in self.logged), key=lambda k: self._position[str(k)]
         )
         if not keys:
             return
         add_partition_metadata(self._context, {key: by_partition[key] for key in keys})
-        had_version = self._step.has_data_version(self._context.asset_key)
-        asset_events = list(
-            _get_output_asset_events(
-                self._context.asset_key,
-                keys,
-                dg.Output(None),
-                self._step.op_def.output_def_named("result"),
-                {},
-                self._step,
-                AssetExecutionType.MATERIALIZATION,
-            )
-        )
-        if not had_version:
-            # Dagster makes every partition's event in one call, which computes the data version. A second
-            # call would find the first one's value cached and tag its events as a data version "provided
-            # by the user" (dagster/data_version_is_user_provided): each batch computes it afresh instead.
-            # (If an upgrade moves the cache, the events keep that tag and test_event_log.py fails.)
-            getattr(getattr(self._step, "_data_version_cache", None), "values", {}).pop(self._context.asset_key, None)
-        batch_id = generate_event_batch_id()
-        for i, event in enumerate(asset_events):
-            _dagster_event_for_asset_event(
-                self._step, event, DagsterEventBatchMetadata(batch_id, i == len(asset_events) - 1)
-            )
+        dagster_private.log_materializations(self._context, keys)
         self.logged.update(str(key) for key in keys)
 
     def log_soon(self, by_partition: Mapping[dg.MultiPartitionKey, Mapping]) -> None:

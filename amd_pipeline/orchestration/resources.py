@@ -14,17 +14,18 @@ from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.campaigns import discover_campaign_ids
 from amd_pipeline.core.loader import CampaignAll
 from amd_pipeline.core.settings import (
-    DEFAULT_DUCKDB_PATH,
     DEFAULT_OPERATION,
     INT_SETTINGS,
     PublishSettings,
     SettingsError,
+    about,
     base_url_for,
     check_campaign_all,
     check_flag,
     check_share,
     check_storage_version,
     check_token,
+    default,
     parquet_dir_for,
     parse_campaign_list,
     working_path_for,
@@ -42,34 +43,31 @@ ALL_REFUSED = "campaign_all_refused_at"
 class WolkvoxResource(dg.ConfigurableResource):
     """The Wolkvox API for one operation. Give the token as ``dg.EnvVar``, never as a string."""
 
-    token: str = Field(default="", description="wolkvox-token of the operation (WOLKVOX_TOKEN).")
+    token: str = Field(default="", description=about("WOLKVOX_TOKEN"))
     token_env: str = Field(default="WOLKVOX_TOKEN", description="The variable the token comes from (for messages).")
-    server: str = Field(default="", description="Server nomenclature, e.g. 0010 (WOLKVOX_SERVER).")
-    base_url: str = Field(default="", description="Explicit base URL; wins over server (WOLKVOX_BASE_URL).")
-    connect_timeout_seconds: int = 10
-    read_timeout_seconds: int = Field(default=75, description="A little above the server's 60 s limit.")
-    max_attempts: int = Field(default=6, description="HTTP attempts per call before giving up.")
-    backoff_base_ms: int = Field(default=1000, description="First retry waits about this long; doubles after.")
-    backoff_max_seconds: int = 60
-    maintenance_delay_ms: int = Field(default=30000, description="Least wait after a maintenance 403.")
-    max_in_flight: int = Field(default=1, description="Requests in flight per token (WOLKVOX_MAX_IN_FLIGHT), 1 or 2.")
-    lock_dir: str = Field(default="", description="Folder of the cross-process token lock files.")
-    token_lock_url: str = Field(
-        default="",
-        description="PostgreSQL URL of a token lock shared by machines (AMD_TOKEN_LOCK_URL); empty: this machine only.",
+    server: str = Field(default="", description=about("WOLKVOX_SERVER"))
+    base_url: str = Field(default="", description=about("WOLKVOX_BASE_URL"))
+    connect_timeout_seconds: int = Field(
+        default=default("WOLKVOX_CONNECT_TIMEOUT_SECONDS"), description=about("WOLKVOX_CONNECT_TIMEOUT_SECONDS")
     )
-    campaign_all: str = Field(
-        default="auto", description="auto | on | off: one campaign_id=all call per window (WOLKVOX_CAMPAIGN_ALL)."
+    read_timeout_seconds: int = Field(
+        default=default("WOLKVOX_READ_TIMEOUT_SECONDS"), description=about("WOLKVOX_READ_TIMEOUT_SECONDS")
     )
-    daily_quota: int = Field(
-        default=0, description="Calls per day (licenses x 1000); 0 = ask token_info once a day (WOLKVOX_DAILY_QUOTA)."
+    max_attempts: int = Field(default=default("WOLKVOX_MAX_ATTEMPTS"), description=about("WOLKVOX_MAX_ATTEMPTS"))
+    backoff_base_ms: int = Field(
+        default=default("WOLKVOX_BACKOFF_BASE_MS"), description=about("WOLKVOX_BACKOFF_BASE_MS")
     )
-    quota_share: str = Field(
-        default="0.5", description="Share of the daily quota this pipeline may spend (AMD_QUOTA_SHARE)."
+    backoff_max_seconds: int = int(RetryPolicy.max_delay)
+    maintenance_delay_ms: int = Field(
+        default=default("WOLKVOX_MAINTENANCE_DELAY_MS"), description=about("WOLKVOX_MAINTENANCE_DELAY_MS")
     )
-    timezone: str = Field(
-        default="America/Bogota", description="The operation's zone: the call budget resets at its midnight."
-    )
+    max_in_flight: int = Field(default=default("WOLKVOX_MAX_IN_FLIGHT"), description=about("WOLKVOX_MAX_IN_FLIGHT"))
+    lock_dir: str = Field(default=default("AMD_LOCK_DIR"), description=about("AMD_LOCK_DIR"))
+    token_lock_url: str = Field(default=default("AMD_TOKEN_LOCK_URL"), description=about("AMD_TOKEN_LOCK_URL"))
+    campaign_all: str = Field(default=default("WOLKVOX_CAMPAIGN_ALL"), description=about("WOLKVOX_CAMPAIGN_ALL"))
+    daily_quota: int = Field(default=default("WOLKVOX_DAILY_QUOTA"), description=about("WOLKVOX_DAILY_QUOTA"))
+    quota_share: str = Field(default=default("AMD_QUOTA_SHARE"), description=about("AMD_QUOTA_SHARE"))
+    timezone: str = Field(default=default("WOLKVOX_TIMEZONE"), description=about("WOLKVOX_TIMEZONE"))
     _instance_url: str | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -177,23 +175,18 @@ class WolkvoxResource(dg.ConfigurableResource):
 class AmdStoreResource(dg.ConfigurableResource):
     """The DuckDB files: the one loads write, and the copy analysts read that every load publishes."""
 
-    path: str = Field(default=DEFAULT_DUCKDB_PATH, description="The published file analysts read (AMD_DUCKDB_PATH).")
-    working_path: str = Field(
-        default="", description="The file loads write (AMD_WORKING_DUCKDB_PATH); default beside the published one."
-    )
+    path: str = Field(default=default("AMD_DUCKDB_PATH"), description=about("AMD_DUCKDB_PATH"))
+    working_path: str = Field(default=default("AMD_WORKING_DUCKDB_PATH"), description=about("AMD_WORKING_DUCKDB_PATH"))
     lock_timeout_seconds: int = Field(
-        default=120,
-        description="How long a write waits for a file another process holds (AMD_DUCKDB_LOCK_TIMEOUT_SECONDS).",
+        default=default("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"), description=about("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS")
     )
-    batch_size: int = Field(default=2500, description="Windows per write transaction (AMD_BATCH_SIZE).")
+    batch_size: int = Field(default=default("AMD_BATCH_SIZE"), description=about("AMD_BATCH_SIZE"))
     published_storage_version: str = Field(
-        default="v1.0.0", description="DuckDB format of the published file (AMD_PUBLISHED_STORAGE_VERSION)."
+        default=default("AMD_PUBLISHED_STORAGE_VERSION"), description=about("AMD_PUBLISHED_STORAGE_VERSION")
     )
-    published_parquet: str = Field(
-        default="", description="1: also keep a Parquet copy beside the published file (AMD_PUBLISHED_PARQUET)."
-    )
+    published_parquet: str = Field(default=default("AMD_PUBLISHED_PARQUET"), description=about("AMD_PUBLISHED_PARQUET"))
     intraday_keep_days: int = Field(
-        default=63, description="Days of today's snapshots kept in amd_intraday (AMD_INTRADAY_KEEP_DAYS)."
+        default=default("AMD_INTRADAY_KEEP_DAYS"), description=about("AMD_INTRADAY_KEEP_DAYS")
     )
 
     def store(
@@ -238,7 +231,7 @@ class AmdStoreResource(dg.ConfigurableResource):
 class CampaignSource(dg.ConfigurableResource):
     """Which campaigns are partitions: AMD_CAMPAIGNS if set, else discovery of predictive campaigns."""
 
-    campaign_ids: str = Field(default="", description="Comma-separated campaign ids (AMD_CAMPAIGNS); empty = discover.")
+    campaign_ids: str = Field(default=default("AMD_CAMPAIGNS"), description=about("AMD_CAMPAIGNS"))
     discover_types: str = Field(default="predictive", description="type_campaign values that discovery keeps.")
 
     def configured(self) -> list[str]:

@@ -15,9 +15,9 @@ import datetime as dt
 import os
 
 import dagster as dg
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from amd_pipeline.orchestration.assets import SOURCE_TAG
+from amd_pipeline.orchestration import dagster_private
+from amd_pipeline.orchestration.tags import SOURCE_TAG
 
 PRUNED_SOURCES = ("refresh", "restate", "cleanup")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -74,9 +74,8 @@ def prune_runs(instance: dg.DagsterInstance, keep_days: int, now: dt.datetime | 
                 continue
             instance.delete_run(run_id)
             pruned.deleted += 1
-            if isinstance(storage, SqliteEventLogStorage):  # the emptied per-run file stays otherwise
-                shard = storage.path_for_shard(run_id)
-                if os.path.exists(shard):
-                    pruned.shard_bytes += os.path.getsize(shard)
-                    os.remove(shard)
+            shard = dagster_private.run_file(storage, run_id)  # SQLite: the emptied per-run file stays otherwise
+            if shard and os.path.exists(shard):
+                pruned.shard_bytes += os.path.getsize(shard)
+                os.remove(shard)
     return pruned
