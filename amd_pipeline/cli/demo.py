@@ -38,8 +38,10 @@ def _summary(duckdb_path: str, start: dt.date, end: dt.date):
 
 
 def _refuse_foreign(duckdb_path: str, home: Path) -> None:
-    """Raise :class:`SettingsError` (exit 2) when the DuckDB files (published, working) or the instance
-    already hold campaigns that are not the simulator's: the demo never mixes its rows with an operation's."""
+    """Raise :class:`SettingsError` (exit 2) when the DuckDB files or the instance hold non-simulator campaigns.
+
+    The files are the published and the working one; the demo never mixes its rows with an operation's.
+    """
     import dagster as dg
 
     from amd_pipeline.core.settings import working_path_for
@@ -147,8 +149,11 @@ def demo_operation_yaml(op_id: str, timezone: str, base_url: str, refresh_cron: 
 
 
 def run_dev_demo(*, home: Path, argv: list[str], duckdb_path: str, latency_ms: float, port: int) -> int:
-    """`dagster dev` on two simulated operations (Bogota and Mexico City, the same campaign ids): scheduled
-    refreshes every minute, no Wolkvox account. Their folders are written under DAGSTER_HOME."""
+    """Run `dagster dev` on two simulated operations (Bogota and Mexico City, the same campaign ids).
+
+    Refreshes are scheduled every minute and no Wolkvox account is needed; the operations' folders are written
+    under DAGSTER_HOME.
+    """
     import contextlib
 
     from amd_pipeline.cli.dev import run_dagster_dev

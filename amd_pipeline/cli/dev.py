@@ -1,12 +1,10 @@
 """`dagster dev` as a child of `amd-pipeline dev`, stopped with everything it started however `dev` was launched.
 
-A launcher that starts `dev` in the background (`... &` in a script, ``nohup``) hands it SIGINT ignored,
-and an ignored signal stays ignored in every program started after it. `dagster dev` maps SIGTERM to
-whatever SIGINT does, and its webserver and daemon stop by sending themselves SIGINT when it asks them
-to: with SIGINT ignored, nothing short of SIGKILL stops any of them (seen: SIGTERM, 40 s, all running).
-Here the stop signals are caught (a caught signal is back at its default in a program started after
-it, so the tree gets a working Ctrl-C), passed on to the tree as Ctrl-C, and whatever is left of the tree
-``STOP_GRACE_S`` later is killed. What differs on Windows is in ``core/portable.py``.
+Started in the background (`... &` in a script, ``nohup``), `dev` gets SIGINT ignored, which stays ignored in every
+program it starts; `dagster dev`, its webserver and daemon stop through SIGINT, so then only SIGKILL ends them.
+Here the stop signals are caught (a caught signal is back at its default in a program started after it, so the
+tree gets a working Ctrl-C), passed on to the tree as Ctrl-C, and whatever is left ``STOP_GRACE_S`` later is
+killed. What differs on Windows is in ``core/portable.py``.
 """
 
 from __future__ import annotations
@@ -22,14 +20,17 @@ from amd_pipeline.core.settings import SettingsError
 
 # Host dagster dev's webserver binds by default (dagster_webserver's DEFAULT_WEBSERVER_HOST).
 DEV_HOST = "127.0.0.1"
-# How long the tree has to end after a stop signal (dagster dev takes 2-4 s here) before what is left is killed.
+# How long the tree has to end after a stop signal before what is left is killed; dagster dev's own stop takes
+# a few seconds (docs/operating.md, "Stopping dev").
 STOP_GRACE_S = 10.0
 _POLL_S = 0.2
 
 
 def refuse_busy_port(port: int) -> None:
-    """Raise :class:`SettingsError` (exit 2) when the UI could not listen on ``port``: dagster dev would
-    start its daemon anyway and serve no UI."""
+    """Raise :class:`SettingsError` (exit 2) when the UI could not listen on ``port``.
+
+    dagster dev would start its daemon anyway and serve no UI.
+    """
     error = port_refusal(DEV_HOST, port)
     if error is None:
         return

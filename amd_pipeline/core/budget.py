@@ -1,13 +1,11 @@
 """The daily call budget: every HTTP attempt of every process with one token, counted per vendor day. No dagster.
 
-Wolkvox gives an operation ``licenses x 1000`` calls a day, shared with every other integration it
-runs. This pipeline may spend ``AMD_QUOTA_SHARE`` of them. Each attempt is counted before it is made,
-in a small JSON file beside the token's lock files, under an exclusive file lock (``filelock``): check and increment
-are one step, so processes that share the folder never spend more than the budget between them, and
-the count survives restarts. This file is the SQLite profile's ledger; with the instance in PostgreSQL
-the same ledger lives there (:class:`amd_pipeline.core.shared_state.PgCallLedger`), shared by every machine.
-The day is the operation's local day (the vendor does not say when its
-quota resets; local midnight is assumed).
+Wolkvox gives an operation ``licenses x 1000`` calls a day, shared with its other integrations; this pipeline may
+spend ``AMD_QUOTA_SHARE`` of them. Each attempt is counted before it is made, in a JSON file beside the token's
+lock files, under an exclusive file lock (``filelock``): check and increment are one step, so processes sharing
+the folder never overspend between them, and the count survives restarts. With the instance in PostgreSQL the
+ledger lives there (:class:`amd_pipeline.core.shared_state.PgCallLedger`). The day is the operation's local day
+(the vendor does not say when its quota resets; local midnight is assumed).
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ class Budget:
 
     @property
     def limit(self) -> int | None:
+        """The calls allowed a day, or None while the daily quota is unknown."""
         return math.floor(self.daily_quota * self.share) if self.daily_quota else None
 
 
@@ -59,6 +58,7 @@ class CallLedger:
         self._lock = FileLock(self.path.with_suffix(".lock"), mode=0o600)  # per thread: threads exclude each other
 
     def today(self) -> dt.date:
+        """The operation's local date now: the day the ledger counts."""
         return self._now().astimezone(self.zone).date()
 
     @contextlib.contextmanager
@@ -110,6 +110,7 @@ class CallLedger:
             return data["token_limit"]
 
     def remember_token_limit(self, limit: int) -> None:
+        """Store today's daily quota of the token, as ``token_info`` said it."""
         with self._locked(write=True) as data:
             data["token_limit"] = limit
 
@@ -120,5 +121,6 @@ class CallLedger:
                 data["from_answers"] = data.get("from_answers", 0) + windows
 
     def from_answers(self) -> int:
+        """Windows served today from answers already in hand (no call made for them)."""
         with self._locked() as data:
             return data.get("from_answers", 0)

@@ -14,6 +14,7 @@ _listeners: list[Callable[[Progress], None]] = []
 
 @contextlib.contextmanager
 def listening(listener: Callable[[Progress], None]) -> Iterator[None]:
+    """Call ``listener`` with each progress this process publishes while the block runs."""
     _listeners.append(listener)
     try:
         yield
@@ -22,6 +23,7 @@ def listening(listener: Callable[[Progress], None]) -> Iterator[None]:
 
 
 def publish(progress: Progress) -> None:
+    """Hand ``progress`` to every listener registered with :func:`listening`."""
     for listener in list(_listeners):
         listener(progress)
 
@@ -37,6 +39,7 @@ class ProgressPrinter:
         self._task = None
 
     def __call__(self, p) -> None:
+        """Show ``p``: redraw the bar on a terminal, else print a line every 5 s and when finished."""
         finished = p.windows_done == p.windows_total
         if self.tty:
             self._draw(p, finished)

@@ -33,16 +33,20 @@ def _png(figure) -> bytes:
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with ``campaign_id`` made "operation campaign" when it holds several operations (their
-    campaign ids may collide), so several operations show side by side; one operation looks as before."""
+    """``frame`` with ``campaign_id`` as "operation campaign" when it holds several operations.
+
+    Their campaign ids may collide, so several operations show side by side; one operation looks as before.
+    """
     if "operation" in frame and frame.operation.nunique() > 1:
         frame = frame.assign(campaign_id=frame.operation + " " + frame.campaign_id)
     return frame
 
 
 def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> dict[str, bytes]:
-    """The report's charts as PNG bytes: ``today``, ``trend``, ``weekday`` and ``completeness``; with
-    ``operation``, that operation's campaigns only."""
+    """The report's charts as PNG bytes: ``today``, ``trend``, ``weekday`` and ``completeness``.
+
+    With ``operation``, that operation's campaigns only.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,8 +142,10 @@ def charts(store: AmdStore, days: int = 60, *, operation: str | None = None) -> 
 
 
 def today_chart(store: AmdStore, *, operation: str | None = None) -> bytes:
-    """Today's cumulative AMD per campaign by time of day, next to the same weekday's median of the
-    last 8 weeks at the same times (view ``amd_intraday_today``)."""
+    """A PNG of today's cumulative AMD per campaign by time of day (view ``amd_intraday_today``).
+
+    Each line is drawn next to the same weekday's median of the last 8 weeks at the same times.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

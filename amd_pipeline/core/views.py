@@ -169,9 +169,11 @@ def create_views(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def only_operation(conn: duckdb.DuckDBPyConnection, operation: str) -> None:
-    """Make ``conn`` see ``operation``'s rows alone: each table of its file that has an ``operation`` column
-    is shadowed by a temporary view of that operation's rows under the same name (DuckDB looks in ``temp``
-    first), so any SQL, and these views, read that operation only (``query``, ``report``, ``export``)."""
+    """Make ``conn`` see ``operation``'s rows alone (``query``, ``report`` and ``export`` read through it).
+
+    Each table of its file that has an ``operation`` column is shadowed by a temporary view of that operation's
+    rows under the same name (DuckDB looks in ``temp`` first), so any SQL, and these views, read that operation only.
+    """
     database = conn.execute("SELECT current_database()").fetchone()[0]
     literal = "'" + operation.replace("'", "''") + "'"  # a view takes no bound parameter
     tables = conn.execute(

@@ -38,12 +38,11 @@ CHECKS = {
 
 
 def build_checks(asset: dg.AssetsDefinition, op: "WolkvoxOperation") -> list[dg.AssetChecksDefinition]:
-    """``amd_daily_totals_non_negative``, ``amd_daily_one_row_per_key``, ``amd_daily_complete`` and
-    ``amd_daily_unusual_days`` on the operation's ``amd_daily`` (its rows only), in one step.
+    """The :data:`CHECKS` on the operation's ``amd_daily`` (its rows only), in one step.
 
-    One step, not four: each check step that reports on a partitioned asset makes Dagster list every
-    partition of the asset (``data_version_cache.py``: 4 x 53,000 keys, 5-6 s at 50 campaigns since
-    2024); in one step it is listed once. ``can_subset`` keeps each check runnable on its own in the UI.
+    One step, not four: each check step that reports on a partitioned asset makes Dagster list every partition
+    of the asset (``data_version_cache.py``), so one step lists them once (docs/performance.md, "Speed").
+    ``can_subset`` keeps each check runnable on its own in the UI.
     """
     specs = [dg.AssetCheckSpec(name, asset=asset, description=text) for name, text in CHECKS.items()]
     settings = op.definition_settings()
@@ -73,6 +72,7 @@ def build_checks(asset: dg.AssetsDefinition, op: "WolkvoxOperation") -> list[dg.
 
 
 def totals_non_negative(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
+    """Pass when no ``total_amd`` of the operation is negative; the metadata counts the negative rows."""
     if not exists:
         return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
     bad = int(
@@ -84,6 +84,7 @@ def totals_non_negative(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
 
 
 def one_row_per_key(store: AmdStore, exists: bool) -> dg.AssetCheckResult:
+    """Pass when no campaign has two rows for one window or for one local date; the metadata counts the extras."""
     if not exists:
         return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
     counts = store.query(
@@ -105,6 +106,10 @@ def complete(
     today: dt.date,
     partitions: str = CAMPAIGN_DIMENSION,
 ) -> dg.AssetCheckResult:
+    """WARN unless every campaign partition has a row for every day from the start date to ``today``.
+
+    The metadata lists the first missing campaign-days and the ``amd-pipeline backfill`` command that fills them.
+    """
     campaigns = []
     for campaign in instance.get_dynamic_partitions(partitions):
         try:
@@ -143,8 +148,10 @@ def complete(
 
 
 def unusual_days_result(store: AmdStore, today: dt.date) -> dg.AssetCheckResult:
-    """The unusual-days check on ``store``: the view's rule, computed from the tables (so a working file
-    whose views predate it is judged the same way)."""
+    """The unusual-days check on ``store``: WARN listing the closed days of the last 8 weeks the view flags.
+
+    The view's rule is computed from the tables, so a working file whose views predate it is judged the same way.
+    """
     if not _table_exists(store):
         return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, metadata={"unusual_days": 0})
     found = store.query(

@@ -1,17 +1,11 @@
 """One Wolkvox operation as a Dagster component: its settings (the model's fields) and its objects' names.
 
-A BPO runs one Wolkvox operation per client, each with its own server, token, quota, time zone and
-campaigns. Each is a folder with a ``defs.yaml`` (``dg scaffold defs amd_pipeline.WolkvoxOperation
-acme_bog --server 0010 --token-env WOLKVOX_TOKEN_ACME --timezone America/Bogota``). The fields below are
-the one place an operation's settings are declared, with their defaults (from
-:mod:`amd_pipeline.core.settings`) and their checks; the single-operation environment variables map onto
-the same model (:meth:`WolkvoxOperation.from_env`), as the operation ``default``.
-
-The ``default`` operation keeps the names the pipeline had before operations (``amd_daily``,
-``amd_daily_refresh``, the ``campaign`` partitions, the ``wolkvox_token`` pool), so an instance made
-before keeps its history. Any other operation's objects are named for it: asset keys under its id
-(``acme_bog/amd_daily``), schedules, sensor, job and partitions prefixed ``acme_bog__``, grouped as
-``acme_bog``.
+A BPO runs one Wolkvox operation per client (its own server, token, quota, time zone and campaigns), each a folder
+with a ``defs.yaml`` (``dg scaffold defs amd_pipeline.WolkvoxOperation <id>``). The fields are the one place an
+operation's settings are declared, with defaults and checks; the single-operation environment variables map onto
+the same model as the operation ``default`` (:meth:`WolkvoxOperation.from_env`). ``default`` keeps the names from
+before operations (``amd_daily``, the ``campaign`` partitions, the ``wolkvox_token`` pool), so an old instance keeps
+its history; another operation's objects are named for it (``acme_bog/amd_daily``, the ``acme_bog__`` prefix).
 """
 
 from __future__ import annotations
@@ -60,8 +54,10 @@ _FIELD_NAMES = {
 
 
 def _checked(check, *args):
-    """A settings check as pydantic wants it: a SettingsError becomes a ValueError with the same sentence,
-    naming the defs.yaml field rather than the environment variable."""
+    """Run a settings check as pydantic wants it: a SettingsError becomes a ValueError with the same sentence.
+
+    The sentence names the defs.yaml field rather than the environment variable.
+    """
     try:
         return check(*args)
     except SettingsError as exc:
@@ -72,8 +68,10 @@ def _checked(check, *args):
 
 
 class OperationParams(BaseModel):
-    """What ``dg scaffold defs amd_pipeline.WolkvoxOperation <id> --server ... --token-env ... --timezone ...``
-    takes; everything else starts at its default in the written ``defs.yaml``."""
+    """What ``dg scaffold defs amd_pipeline.WolkvoxOperation <id>`` takes (``--server``, ``--token-env``, ...).
+
+    Everything else starts at its default in the written ``defs.yaml``.
+    """
 
     server: str = Field(default="", description="Server nomenclature, e.g. 0010 (wv0010.wolkvox.com).")
     base_url: str = Field(default="", description="Explicit base URL instead of --server.")
@@ -87,9 +85,11 @@ class OperationScaffolder(dg.Scaffolder[OperationParams]):
 
     @classmethod
     def get_scaffold_params(cls) -> type[OperationParams]:
+        """The options ``dg scaffold defs`` takes: :class:`OperationParams`."""
         return OperationParams
 
     def scaffold(self, request: dg.ScaffoldRequest[OperationParams]) -> None:
+        """Write the folder's ``defs.yaml``: the id is the folder's name, the token's variable a requirement."""
         params = request.params
         op_id = request.target_path.name
         token_env = params.token_env or f"WOLKVOX_TOKEN_{op_id.upper()}"
@@ -199,8 +199,11 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WolkvoxOperation:
-        """The single-operation setup: ``WOLKVOX_TIMEZONE``, ``AMD_START_DATE`` and the crons shape the
-        definitions now; the server, token, quota and campaigns stay environment variables read at launch."""
+        """The single-operation setup, from the environment variables.
+
+        ``WOLKVOX_TIMEZONE``, ``AMD_START_DATE`` and the crons shape the definitions now; the server, token,
+        quota and campaigns stay environment variables read at launch.
+        """
         return cls.from_settings(DefinitionSettings.from_env(environ))
 
     @classmethod
@@ -234,8 +237,10 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
         )
 
     def run_settings(self, environ: Mapping[str, str] | None = None) -> RunSettings:
-        """Every setting a load of this operation needs, checked (the CLI's, before any call or write):
-        the machine's from the environment, the operation's from here (its token from ``token_env``)."""
+        """Every setting a load of this operation needs, checked (the CLI's, before any call or write).
+
+        The machine's come from the environment, the operation's from here (its token from ``token_env``).
+        """
         if self.from_environment:
             return RunSettings.from_env(environ)
         env = os.environ if environ is None else environ
@@ -258,12 +263,14 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
 
     @property
     def first_day(self) -> dt.date:
+        """``start_date`` as a date: the first day of the partitions."""
         return dt.date.fromisoformat(self.start_date)
 
     # --- the names of this operation's Dagster objects -------------------------------------------------
 
     @property
     def is_default(self) -> bool:
+        """True for the operation ``default``, whose objects keep the names from before operations."""
         return self.id == DEFAULT_OPERATION
 
     def name(self, base: str) -> str:
@@ -272,13 +279,16 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
 
     @property
     def key_prefix(self) -> list[str]:
+        """The asset key prefix: none for ``default``, else ``[id]``."""
         return [] if self.is_default else [self.id]
 
     def asset_key(self, name: str) -> dg.AssetKey:
+        """The key of the operation's asset ``name`` (under :attr:`key_prefix`)."""
         return dg.AssetKey([*self.key_prefix, name])
 
     @property
     def group(self) -> str:
+        """The operation's asset group: ``wolkvox`` for ``default``, else its id."""
         return "wolkvox" if self.is_default else self.id
 
     @property
@@ -288,21 +298,26 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
 
     @property
     def wolkvox_key(self) -> str:
+        """The resource key of the operation's Wolkvox API resource."""
         return self.name("wolkvox")
 
     @property
     def campaign_source_key(self) -> str:
+        """The resource key of the operation's campaign source (its listed campaigns, or discovery)."""
         return self.name("campaign_source")
 
     @property
     def pool(self) -> str:
-        """The Dagster pool of the operation's token: one per token variable, so operations that share a
-        token share it (``wolkvox_token`` for ``WOLKVOX_TOKEN``, as before)."""
+        """The Dagster pool of the operation's token: one per token variable, shared by operations with that token.
+
+        ``WOLKVOX_TOKEN``'s pool is ``wolkvox_token``, as before operations.
+        """
         if self.token_env == DEFAULT_TOKEN_ENV:
             return "wolkvox_token"
         return f"wolkvox_token__{self.token_env.lower()}"
 
     def build_defs(self, context: dg.ComponentLoadContext | None = None) -> dg.Definitions:
+        """The operation's asset, checks, job, schedules, sensor and resources (``build_operation``)."""
         from amd_pipeline.orchestration.build import build_operation
 
         return build_operation(self)

@@ -56,8 +56,11 @@ def operations_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def _defs_module(folder: Path):
-    """The folder as the Python package Dagster's loader walks: ``amd_pipeline.defs``, or a namespace
-    package made for a folder elsewhere (no ``__init__.py`` needed; YAML only)."""
+    """The folder as the Python package Dagster's loader walks.
+
+    That is ``amd_pipeline.defs``, or a namespace package made for a folder elsewhere (no ``__init__.py``
+    needed; YAML only).
+    """
     if folder == Path(__file__).resolve().parents[1] / "defs":
         return importlib.import_module(_PACKAGE_DEFS)
     name = "amd_pipeline_operations_" + re.sub(r"\W", "_", str(folder)).strip("_")[-60:]
@@ -101,8 +104,10 @@ def _one_line(path: Path, exc: Exception) -> str:
 
 
 def load_operations(environ: Mapping[str, str] | None = None) -> Operations:
-    """Every ``defs.yaml`` under :func:`operations_dir` that declares a WolkvoxOperation; none: the
-    environment's single operation (``WOLKVOX_*``, ``AMD_*``)."""
+    """Every ``defs.yaml`` under :func:`operations_dir` that declares a WolkvoxOperation.
+
+    Without one, the environment's single operation (``WOLKVOX_*``, ``AMD_*``).
+    """
     folder = operations_dir(environ)
     files = sorted(folder.rglob("defs.yaml")) if folder.is_dir() else []
     if not files:

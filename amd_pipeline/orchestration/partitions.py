@@ -14,21 +14,27 @@ DAY_DIMENSION = "day"
 
 
 def campaigns_partitions(name: str = CAMPAIGN_DIMENSION) -> dg.DynamicPartitionsDefinition:
-    """An operation's campaigns: dynamic partitions are instance-wide, so each operation has its own name
-    (``campaign`` for the default operation, ``<id>__campaign`` for the others)."""
+    """An operation's campaigns, as dynamic partitions named ``name``.
+
+    Dynamic partitions are instance-wide, so each operation has its own name (``campaign`` for the default
+    operation, ``<id>__campaign`` for the others).
+    """
     return dg.DynamicPartitionsDefinition(name=name)
 
 
 def daily_partitions(
     start_date: dt.date, timezone: str, campaigns: str = CAMPAIGN_DIMENSION
 ) -> dg.MultiPartitionsDefinition:
-    """Campaign (the dynamic partitions named ``campaigns``) x local day in ``timezone``; ``end_offset=1``
-    makes today (still open) a partition."""
+    """Campaign (the dynamic partitions named ``campaigns``) x local day in ``timezone``.
+
+    ``end_offset=1`` makes today (still open) a partition.
+    """
     days = dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone=timezone, end_offset=1)
     return dg.MultiPartitionsDefinition({CAMPAIGN_DIMENSION: campaigns_partitions(campaigns), DAY_DIMENSION: days})
 
 
 def day_key(campaign_id: str, day: dt.date) -> dg.MultiPartitionKey:
+    """The ``campaign|day`` partition key of ``campaign_id`` on ``day``."""
     return dg.MultiPartitionKey({CAMPAIGN_DIMENSION: campaign_id, DAY_DIMENSION: day.isoformat()})
 
 

@@ -31,8 +31,7 @@ IN_PROGRESS = [
 
 
 def valid_campaigns(instance: dg.DagsterInstance, partitions: str = CAMPAIGN_DIMENSION) -> tuple[list[str], list[str]]:
-    """The campaign partitions (the dynamic partitions named ``partitions``) in order, and those of them
-    that are campaign ids (digits)."""
+    """The campaign partitions named ``partitions``, in order, and those of them that are campaign ids (digits)."""
     existing = list(instance.get_dynamic_partitions(partitions))
     valid = []
     for campaign in existing:
@@ -75,8 +74,10 @@ def _requests(existing, valid, first: dt.date, last: dt.date, source: str, tick:
 
 
 def build_schedules(job, op: "WolkvoxOperation") -> list[dg.ScheduleDefinition]:
-    """``amd_daily_refresh`` and ``amd_daily_restate`` for ``job`` (prefixed for an operation other than
-    the default one), in the operation's time zone."""
+    """``amd_daily_refresh`` and ``amd_daily_restate`` for ``job``, in the operation's time zone.
+
+    Their names are prefixed for an operation other than the default one.
+    """
     settings = op.definition_settings()
     zone = ZoneInfo(settings.timezone)
     start_setting = "AMD_START_DATE" if op.from_environment else "start_date"
@@ -159,6 +160,7 @@ class Retention(dg.ConfigurableResource):
 
 @dg.op(name="prune_scheduled_runs", description="Deletes finished scheduled runs no partition depends on.")
 def prune_scheduled_runs(context: dg.OpExecutionContext, retention: Retention) -> dg.Output:
+    """Delete finished scheduled runs older than ``keep_days`` that hold no latest materialisation; log the count."""
     from amd_pipeline.orchestration.retention import prune_runs
 
     pruned = prune_runs(context.instance, retention.keep_days)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 
 def missing_campaigns(instance: dg.DagsterInstance, partitions: str, wanted: list[str]) -> list[str]:
+    """The ``wanted`` campaigns not yet in the instance's dynamic partitions ``partitions``, in order."""
     existing = set(instance.get_dynamic_partitions(partitions))
     return [c for c in wanted if c not in existing]
 

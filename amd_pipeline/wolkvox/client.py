@@ -53,6 +53,7 @@ class RetryPolicy:
     maintenance_delay: float = 30.0
 
     def delay(self, retry_number: int, error: errors.RetryableError, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry_number`` (from 1) after ``error``."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** (retry_number - 1))
         wait = ceiling / 2 + rng.uniform(0, ceiling / 2)
         if isinstance(error, errors.MaintenanceError):
@@ -251,13 +252,15 @@ class WolkvoxClient:
         return f"WolkvoxClient(base_url={self.base_url!r}, token=<redacted>)"
 
     def close(self) -> None:
+        """Close the HTTP session."""
         self._session.close()
 
     def stop(self) -> None:
-        """No attempt after this one (from any thread): a retry wait ends now and raises ``StoppedError``.
+        """Make no attempt after this one (from any thread); a retry wait ends now and raises ``StoppedError``.
 
-        The loader calls it when a load ends early (a failed write, Ctrl-C), so the thread that makes
-        its calls does not go on retrying a server that went away."""
+        The loader calls it when a load ends early (a failed write, Ctrl-C), so its calling thread does not
+        go on retrying a server that went away.
+        """
         self._stopped.set()
 
     def amd_accumulated(self, campaign_id: str, window: Window) -> Answer:

@@ -33,6 +33,7 @@ class CallStats:
     latencies: list[float] = dataclasses.field(default_factory=list)
 
     def median_latency(self) -> float | None:
+        """The median latency in seconds (the upper one of an even count), or None before any call."""
         if not self.latencies:
             return None
         ordered = sorted(self.latencies)

@@ -1,19 +1,11 @@
 """A local Wolkvox API: a real HTTP server on loopback for the demo, the tests and development.
 
-It behaves as ``shared/wolkvox-api.md`` documents the vendor: the ``wolkvox-token`` check, 403 when
-requests with one token overlap (and it counts every overlap), a daily quota that resets at the
-operation's local midnight, the 31-day limit, 404 for windows without data and for campaign ids the
-operation does not have, ``campaign_id=all``, ``information.php?api=campaigns`` and ``token_info``,
-``Retry-After`` on its busy and 429 answers.
-
-AMD detections are deterministic per campaign and second of the day (:func:`truth`), at every hour
-of the day, and on most days exactly on the first and last second (``00:00:00`` and ``23:59:59``
-local): a window off by one second, or sent in UTC instead of local time, gets other totals.
-
-Faults can be switched on at a rate (``fault_rate`` x ``faults``) or queued for the next requests
-(``POST /_sim/faults {"next": ["500", "drop"]}``). Control endpoints live under ``/_sim/``;
-``GET /_sim/requests`` lists every API request (wall-clock start and end, client, api, campaign and
-window, status): when two operations' loads ran, and which calls a backfill made.
+It behaves as ``shared/wolkvox-api.md`` documents the vendor: token check, 403 on overlapping requests (each
+counted), a daily quota reset at local midnight, the 31-day limit, 404 without data, ``campaign_id=all``,
+``campaigns``, ``token_info``, ``Retry-After``. Detections are deterministic per campaign and second
+(:func:`truth`), often on a day's first and last second, so a window off by one second or sent in UTC gets
+other totals. Faults come at a rate (``fault_rate`` x ``faults``) or queued (``POST /_sim/faults``); the controls,
+the stats and ``GET /_sim/requests`` (every API request: when each operation's loads ran) live under ``/_sim/``.
 """
 
 from __future__ import annotations
@@ -53,6 +45,8 @@ SECONDS_PER_DAY = 86400
 
 @dataclasses.dataclass(frozen=True)
 class SimCampaign:
+    """A campaign of the simulated operation, as ``information.php?api=campaigns`` lists it."""
+
     campaign_id: str
     name: str
     type_campaign: str = "predictive"
@@ -147,8 +141,7 @@ def _day_total(campaign_id: str, day: dt.date, first: int, last: int, operation:
 
 
 def truth(campaign_id: str, date_ini: str | dt.datetime, date_end: str | dt.datetime, operation: str = "") -> int:
-    """Detections of ``campaign_id`` (of ``operation``: SimConfig.operation) between two wall-clock times,
-    both inclusive."""
+    """Detections of ``campaign_id`` (of ``operation``: SimConfig.operation) between two inclusive wall-clock times."""
     ini = dt.datetime.strptime(date_ini, VENDOR_FORMAT) if isinstance(date_ini, str) else date_ini
     end = dt.datetime.strptime(date_end, VENDOR_FORMAT) if isinstance(date_end, str) else date_end
     total, day = 0, ini.date()
@@ -513,18 +506,22 @@ class Simulator:
 
     @property
     def url(self) -> str:
+        """The base URL the server listens on (``http://host:port``)."""
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> Simulator:
+        """Serve in a background daemon thread; returns self."""
         self._thread = threading.Thread(target=self._server.serve_forever, name="wolkvox-simulator", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
+        """Serve in the calling thread until stopped."""
         self._server.serve_forever()
 
     def stop(self) -> None:
+        """Shut the server down, close its socket and join the background thread (up to 5 s)."""
         self._server.shutdown()
         self._server.server_close()
         if self._thread:
@@ -537,6 +534,7 @@ class Simulator:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
+        """The counters ``GET /_sim/stats`` answers: requests, overlaps, quota, statuses, calls, clients."""
         with self.state.lock:
             return self.state.snapshot()
 
@@ -550,9 +548,11 @@ class Simulator:
         )
 
     def queue_faults(self, *faults: str) -> None:
+        """Give the next API requests these faults, in order (as ``POST /_sim/faults``)."""
         with self.state.lock:
             self.state.queued_faults.extend(faults)
 
     def reset(self) -> None:
+        """Zero the counters, the request logs and today's quota use; queued faults stay."""
         with self.state.lock:
             self.state.reset()

@@ -1,11 +1,9 @@
 """Request windows: the ONE place that turns a local day into the vendor's date_ini/date_end.
 
-A window is a half-open interval of instants ``[start, end)``. Wolkvox takes wall-clock times of
-the operation and treats ``date_end`` as inclusive to the second, so a window is sent as
-``date_ini = start`` and ``date_end = end - 1 s``, both formatted in the operation's time zone.
-Adjacent windows share their boundary instant, so they never overlap or leave a gap, including on
-days that a DST change makes 23 or 25 hours long (or that start at 01:00 because midnight does not
-exist).
+A window is a half-open interval of instants ``[start, end)``, sent as ``date_ini = start`` and
+``date_end = end - 1 s`` (Wolkvox's end is inclusive to the second), both as wall-clock times of the
+operation's time zone. Adjacent windows share their boundary, so they never overlap or leave a gap, even on
+days a DST change makes 23 or 25 hours long or starts at 01:00.
 """
 
 from __future__ import annotations
