@@ -60,7 +60,8 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 60) -> bool:
     """Signal the process group of ``proc`` (started with start_new_session), wait; SIGKILL it if it hangs.
 
-    True when it ended on the first signal."""
+    True when it ended on the first signal.
+    """
     if proc.poll() is not None:
         return True
     try:
@@ -223,6 +224,7 @@ PROGRESS_LINE = re.compile(r"^\d+/\d+ windows, ")  # the amd_daily step's progre
 
 def last_answer_taken(logs) -> float | None:
     """When the step took its last answer: its last progress line ("180/180 windows, ..."), logged then.
-    Materialisations may come before it (a CLI run logs them during the load), so they cannot mark it."""
+    Materialisations may come before it (a CLI run logs them during the load), so they cannot mark it.
+    """
     stamps = [e.timestamp for e in logs if e.dagster_event is None and PROGRESS_LINE.match(e.user_message)]
     return stamps[-1] if stamps else None

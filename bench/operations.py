@@ -49,7 +49,8 @@ def start_dev(
     workdir: Path, latency_ms: float, extra_env: dict[str, str]
 ) -> tuple[subprocess.Popen, int, dict[str, str]]:
     """`amd-pipeline dev --demo` on a free port, once both operations have their campaign partitions;
-    its simulators' URLs (from the defs.yaml it wrote)."""
+    its simulators' URLs (from the defs.yaml it wrote).
+    """
     home = workdir / "home"
     env = clean_env()
     # No scheduled refresh during a measurement: it would share the tokens with the backfills.

@@ -58,7 +58,7 @@ MEMORY_GROWTH_LIMIT = 0.15  # the last minute's RSS may be at most 15% above the
 
 
 def proc_table() -> dict[int, tuple[int, int, str, str]]:
-    """pid -> (ppid, process group, start time in ticks, state) of every process, from /proc/<pid>/stat."""
+    """Pid -> (ppid, process group, start time in ticks, state) of every process, from /proc/<pid>/stat."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -106,7 +106,8 @@ def is_run_worker(pid: int, table: dict[int, tuple[int, int, str, str]], root: i
     """A run's worker, or a child of one (its compute-log `tail`s): they come and go with each run.
 
     The code server starts each run as a `multiprocessing` spawn child (`spawn_main`); other launchers
-    use `dagster api execute_run` / `execute_step`."""
+    use `dagster api execute_run` / `execute_step`.
+    """
     while pid in table and pid != root:
         text = cmdline(pid)
         if any(marker in text for marker in ("spawn_main", "execute_run", "execute_step")):
@@ -375,7 +376,8 @@ def active_runs(port: int) -> list[dict]:
 def run_report(home: Path, since: float) -> tuple[list[dict], dict]:
     """Every run created since ``since`` (a Unix time) with its source and, for a failed or canceled one, its
     reason; the schedules' and sensors' ticks since then; the pool's state. (A --pg-url database may hold
-    the runs of earlier soaks: they are left out.)"""
+    the runs of earlier soaks: they are left out.)
+    """
     import dagster as dg
 
     from amd_pipeline.orchestration.assets import SOURCE_TAG

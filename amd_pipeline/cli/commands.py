@@ -246,7 +246,8 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 def cmd_operations(args: argparse.Namespace) -> int:
     """Every operation of the code location, and today's budget of each token (operations that share a
-    token share one lane and one budget). No call."""
+    token share one lane and one budget). No call.
+    """
     import dagster as dg
 
     from amd_pipeline.orchestration.build import build_location

@@ -193,7 +193,8 @@ def published_path(given: str | None = None, environ: Mapping[str, str] | None =
 
 def working_path_for(published: str, configured: str | None = None) -> str:
     """The file loads write (``AMD_WORKING_DUCKDB_PATH``); by default beside the published one:
-    ``data/amd.duckdb`` -> ``data/amd.working.duckdb``."""
+    ``data/amd.duckdb`` -> ``data/amd.working.duckdb``.
+    """
     if configured:
         return configured
     path = Path(published)
@@ -335,7 +336,8 @@ class RunSettings:
         """Check the environment; raises :class:`SettingsError` naming the first wrong setting.
 
         With ``operation_from_env`` false (an operation declared in a ``defs.yaml``), the operation's own
-        settings (server, token, campaigns, quota) are not read here: the caller replaces them."""
+        settings (server, token, campaigns, quota) are not read here: the caller replaces them.
+        """
         env = os.environ if environ is None else environ
         definition = DefinitionSettings.from_env(env)
         base_url = ""

@@ -76,7 +76,8 @@ def _connections() -> dict[tuple[str, int], object]:
 def _connection(url: str):
     """This thread's connection for the shared state (one per URL, reopened after a failure or a fork).
 
-    Per thread, because a transaction here must not share its connection with another thread's."""
+    Per thread, because a transaction here must not share its connection with another thread's.
+    """
     import psycopg2  # only on machines that use it; dagster-postgres brings it
 
     slot = (url, os.getpid())
@@ -101,7 +102,8 @@ def _connection(url: str):
 @contextlib.contextmanager
 def _transaction(url: str, conn=None) -> Iterator:
     """One transaction on this process's connection: committed when the body ends, rolled back when it
-    raises. A database error drops the connection (the next use reconnects) and says so in one sentence."""
+    raises. A database error drops the connection (the next use reconnects) and says so in one sentence.
+    """
     import psycopg2
 
     conn = conn or _connection(url)

@@ -82,7 +82,8 @@ REQUESTS_DDL = (
 
 def attempts_frame(attempts: list[dict], tags: dict[str, str | None]) -> pd.DataFrame:
     """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``);
-    the list is emptied, so each attempt is written once."""
+    the list is emptied, so each attempt is written once.
+    """
     taken = len(attempts)  # the calling thread may append meanwhile: those stay for the next batch
     rows = [{**attempt, **tags} for attempt in attempts[:taken]]
     del attempts[:taken]
@@ -156,7 +157,8 @@ DEFAULT_INTRADAY_KEEP_DAYS = INT_SETTINGS["AMD_INTRADAY_KEEP_DAYS"][0]
 @dataclasses.dataclass(frozen=True)
 class Published:
     """One publish: how long it took, the file's size, and what the copy holds (read while building it,
-    so describing the dataset costs no second opening of the file)."""
+    so describing the dataset costs no second opening of the file).
+    """
 
     rows: int
     seconds: float
@@ -237,7 +239,8 @@ class TimezoneMismatchError(RuntimeError):
 
 def timezone_refusal(path: str | Path, operation: str, stored: str, wanted: str) -> str:
     """Why a file whose ``operation`` days are in ``stored`` takes no load in zone ``wanted``, and what to do
-    (the store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike)."""
+    (the store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike).
+    """
     keeps = "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
     if operation == DEFAULT_OPERATION:
         return (
@@ -428,7 +431,8 @@ class AmdStore:
 
     def record_requests(self, requests: pd.DataFrame) -> None:
         """Append HTTP attempts made outside a load (pre-flight ``token_info``, campaign listings) to
-        ``api_requests``, so the table counts every call the pipeline made, as the budget does."""
+        ``api_requests``, so the table counts every call the pipeline made, as the budget does.
+        """
         if requests.empty:
             return
         conn = self.connect()
@@ -443,7 +447,8 @@ class AmdStore:
         """For each of ``windows`` (:class:`~amd_pipeline.wolkvox.windows.Window`), the latest ``campaign_id=all``
         answer of backfill ``backfill_id`` that was fetched after the window ended, if any:
         ``{window.start: {"fetched_at", "empty", "rows"}}`` with the data rows as the server sent them.
-        Read-only; nothing without a backfill id (a new backfill always fetches again)."""
+        Read-only; nothing without a backfill id (a new backfill always fetches again).
+        """
         if not backfill_id or not windows or not self.path.exists():
             return {}
         self._upgrade()
@@ -498,7 +503,8 @@ class AmdStore:
 
     def prepare(self, table: TableSpec) -> None:
         """Create or update the schema and the views, record this store's zone and first day, or raise
-        :class:`TimezoneMismatchError`: what a load does before its first call."""
+        :class:`TimezoneMismatchError`: what a load does before its first call.
+        """
         conn = self.connect()
         try:
             _ensure_schema(conn, table)
@@ -543,7 +549,8 @@ class AmdStore:
 
     def _claim_timezone(self, conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
         """Record this operation's zone, or raise :class:`TimezoneMismatchError` when its rows are in another
-        (other operations' zones do not matter)."""
+        (other operations' zones do not matter).
+        """
         if self.timezone is None:
             return
         stored = _operation_timezone(conn, self.operation)
@@ -666,7 +673,8 @@ class AmdStore:
 
     def _replace(self, tmp: Path, target: Path) -> None:
         """Rename ``tmp`` over ``target``; while a program holds ``target`` (Windows), wait a little, then
-        raise :class:`PublishHeldError`."""
+        raise :class:`PublishHeldError`.
+        """
         for wait in (*REPLACE_WAITS, None):
             try:
                 os.replace(tmp, target)
@@ -691,7 +699,8 @@ class AmdStore:
 
     def _upgrade(self) -> None:
         """Migrate a file from before operations (:func:`_migrate`) with a short write connection, so a read
-        that follows finds the columns it asks for. One read-only look per store when the file is current."""
+        that follows finds the columns it asks for. One read-only look per store when the file is current.
+        """
         if self._current or not self.path.exists():
             return
         conn = self.connect(read_only=True)
@@ -754,7 +763,8 @@ class AmdStore:
 
         With ``operation``, every table that has an ``operation`` column is seen through a temporary view
         of that operation's rows under the same name (DuckDB looks in ``temp`` first), so the SQL, and the
-        file's views it reads, see that operation alone."""
+        file's views it reads, see that operation alone.
+        """
         conn = self.connect(read_only=True)
         try:
             if timezone:
@@ -767,7 +777,8 @@ class AmdStore:
 
     def operations(self) -> list[str]:
         """The operations the file holds: those with a zone recorded or a row (a file from before operations:
-        the default one)."""
+        the default one).
+        """
         if not self.path.exists():
             return []
         conn = self.connect(read_only=True)
@@ -888,7 +899,8 @@ def _operation_timezone(conn: duckdb.DuckDBPyConnection, operation: str) -> str 
 
 def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: str) -> None:
     """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune the operation's
-    old ones."""
+    old ones.
+    """
     conn.execute(
         "INSERT INTO amd_intraday SELECT operation, campaign_id, local_date, fetched_at, total_amd FROM batch "
         "WHERE NOT is_final ON CONFLICT DO UPDATE SET total_amd = excluded.total_amd"
@@ -916,7 +928,8 @@ def _publish_lock(target: Path, timeout: float) -> Iterator[None]:
 
 def _remove_stale_copies(target: Path) -> None:
     """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>[.<thread>].tmp``) of publishes whose
-    process has ended: killed mid-publish, or a copy a held file left that could not be removed then."""
+    process has ended: killed mid-publish, or a copy a held file left that could not be removed then.
+    """
     for copy in target.parent.glob(f".{target.name}.*.tmp"):
         pid = copy.name[len(target.name) + 2 : -len(".tmp")].split(".")[0]
         if pid.isdigit() and not pid_alive(int(pid)):

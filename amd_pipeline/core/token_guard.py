@@ -74,7 +74,8 @@ class TokenGuard:
 
     def state(self) -> TokenState:
         """What was learned about this token's server: in the shared database when there is one (every
-        machine sees it), else beside the lock files (every process on this machine)."""
+        machine sees it), else beside the lock files (every process on this machine).
+        """
         if self.shared_url:
             from amd_pipeline.core.shared_state import PgTokenState
 

@@ -66,7 +66,8 @@ def build_amd_published(operations: "list[WolkvoxOperation]") -> dg.AssetsDefini
     )
     def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
         """Republish the working file as it is: no call, no load (loads publish through :func:`publish`);
-        an operation with its own published file gets it republished too."""
+        an operation with its own published file gets it republished too.
+        """
         working = amd_store.store()
         if not working.path.exists():
             raise LoadFailed(description=f"{working.path} does not exist yet: run a backfill before publishing")
@@ -232,7 +233,8 @@ def note_from_answers(wolkvox: WolkvoxResource, report: LoadReport) -> None:
 
 def settle(context: dg.AssetExecutionContext, events: PartitionEvents | None) -> None:
     """Wait for the thread logging the partitions' events. What it could not log, report_partitions logs
-    once more on the step's thread (and fails the step if that fails too)."""
+    once more on the step's thread (and fails the step if that fails too).
+    """
     if events is None:
         return
     try:
@@ -252,7 +254,8 @@ def report_partitions(
     """Give each written partition its own numbers. A failed step records its written partitions as
     materialisations itself, so the UI shows them as done; a successful one attaches to its own events.
     With ``events`` (a CLI run), the written partitions were logged during the load: on success the
-    range's other partitions are logged as Dagster would, on failure nothing more."""
+    range's other partitions are logged as Dagster would, on failure nothing more.
+    """
     own = written_metadata(report.written, key_of)
     if events is not None:
         events.log(own)  # any a failed on_written left out

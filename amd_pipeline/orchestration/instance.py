@@ -87,7 +87,8 @@ def cannot_open(home: Path, exc: Exception) -> str:
 
 def get_instance(home: Path, pool: str = "wolkvox_token") -> dg.DagsterInstance:
     """The instance in ``home`` (:func:`open_instance`), with the token's pool (an operation's own,
-    ``WolkvoxOperation.pool``) limited to 1 even if dagster.yaml forgot it."""
+    ``WolkvoxOperation.pool``) limited to 1 even if dagster.yaml forgot it.
+    """
     instance = open_instance(home)
     if not pool_limit_configured(home):
         instance.event_log_storage.set_concurrency_slots(pool, 1)
@@ -97,7 +98,8 @@ def get_instance(home: Path, pool: str = "wolkvox_token") -> dg.DagsterInstance:
 @contextlib.contextmanager
 def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg.DagsterInstance | None]:
     """The instance in ``home`` (or DAGSTER_HOME, or ./.dagster_home) if it already has a dagster.yaml, else
-    None: commands that only read, or that have not passed their checks yet, create no home."""
+    None: commands that only read, or that have not passed their checks yet, create no home.
+    """
     path = Path(home or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
     if not (path / "dagster.yaml").exists():
         yield None

@@ -29,7 +29,8 @@ def publish_and_describe(working: AmdStore, amd_store: AmdStoreResource, own: di
     file; what describes the published dataset, for its materialisation.
 
     Raises :class:`PublishHeldError` when a program holds a published file open (Windows): the
-    caller decides whether that fails its step."""
+    caller decides whether that fails its step.
+    """
     target = amd_store.path
     try:
         done = amd_store.publish(working)
@@ -78,7 +79,8 @@ def publish(
     an observation of ``amd_published`` (``published: false``, :data:`PUBLISH_HELD`) instead of a
     materialisation, since the file did not change; the CLI prints that sentence.
 
-    With ``own`` (the operation's ``published_path``), the operation alone is also published there."""
+    With ``own`` (the operation's ``published_path``), the operation alone is also published there.
+    """
     try:
         metadata = publish_and_describe(working, amd_store, own)
     except PublishHeldError as exc:
@@ -97,7 +99,8 @@ def record(
     failed: bool,
 ) -> None:
     """Log an event of ``kind`` on ``amd_published`` in the step, or, when the step is failing (its logged
-    events are dropped), on the instance, tagged with the run."""
+    events are dropped), on the instance, tagged with the run.
+    """
     if failed:
         tags = {RUN_ID_TAG: context.run.run_id}
         context.instance.report_runless_asset_event(kind(AMD_PUBLISHED_KEY, metadata=metadata, tags=tags))
@@ -107,7 +110,8 @@ def record(
 
 def observed_latency(instance: dg.DagsterInstance, operation: str | None = None) -> float | None:
     """Median seconds per call seen by the latest load (of ``operation``: each server has its own latency;
-    its summary is on the latest publish), if any."""
+    its summary is on the latest publish), if any.
+    """
     # The latest publish by a load: a republish without a load carries no latency.
     for record in instance.fetch_materializations(AMD_PUBLISHED_KEY, limit=20).records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}

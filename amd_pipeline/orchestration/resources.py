@@ -72,14 +72,16 @@ class WolkvoxResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Share the token's state through the instance's PostgreSQL when it has one (runs, sensors,
-        schedules, the CLI's ``build_resources(instance=...)``): one budget and one lock everywhere."""
+        schedules, the CLI's ``build_resources(instance=...)``): one budget and one lock everywhere.
+        """
         from amd_pipeline.core.shared_state import instance_url
 
         self._instance_url = instance_url(context.instance)
 
     def shared_url(self) -> str | None:
         """Where the call ledger, the learned facts and the cross-machine lock live: AMD_TOKEN_LOCK_URL if
-        set, else the Dagster instance's PostgreSQL (production profile), else nowhere (files on this machine)."""
+        set, else the Dagster instance's PostgreSQL (production profile), else nowhere (files on this machine).
+        """
         return self.token_lock_url or self._instance_url or None
 
     def url(self) -> str:
@@ -118,7 +120,8 @@ class WolkvoxResource(dg.ConfigurableResource):
 
     def ledger(self) -> CallLedger | PgCallLedger:
         """Today's calls with this token, per source: in the shared database when there is one (every
-        process, machine and container), else in a file beside the lock files (this machine)."""
+        process, machine and container), else in a file beside the lock files (this machine).
+        """
         guard = self.guard()
         if guard.shared_url:
             return PgCallLedger(guard.shared_url, guard.key, self.timezone)
@@ -193,7 +196,8 @@ class AmdStoreResource(dg.ConfigurableResource):
         self, timezone: str | None = None, start_date: dt.date | None = None, *, operation: str = DEFAULT_OPERATION
     ) -> AmdStore:
         """The working store, writing and reading ``operation``'s rows; with ``timezone``, writes refuse an
-        operation whose days the file holds in another zone."""
+        operation whose days the file holds in another zone.
+        """
         return AmdStore(
             working_path_for(self.path, self.working_path),
             operation=operation,
@@ -212,7 +216,8 @@ class AmdStoreResource(dg.ConfigurableResource):
 
     def publish(self, working: AmdStore, *, target: str | None = None, operation: str | None = None):
         """Publish ``working`` at :attr:`path` (or ``target``: an operation's own file, holding ``operation``
-        alone) as the settings ask (format, Parquet copy)."""
+        alone) as the settings ask (format, Parquet copy).
+        """
         options = self.publish_settings()
         if target and Path(target).resolve() in (Path(self.path).resolve(), working.path.resolve()):
             raise SettingsError(
@@ -250,7 +255,8 @@ class CampaignSource(dg.ConfigurableResource):
 
     def discover(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
         """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list, and
-        the call in ``api_requests`` (the table counts every call, as the budget does)."""
+        the call in ``api_requests`` (the table counts every call, as the budget does).
+        """
         with wolkvox.client(source) as client:
             try:
                 rows = self.listing(wolkvox, source, client)
