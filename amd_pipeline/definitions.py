@@ -6,7 +6,7 @@ are built in the Dagster shell (:mod:`amd_pipeline.orchestration.build`).
 
 import dagster as dg
 
-from amd_pipeline.orchestration.build import build_location
+from amd_pipeline.orchestration.location import build_location
 
 
 @dg.definitions

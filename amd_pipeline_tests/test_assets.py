@@ -8,7 +8,8 @@ import pytest
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration import partition_events
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline_tests.conftest import CAMPAIGNS, daily_materializations, published_materialization

@@ -6,8 +6,8 @@ import dagster as dg
 
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AmdStore
-from amd_pipeline.orchestration.build import build_definitions
 from amd_pipeline.orchestration.checks import CHECKS, unusual_days_result
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline_tests.sample import make_planted_store
 
 

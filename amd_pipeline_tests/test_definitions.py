@@ -9,8 +9,8 @@ import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.definitions import defs
-from amd_pipeline.orchestration.build import build_definitions
 from amd_pipeline.orchestration.instance import pool_limit_configured, prepare_home, shipped_instance_yaml
+from amd_pipeline.orchestration.location import build_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,10 +25,11 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 
 from amd_pipeline.core.settings import DefinitionSettings, SettingsError
 from amd_pipeline.orchestration import assets, partition_events
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
 from amd_pipeline.orchestration.dagster_private import BatchedSqliteEventLogStorage
 from amd_pipeline.orchestration.event_log import AmdSqliteInstance
 from amd_pipeline.orchestration.instance import EVENT_BATCH_SIZE, prepare_home, shipped_instance_yaml
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.orchestration.tags import MISSING_ONLY_TAG
 from amd_pipeline.wolkvox.client import WolkvoxClient

@@ -142,3 +142,111 @@ def test_each_sub_package_imports_on_its_own(layer):
     assert above == []
     if layer in DAGSTER_FREE:
         assert [m for m in loaded if dagster_family(m)] == []
+
+
+PRIVATE_ROOM = "amd_pipeline.orchestration.dagster_private"  # the one module that may use Dagster's private API
+
+
+def type_checking_lines(path: Path) -> set[int]:
+    """The lines of ``if TYPE_CHECKING:`` blocks: imports for annotations, never run."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            lines |= {n.lineno for child in node.body for n in ast.walk(child) if hasattr(n, "lineno")}
+    return lines
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports when it runs (at the top or inside functions)."""
+    modules = {module_name(p, root) for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        here = module_name(path, root)
+        annotations_only = type_checking_lines(path)
+        targets = {
+            target
+            for line, target in imported_modules(path, root)
+            if target in modules and target != here and line not in annotations_only
+        }
+        # `import amd_pipeline.x` also runs amd_pipeline/__init__.py: a package is not an edge of its own
+        graph[here] = {t for t in targets if not here.startswith(f"{t}.") and t != "amd_pipeline"}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def private_dagster_imports(root: Path = PACKAGE) -> list[str]:
+    """Every import of a ``dagster._`` module outside the guarded room."""
+    return [
+        f"{path.relative_to(root.parent)}:{line}: {target}"
+        for path in sorted(root.rglob("*.py"))
+        if module_name(path, root) != PRIVATE_ROOM
+        for line, target in imported_modules(path, root)
+        if target.startswith("dagster._")
+    ]
+
+
+def private_dagster_statements(root: Path = PACKAGE) -> set[str]:
+    """``file:line`` of every statement importing a ``dagster._`` module outside the guarded room."""
+    return {hit.split(": ")[0] for hit in private_dagster_imports(root)}
+
+
+def test_no_import_cycle_in_the_package():
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_a_function_level_import_that_closes_a_circle(tmp_path):
+    """Control: the circle issue 23 removed (partition_events -> assets -> partition_events), put back."""
+    copy = tmp_path / "amd_pipeline"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    events = copy / "orchestration" / "partition_events.py"
+    events.write_text(
+        events.read_text() + "\n\ndef _back():\n    from amd_pipeline.orchestration.assets import settle\n"
+    )
+    cycles = import_cycles(import_graph(copy))
+    assert len(cycles) == 1
+    assert {"amd_pipeline.orchestration.assets", "amd_pipeline.orchestration.partition_events"} <= set(cycles[0])
+
+
+def test_dagsters_private_modules_are_imported_in_the_guarded_room_only(tmp_path):
+    assert private_dagster_statements() == set()
+    copy = tmp_path / "amd_pipeline"  # control: one private import moved back into the assets
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assets = copy / "orchestration" / "assets.py"
+    assets.write_text(assets.read_text() + "\nfrom dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG\n")
+    assert private_dagster_statements(copy) == {
+        f"amd_pipeline/orchestration/assets.py:{len(assets.read_text().splitlines())}"
+    }

@@ -50,7 +50,8 @@ REFRESH = textwrap.dedent("""
     # As the daemon does: evaluate the refresh schedule's tick, then run its request, in another process.
     import datetime as dt, os, sys
     import dagster as dg
-    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+    from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+    from amd_pipeline.orchestration.location import build_definitions
     from amd_pipeline.core.settings import DefinitionSettings
     defs = build_definitions(DefinitionSettings.from_env())
     repo = defs.get_repository_def()

@@ -25,7 +25,8 @@ from amd_pipeline.core.messages import explain
 from amd_pipeline.core.normalize import to_frame
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AMD_DAILY, REPLACE_WAITS, AmdStore, PublishHeldError
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline.wolkvox.windows import day_window

@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.orchestration.retention import prune_runs
 from amd_pipeline.orchestration.tags import SOURCE_TAG

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline_tests import forkserver
 from amd_pipeline_tests.conftest import daily_materializations, published_materialization
 
@@ -70,7 +71,8 @@ def test_a_refresh_tick_is_skipped_while_the_previous_refresh_still_runs(env, in
     sim.state.config.latency_ms = 1500  # a slow server keeps the refresh run going
     script = textwrap.dedent(f"""
         import dagster as dg
-        from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
+        from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+        from amd_pipeline.orchestration.location import build_definitions
         from amd_pipeline.core.settings import DefinitionSettings
         job = build_definitions(DefinitionSettings.from_env()).resolve_job_def(AMD_DAILY_JOB)
         with dg.DagsterInstance.from_config({instance.root_directory!r}) as instance:

@@ -3,7 +3,7 @@ import pytest
 
 from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.core.store import AmdStore
-from amd_pipeline.orchestration.build import build_definitions
+from amd_pipeline.orchestration.location import build_definitions
 
 
 @pytest.fixture

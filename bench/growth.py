@@ -32,8 +32,9 @@ import dagster as dg  # noqa: E402
 from common import du_bytes  # noqa: E402
 
 from amd_pipeline.core.settings import DEFAULT_REFRESH_CRON, DefinitionSettings  # noqa: E402
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions  # noqa: E402
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB  # noqa: E402
 from amd_pipeline.orchestration.instance import prepare_home  # noqa: E402
+from amd_pipeline.orchestration.location import build_definitions  # noqa: E402
 from amd_pipeline.orchestration.retention import prune_runs  # noqa: E402
 from amd_pipeline.orchestration.runs import ticks_per_day  # noqa: E402
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, many_campaigns  # noqa: E402

@@ -142,7 +142,7 @@ def run_backfill(
     from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
     from amd_pipeline.core.store import AMD_DAILY
     from amd_pipeline.orchestration import partition_events
-    from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_location
+    from amd_pipeline.orchestration.build import AMD_DAILY_JOB
     from amd_pipeline.orchestration.instance import (
         batch_event_writes,
         existing_instance,
@@ -150,6 +150,7 @@ def run_backfill(
         prepare_home,
         release_dead_cli_runs,
     )
+    from amd_pipeline.orchestration.location import build_location
     from amd_pipeline.orchestration.publishing import observed_latency
     from amd_pipeline.orchestration.runs import days_between, quota_refusal, ranged_runs
     from amd_pipeline.orchestration.tags import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, cli_run_tags

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from amd_pipeline.core.settings import INT_SETTINGS, DefinitionSettings, default
 from amd_pipeline.orchestration.assets import build_amd_daily, build_amd_published
 from amd_pipeline.orchestration.checks import build_checks
-from amd_pipeline.orchestration.component import WolkvoxOperation
-from amd_pipeline.orchestration.operations import Operations, load_operations
 from amd_pipeline.orchestration.partitions import daily_partitions
 from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
 from amd_pipeline.orchestration.runs import ticks_per_day
 from amd_pipeline.orchestration.schedules import Retention, build_cleanup, build_schedules
 from amd_pipeline.orchestration.sensors import build_campaign_sensor
 from amd_pipeline.orchestration.tags import OPERATION_TAG
+
+if TYPE_CHECKING:
+    from amd_pipeline.orchestration.component import WolkvoxOperation
 
 AMD_DAILY_JOB = "amd_daily_job"
 
@@ -164,20 +165,3 @@ def build_shared(operations: list[WolkvoxOperation], settings: DefinitionSetting
         # pool slot for the 2-5 s it takes to start a step subprocess.
         executor=dg.in_process_executor,
     )
-
-
-def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
-    """The single-operation code location: the operation the environment describes, and what is shared."""
-    op = WolkvoxOperation.from_settings(settings)
-    return dg.Definitions.merge(build_operation(op), build_shared([op], settings))
-
-
-def build_location(found: Operations | None = None, environ: Mapping[str, str] | None = None) -> dg.Definitions:
-    """The code location: every operation folder (``defs.yaml``), or the environment's one operation
-    (``found``: the operations a command already loaded, not read again).
-    """
-    settings = DefinitionSettings.from_env(environ)
-    found = found or load_operations(environ)
-    if found.tree is None:
-        return build_definitions(settings)
-    return dg.Definitions.merge(found.tree.build_defs(), build_shared(found.operations, settings))
