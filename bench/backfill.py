@@ -4,10 +4,8 @@
     python bench/backfill.py --latency-ms 0 --paths cli,memory      # per-window overhead, memory at 3 x 365
     python bench/backfill.py --latency-ms 200 --paths ui --ui-days 120
 
-Floor = windows x L: what one-request-at-a-time per campaign and window cannot beat. With
-``campaign_id=all`` the pipeline makes fewer calls than windows, so it can beat that floor.
-Every run starts on a warmed-up DAGSTER_HOME and an empty DuckDB file, checks the DuckDB
-contents against the simulator's ground truth, and reads the simulator's overlap count.
+Each run starts on a warmed-up DAGSTER_HOME and an empty DuckDB file and is checked against the
+simulator's ground truth; docs/performance.md ("Speed") says what it reports and what it measured.
 """
 
 from __future__ import annotations
@@ -16,46 +14,38 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import (
-    CAMPAIGNS,
-    CLI,
-    ROOT,
-    SimProcess,
-    bench_env,
-    days_span,
-    free_port,
-    graphql,
-    last_answer_taken,
-    machine,
-    stop_group,
-    timed,
-    verify,
-)
+from environments import bench_env
+from event_log import event_time, last_answer_taken
+from loopback import free_port
+from output import machine, print_rows
+from processes import backfill_argv, days_span, start_dev, stop_group, timed
+from simulators import CAMPAIGNS, SimProcess
+from truth import verify
+from webserver import launch_backfill, wait_backfills, wait_loaded
 
 
 def cli_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, label: str, latency_ms: float) -> dict:
+    """One measured CLI backfill of ``days`` days on a warmed-up home, with its fixed start-up measured first."""
     home = workdir / f"home-{label}"
     duckdb_path = workdir / f"{label}.duckdb"
     env = bench_env(sim, workdir, home, duckdb_path, campaign_all)
     # Warm-up: create the instance and its sqlite files, as on any machine after the first run.
     warm = days_span(1)
-    timed([CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, workdir)
+    timed(backfill_argv(*warm), env, workdir)
     duckdb_path.unlink()
     # Fixed start-up: a 1-day backfill (3 windows) on the warm home.
     sim.reset()
-    one_day = [CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"]
-    fixed_wall = timed(one_day, env, workdir)["wall"]
+    fixed_wall = timed(backfill_argv(*warm), env, workdir)["wall"]
     fixed_calls = sim.stats()["requests"]
     duckdb_path.unlink()
     start, end = days_span(days)
     sim.reset()
     began = time.time()
-    run = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, workdir)
+    run = timed(backfill_argv(start, end), env, workdir)
     wall, rss, code, err = run["wall"], run["rss_mb"], run["code"], run["stderr"]
     stats = sim.stats()
     windows = len(CAMPAIGNS) * days
@@ -92,11 +82,10 @@ def phases(home: Path, began: float, ended: float) -> dict[str, float]:
     logs = instance.all_logs(instance.get_runs(limit=1)[0].run_id)
 
     def at(kind: str, step: str | None = None, last: bool = False) -> float:
-        for e in reversed(logs) if last else logs:
-            d = e.dagster_event
-            if d and d.event_type_value == kind and (step is None or d.step_key == step):
-                return e.timestamp
-        raise LookupError(kind)
+        stamp = event_time(logs, kind, step, last)
+        if stamp is None:
+            raise LookupError(kind)
+        return stamp
 
     last_answer = last_answer_taken(logs)
     load_done = at("STEP_SUCCESS", "amd_daily")
@@ -113,6 +102,7 @@ def phases(home: Path, began: float, ended: float) -> dict[str, float]:
 
 
 def last_metadata(home: Path) -> dict:
+    """The metadata of amd_daily's latest materialisation in the instance at ``home``."""
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(home))
@@ -122,13 +112,8 @@ def last_metadata(home: Path) -> dict:
     return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
 
 
-LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-  ... on PartitionBackfill { status runs { id status startTime endTime } } } }"""
-
-
 def ui_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, latency_ms: float) -> dict:
+    """One UI backfill through `amd-pipeline dev`: launched over GraphQL, run by the daemon."""
     import dagster as dg
 
     home = workdir / "home-ui"
@@ -140,24 +125,9 @@ def ui_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, latency
     instance = get_instance(prepare_home(home))
     instance.add_dynamic_partitions("campaign", CAMPAIGNS)
     port = free_port()
-    dev = subprocess.Popen(
-        [CLI, "dev", "--port", str(port), "--workspace", str(ROOT / "workspace.yaml")],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    dev = start_dev(port, env, workdir)
     try:
-        for _ in range(600):
-            try:
-                loaded = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
-                entries = loaded["data"]["workspaceOrError"]["locationEntries"]
-                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_loaded(port, dev)
         time.sleep(5)  # let the daemon finish its first ticks
         start, _ = days_span(days)
         names = [
@@ -167,17 +137,10 @@ def ui_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, latency
         ]
         sim.reset()
         launched = time.time()
-        answer = graphql(port, LAUNCH, {"p": {"partitionNames": names, "assetSelection": [{"path": ["amd_daily"]}]}})
-        backfill_id = answer["data"]["launchPartitionBackfill"]["backfillId"]
-        while True:
-            status = graphql(port, STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]
-            runs = status["runs"]
-            terminal = {"SUCCESS", "FAILURE", "CANCELED"}
-            if status["status"] != "REQUESTED" and runs and all(r["status"] in terminal for r in runs):
-                break
-            if time.time() - launched > 3600:
-                raise RuntimeError("UI backfill did not finish within an hour")
-            time.sleep(0.5)
+        backfill_id = launch_backfill(port, names, ["amd_daily"])
+        runs = wait_backfills(port, {"ui": backfill_id}, launched, 3600, "UI backfill did not finish within an hour")[
+            "ui"
+        ]
         stats = sim.stats()
         last_end = max(r["endTime"] for r in runs)
         first_start = min(r["startTime"] for r in runs)
@@ -202,6 +165,7 @@ def ui_run(sim: SimProcess, workdir: Path, days: int, campaign_all: str, latency
 
 
 def main() -> None:
+    """Run the paths ``--paths`` names, a JSON line each, then the table and the CLI runs' phases."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--days", type=int, default=60, help="days per campaign for the CLI path")
@@ -247,9 +211,7 @@ def main() -> None:
         "overlaps",
         "check",
     ]
-    print(" | ".join(columns))
-    for r in results:
-        print(" | ".join(str(r.get(c, "")) for c in columns))
+    print_rows(columns, ([r.get(c, "") for c in columns] for r in results))
     print()
     for r in results:
         if r.get("phases_s"):

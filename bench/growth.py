@@ -2,15 +2,8 @@
 
     python bench/growth.py --campaigns 50 --runs 20 --profiles sqlite,postgres
 
-Each refresh is launched as the daemon launches it: the ``amd_daily_refresh`` schedule's tick is
-evaluated, then its run request is executed against the instance (one ranged run over every
-campaign for today). Measured per profile:
-
-1. ``--runs`` refreshes: the instance's growth per refresh run (sqlite: bytes of DAGSTER_HOME;
-   PostgreSQL: ``pg_database_size``), times the default cadence's ticks per day = growth per day.
-2. ``amd_instance_cleanup``'s pruning (as if the runs were older than AMD_KEEP_SCHEDULED_RUNS_DAYS),
-   then ``--runs`` more refreshes and another pruning: the growth of that second round shows whether
-   the space of pruned runs is reused (the instance stays bounded) or only ever grows.
+Launches refreshes as the daemon does, prunes, launches as many again and prunes again, per profile;
+docs/performance.md ("Bounded growth") says what it measures and what it measured.
 """
 
 from __future__ import annotations
@@ -25,23 +18,25 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from processes import ROOT
+
 sys.path.insert(0, str(ROOT))
 
-import dagster as dg  # noqa: E402
-from common import du_bytes  # noqa: E402
+import dagster as dg
+from instances import du_bytes, postgres_home
 
-from amd_pipeline.core.settings import DEFAULT_REFRESH_CRON, DefinitionSettings  # noqa: E402
-from amd_pipeline.orchestration.build import AMD_DAILY_JOB  # noqa: E402
-from amd_pipeline.orchestration.instance import prepare_home  # noqa: E402
-from amd_pipeline.orchestration.location import build_definitions  # noqa: E402
-from amd_pipeline.orchestration.retention import prune_runs  # noqa: E402
-from amd_pipeline.orchestration.runs import ticks_per_day  # noqa: E402
-from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, many_campaigns  # noqa: E402
-from amd_pipeline_tests.pg_cluster import cluster  # noqa: E402
+from amd_pipeline.core.settings import DEFAULT_REFRESH_CRON, DefinitionSettings
+from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.instance import prepare_home
+from amd_pipeline.orchestration.location import build_definitions
+from amd_pipeline.orchestration.retention import prune_runs
+from amd_pipeline.orchestration.runs import ticks_per_day
+from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, many_campaigns
+from amd_pipeline_tests.pg_cluster import cluster
 
 
 def refresh(defs: dg.Definitions, instance: dg.DagsterInstance, at: dt.datetime) -> float:
+    """One refresh as the daemon launches it at ``at`` (the schedule's tick, then its run); its seconds."""
     repo = defs.get_repository_def()
     with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=at, repository_def=repo, resources=repo.get_top_level_resources()
@@ -54,12 +49,12 @@ def refresh(defs: dg.Definitions, instance: dg.DagsterInstance, at: dt.datetime)
 
 
 def measure(profile: str, campaigns: int, runs: int, workdir: Path, pg) -> dict:
+    """Two rounds of ``runs`` refreshes on a fresh instance of ``profile``, each followed by a pruning."""
     home = workdir / f"home-{profile}"
     home.mkdir()
     if profile == "postgres":
-        url = pg.create_database()
+        url = postgres_home(home, pg)
         os.environ["DAGSTER_PG_URL"] = url
-        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
         size = lambda: pg.database_bytes(url)  # noqa: E731
     else:
         prepare_home(home)
@@ -97,6 +92,7 @@ def measure(profile: str, campaigns: int, runs: int, workdir: Path, pg) -> dict:
 
 
 def main() -> None:
+    """Measure each profile of ``--profiles`` and print one Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--campaigns", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20, help="refresh runs per round")

@@ -35,6 +35,7 @@ def make_ledger(pg_url: str | None, folder: Path, name: str) -> str:
 
 
 def main() -> None:
+    """Time the charges in one process, then in ``--processes`` at once on one ledger."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--processes", type=int, default=2)

@@ -3,18 +3,8 @@
     python bench/operations.py                      # 3 campaigns x 30 days, L = 200 ms
     python bench/operations.py --latency-ms 400 --days 30 --rounds 3
 
-`dev --demo` serves two operations (demo_bog, America/Bogota; demo_mex, America/Mexico_City), each with
-its own simulator and token and the same campaign ids. Three phases on the one `dagster dev`, each a UI
-backfill (GraphQL ``launchPartitionBackfill``, run by the daemon) of 3 campaigns x ``--days`` days:
-operation A alone, B alone, then both launched at once. Each operation has its own token, so its own
-pool: the pair should take little more than the slower one alone (the target: less than 1.3 x).
-
-Two wall times per phase: ``wall_s`` from the launch to the last run's end, which includes up to 30 s
-of waiting for the backfill daemon's next iteration (a fixed loop, no setting), and ``runs_s`` from the
-first run's start to the last run's end, the part the operations' lanes decide. The ratios use both.
-Every phase reads each simulator's request log (campaign_6 calls, overlapping requests, when each
-operation's calls ran) and checks the rows it rewrote in the one published file against each
-simulator's truth.
+Operation A alone, B alone, then both at once, on one `dagster dev`; each phase is checked against each
+simulator's truth. docs/performance.md ("Two operations at once") says what it reports and measured.
 """
 
 from __future__ import annotations
@@ -29,37 +19,35 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-from common import CAMPAIGNS, CLI, ROOT, clean_env, free_port, graphql, http, log, machine, stop_group
-
-from amd_pipeline.wolkvox.simulator import truth_for_day
+from environments import NEVER, clean_env
+from loopback import free_port, http
+from output import log, machine, print_rows
+from processes import start_dev, stop_group
+from simulators import CAMPAIGNS
+from truth import verify_operations
+from webserver import graphql, launch_backfill, wait_backfills
 
 OPERATIONS = {"demo_bog": "America/Bogota", "demo_mex": "America/Mexico_City"}
 FIRST_DAY = dt.date(2026, 9, 1)
 
-LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-  ... on PartitionBackfill { status runs { id status startTime endTime } } } }"""
 NODES = "{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }"
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def start_dev(
+def start_demo(
     workdir: Path, latency_ms: float, extra_env: dict[str, str]
 ) -> tuple[subprocess.Popen, int, dict[str, str]]:
-    """`amd-pipeline dev --demo` on a free port, once both operations have their campaign partitions;
-    its simulators' URLs (from the defs.yaml it wrote).
+    """`amd-pipeline dev --demo` on a free port, once both operations have their campaign partitions.
+
+    Returns:
+        The process, its port, and its simulators' URLs (from the defs.yaml it wrote).
     """
     home = workdir / "home"
     env = clean_env()
     # No scheduled refresh during a measurement: it would share the tokens with the backfills.
-    env.update(DAGSTER_HOME=str(home), AMD_REFRESH_CRON="0 0 1 1 *", **extra_env)
+    env.update(DAGSTER_HOME=str(home), AMD_REFRESH_CRON=NEVER, **extra_env)
     port = free_port()
-    argv = [CLI, "dev", "--demo", "--latency-ms", str(latency_ms), "--port", str(port)]
-    argv += ["--workspace", str(ROOT / "workspace.yaml")]
     with open(workdir / "dev.log", "w") as out:
-        dev = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        dev = start_dev(port, env, workdir, extra=["--demo", "--latency-ms", str(latency_ms)], output=out)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if dev.poll() is not None:
@@ -92,26 +80,8 @@ def phase(port: int, urls: dict[str, str], ops: list[str], days: list[dt.date], 
         http(url + "/_sim/reset", {})
     names = [f"{c}|{d}" for c in CAMPAIGNS for d in days]
     launched = time.time()
-    backfills = {}
-    for op in ops:
-        answer = graphql(
-            port, LAUNCH, {"p": {"partitionNames": names, "assetSelection": [{"path": [op, "amd_daily"]}]}}
-        )
-        backfills[op] = answer["data"]["launchPartitionBackfill"]["backfillId"]
-    runs: dict[str, list[dict]] = {}
-    while True:
-        statuses = {
-            op: graphql(port, STATUS, {"id": b})["data"]["partitionBackfillOrError"] for op, b in backfills.items()
-        }
-        runs = {op: s["runs"] for op, s in statuses.items()}
-        if all(
-            s["status"] != "REQUESTED" and s["runs"] and {r["status"] for r in s["runs"]} <= TERMINAL
-            for s in statuses.values()
-        ):
-            break
-        if time.time() - launched > 1800:
-            raise RuntimeError("the backfills did not finish within 30 minutes")
-        time.sleep(0.5)
+    backfills = {op: launch_backfill(port, names, [op, "amd_daily"]) for op in ops}
+    runs = wait_backfills(port, backfills, launched, 1800, "the backfills did not finish within 30 minutes")
     every = [r for rs in runs.values() for r in rs]
     first_start, last_end = min(r["startTime"] for r in every), max(r["endTime"] for r in every)
     day_texts = {d.strftime("%Y%m%d") for d in days}
@@ -141,34 +111,12 @@ def phase(port: int, urls: dict[str, str], ops: list[str], days: list[dt.date], 
         (a0, a1), (b0, b1) = spans.values()
         result["calls_shared_s"] = round(min(a1, b1) - max(a0, b0), 2)
     ok = all(r["status"] == "SUCCESS" for r in every)
-    result["check"] = verify(duckdb_path, ops, days, launched) if ok else "FAILED runs"
+    result["check"] = verify_operations(duckdb_path, ops, CAMPAIGNS, days, launched) if ok else "FAILED runs"
     return result
 
 
-def verify(duckdb_path: Path, ops: list[str], days: list[dt.date], since: float) -> str:
-    """The rows this phase rewrote in the one published file, per operation, against each simulator's truth."""
-    conn = duckdb.connect(str(duckdb_path), read_only=True)
-    try:
-        rows = conn.execute(
-            "SELECT operation, campaign_id, local_date, total_amd FROM amd_daily "
-            "WHERE local_date BETWEEN ? AND ? AND fetched_at >= to_timestamp(?)",
-            [days[0], days[-1], since],
-        ).fetchall()
-    finally:
-        conn.close()
-    parts = []
-    for op in ops:
-        own = [(c, d, n) for o, c, d, n in rows if o == op]
-        bad = sum(1 for c, d, n in own if n != truth_for_day(c, d, op))
-        expected = len(CAMPAIGNS) * len(days)
-        parts.append(
-            f"{op} {len(own)}/{expected} rows"
-            + (" = truth" if not bad and len(own) == expected else f", {bad} differ: MISMATCH")
-        )
-    return "; ".join(parts)
-
-
 def main() -> None:
+    """Run the three phases ``--rounds`` times: a JSON line each, then the tables and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--days", type=int, default=30, help="days per campaign in each backfill")
@@ -185,7 +133,7 @@ def main() -> None:
     print(f"workdir {workdir}" + "".join(f"; {k}={v}" for k, v in extra_env.items()))
     a, b = OPERATIONS
     log("starting `amd-pipeline dev --demo`")
-    dev, port, urls = start_dev(workdir, args.latency_ms, extra_env)
+    dev, port, urls = start_demo(workdir, args.latency_ms, extra_env)
     rounds: list[list[dict]] = []
     try:
         time.sleep(5)  # let the daemon finish its first ticks
@@ -199,10 +147,9 @@ def main() -> None:
         stop_group(dev, timeout=30)
     print()
     columns = ["phase", "runs", "wall_s", "runs_s", "launch_to_first_run_s", "check"]
-    print(" | ".join(["round", *columns]))
-    for n, results in enumerate(rounds, 1):
-        for r in results:
-            print(" | ".join([str(n), *(str(r.get(c, "")) for c in columns)]))
+    print_rows(
+        ["round", *columns], ([n, *(r.get(c, "") for c in columns)] for n, rs in enumerate(rounds, 1) for r in rs)
+    )
     print()
     for n, results in enumerate(rounds, 1):
         for r in results:

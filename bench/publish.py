@@ -20,6 +20,7 @@ from amd_pipeline.wolkvox.windows import day_window
 
 
 def build(folder: Path, campaigns: int, days: int) -> AmdStore:
+    """A working file with ``campaigns`` x ``days`` final rows and a request row for each."""
     store = AmdStore(folder / f"w{campaigns}x{days}.working.duckdb", timezone="America/Bogota")
     store.prepare(AMD_DAILY)
     first = dt.date(2023, 1, 1)
@@ -64,6 +65,7 @@ def build(folder: Path, campaigns: int, days: int) -> AmdStore:
 
 
 def main() -> None:
+    """Build and publish both scales three times each; a line per scale."""
     folder = Path(tempfile.mkdtemp(prefix="amd-publish-"))
     print("scale | rows | publish median (3 runs) | published size | working size")
     for campaigns, days in ((3, 60), (50, 3 * 365)):

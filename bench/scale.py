@@ -5,33 +5,9 @@
     python bench/scale.py --days 10 --latency-ms 0 --planned both      # also with Dagster's default
     python bench/scale.py --latency-ms 0 --event-batch both            # also writing events one at a time
 
-With ``WOLKVOX_CAMPAIGN_ALL=auto`` a backfill makes one ``campaign_id=all`` call per day (plus one
-``token_info``), so at 50 x 365 the token's floor is 366 x L while Dagster records 18,250 partitions.
-This measures what that costs on each instance profile:
-
-- ``sqlite``: the shipped instance (DAGSTER_HOME created by the CLI from amd_pipeline/dagster.yaml);
-- ``postgres``: deploy/dagster.yaml on a throwaway PostgreSQL cluster (amd_pipeline_tests/pg_cluster.py,
-  which runs with fsync=off, so PostgreSQL's figures are a lower bound of a durable server's).
-
-Every run gets a fresh DAGSTER_HOME (warmed up by a 1-day backfill) and an empty DuckDB file; the
-timed backfill is then checked against the simulator's ground truth, and the simulator's overlap
-count must stay 0. Per run it reports wall time against the floor, peak RSS, the DuckDB file, how
-much the instance grew and which events it wrote, and splits the wall time along the run's own
-event log: planned events, fetching + DuckDB, per-partition materialization events, asset checks,
-and the rest (process start, imports, token_info, run start and end).
-
-The CLI writes one planned event per run (it sets DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true
-unless told otherwise). ``--planned per-partition`` (or ``both``) runs with it set to false,
-Dagster's default: one planned event per partition before the run starts.
-
-The CLI also sets DAGSTER_EVENT_BATCH_SIZE=1000 unless told otherwise: a ranged step's per-partition
-materialisations reach the storage 1000 at a time (one multi-row insert on PostgreSQL, one transaction
-per file with the shipped SQLite instance). ``--event-batch off`` (or ``both``) runs with it set to 0,
-Dagster's default: one committed write per event.
-
-The CLI's runs log each partition's materialisation as its DuckDB batch commits, while the next calls
-are made (AMD_PARTITION_EVENTS=during, the default). ``--events after`` (or ``both``) runs with
-AMD_PARTITION_EVENTS=after: Dagster makes them all after the step's compute, as for runs the daemon launches.
+Each run: a fresh instance warmed up by a 1-day backfill, the timed backfill checked against the
+simulator's ground truth, its wall time split along the run's event log. docs/performance.md
+("Measured at an operation's scale") says what the options change and what it measured.
 """
 
 from __future__ import annotations
@@ -39,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 from collections import defaultdict
@@ -49,7 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import CLI, ROOT, SimProcess, bench_env, days_span, du_bytes, last_answer_taken, log, machine, timed, verify
+from environments import bench_env
+from event_log import event_time, event_times, last_answer_taken
+from instances import PostgresProfile, Profile, SqliteProfile
+from output import log, machine
+from processes import backfill_argv, days_span, timed
+from simulators import SimProcess
+from truth import verify
 
 PLANNED = "ASSET_MATERIALIZATION_PLANNED"
 MATERIALIZATION = "ASSET_MATERIALIZATION"
@@ -66,100 +46,8 @@ def ScaleSim(latency_ms: float, campaigns: int) -> SimProcess:  # noqa: N802 (re
 
 
 def campaign_ids(count: int) -> list[str]:
+    """The ids of the simulator's ``count`` predictive campaigns."""
     return [str(30001 + i) for i in range(count)]
-
-
-class Profile:
-    """Where the Dagster instance lives; one fresh instance per run."""
-
-    name = ""
-
-    def prepare(self, home: Path, env: dict[str, str]) -> None:
-        raise NotImplementedError
-
-    def size(self) -> int:
-        raise NotImplementedError
-
-    def events(self, run_ids: list[str]) -> dict[str, list[int]]:
-        """``{event type: [rows, bytes of the serialised event]}`` the runs wrote."""
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def instance(self):
-        import dagster as dg
-
-        saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
-        os.environ.update(self.env)
-        instance = dg.DagsterInstance.from_config(str(self.home))
-        try:
-            yield instance
-        finally:
-            instance.dispose()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-
-class SqliteProfile(Profile):
-    name = "sqlite"
-
-    def prepare(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home  # the CLI creates it with the shipped dagster.yaml
-        self.env = {"DAGSTER_HOME": str(home)}
-
-    def size(self) -> int:
-        return du_bytes(self.home)
-
-    def events(self, run_ids: list[str]) -> dict[str, list[int]]:
-        """Summed over the runs' own shards and index.db, which holds a second copy of the asset events."""
-        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        self.detail = {"index_db": defaultdict(lambda: [0, 0])}
-        shards = self.home / "history" / "runs"
-        marks = ",".join("?" * len(run_ids))
-        sources = [(shards / f"{run_id}.db", "", []) for run_id in run_ids]
-        sources.append((shards / "index.db", f" WHERE run_id IN ({marks})", run_ids))
-        for path, where, params in sources:
-            if not path.exists():
-                continue
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-                query = f"SELECT dagster_event_type, count(*), sum(length(event)) FROM event_logs{where} GROUP BY 1"
-                for kind, rows, size in conn.execute(query, params):
-                    for into in (totals, self.detail["index_db"]) if where else (totals,):
-                        into[kind or "(log message)"][0] += rows
-                        into[kind or "(log message)"][1] += size or 0
-        return dict(totals)
-
-
-class PostgresProfile(Profile):
-    name = "postgres"
-
-    def __init__(self, cluster):
-        self.cluster = cluster
-
-    def prepare(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home
-        self.url = self.cluster.create_database()
-        home.mkdir(parents=True)
-        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-        env.update(DAGSTER_PG_URL=self.url, AMD_TOKEN_LOCK_URL=self.url)
-        self.env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": self.url}
-
-    def size(self) -> int:
-        return self.cluster.database_bytes(self.url)
-
-    def events(self, run_ids: list[str]) -> dict[str, list[int]]:
-        import psycopg2
-
-        conn = psycopg2.connect(self.url.replace("+psycopg2", ""))
-        with contextlib.closing(conn), conn.cursor() as cur:
-            cur.execute(
-                "SELECT dagster_event_type, count(*), sum(length(event)) FROM event_logs "
-                "WHERE run_id = ANY(%s) GROUP BY 1",
-                (run_ids,),
-            )
-            return {(kind or "(log message)"): [int(rows), int(size or 0)] for kind, rows, size in cur.fetchall()}
 
 
 def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) -> tuple[dict, dict]:
@@ -173,31 +61,13 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
     first_event = min(e[0].timestamp for e in entries if e)
     last_event = max(e[-1].timestamp for e in entries if e)
     for logs in entries:
-
-        def first(kind: str, step: str | None = None, logs=logs) -> float | None:
-            for e in logs:
-                d = e.dagster_event
-                if d and d.event_type_value == kind and (step is None or d.step_key == step):
-                    return e.timestamp
-            return None
-
-        def last(kind: str, step: str | None = None, logs=logs) -> float | None:
-            for e in reversed(logs):
-                d = e.dagster_event
-                if d and d.event_type_value == kind and (step is None or d.step_key == step):
-                    return e.timestamp
-            return None
-
-        planned, run_start = first(PLANNED), first(RUN_START)
-        step_start, step_end = first("STEP_START", STEP), last("STEP_SUCCESS", STEP) or last("STEP_FAILURE", STEP)
+        planned, run_start = event_time(logs, PLANNED), event_time(logs, RUN_START)
+        step_start = event_time(logs, "STEP_START", STEP)
+        step_end = event_time(logs, "STEP_SUCCESS", STEP, last=True) or event_time(
+            logs, "STEP_FAILURE", STEP, last=True
+        )
         last_answer = last_answer_taken(logs)
-        mats = [
-            e.timestamp
-            for e in logs
-            if e.dagster_event
-            and e.dagster_event.event_type_value == MATERIALIZATION
-            and e.dagster_event.step_key == STEP
-        ]
+        mats = event_times(logs, MATERIALIZATION, STEP)
         if last_answer is not None:
             parts["materializations_before_last_answer"] += sum(1 for t in mats if t < last_answer)
         checks = [
@@ -208,17 +78,8 @@ def breakdown(profile: Profile, run_ids: list[str], began: float, ended: float) 
             and e.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE")
         ]
         for name, stamps in (
-            ("planned", [e.timestamp for e in logs if e.dagster_event and e.dagster_event.event_type_value == PLANNED]),
-            (
-                "materialization",
-                [
-                    e.timestamp
-                    for e in logs
-                    if e.dagster_event
-                    and e.dagster_event.event_type_value == MATERIALIZATION
-                    and e.dagster_event.step_key == STEP
-                ],
-            ),
+            ("planned", event_times(logs, PLANNED)),
+            ("materialization", mats),
         ):
             # ms per event over the first and the last tenth: equal if writing one costs the same throughout.
             tenth = len(stamps) // 10
@@ -256,6 +117,7 @@ def one_run(
     batch: bool,
     events: str = "during",
 ) -> dict:
+    """One profile's warm-up and timed backfill at one latency and event setting: its figures."""
     label = (
         f"{profile.name}-L{latency_ms:g}"
         + ("-subset" if subset else "")
@@ -288,7 +150,7 @@ def one_run(
     log(f"{label}: warm-up (1-day backfill, {args.campaigns} windows)")
     sim.reset()
     warm = days_span(1)
-    warmed = timed([CLI, "backfill", "--start", str(warm[0]), "--end", str(warm[1]), "--quiet"], env, run_dir, 600)
+    warmed = timed(backfill_argv(*warm), env, run_dir, 600)
     warm_overlaps = sim.stats()["overlaps"]
     if warmed["code"] != 0:
         result.update(check=f"WARM-UP FAILED rc={warmed['code']}: {warmed['stderr']}", overlaps=warm_overlaps)
@@ -302,7 +164,7 @@ def one_run(
     start, end = days_span(args.days)
     log(f"{label}: timed backfill {start}..{end}, {windows} windows (limit {args.timeout:g} s)")
     sim.reset()
-    run = timed([CLI, "backfill", "--start", str(start), "--end", str(end), "--quiet"], env, run_dir, args.timeout)
+    run = timed(backfill_argv(start, end), env, run_dir, args.timeout)
     stats = sim.stats()
     size_after = profile.size()
     calls = stats["requests"]
@@ -358,16 +220,19 @@ def one_run(
 
 
 def mb(n: float | None) -> str:
+    """Bytes as megabytes with one decimal; empty for None."""
     return "" if n is None else f"{n / 1e6:.1f}"
 
 
 def top3(events: dict[str, list[int]] | None) -> str:
+    """The three event types that took most bytes: rows / MB each."""
     if not events:
         return ""
     return "; ".join(f"{kind} {rows:,} / {mb(size)} MB" for kind, (rows, size) in list(events.items())[:3])
 
 
 def report(results: list[dict]) -> None:
+    """The figures of every run and what their wall times are made of, as two Markdown tables."""
     print()
     print(
         "| profile | L ms | planned events | event writes | windows | calls | wall s | CLI CPU s | floor s "
@@ -449,6 +314,7 @@ def report(results: list[dict]) -> None:
 
 
 def main() -> None:
+    """Every profile, latency and event setting the options name, one after the other; the tables and a JSON file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--campaigns", type=int, default=50)
     parser.add_argument("--days", type=int, default=365)
