@@ -6,10 +6,11 @@
     py tasks.py dev       the Dagster UI and daemon on http://localhost:3000 (= make dev)
     py tasks.py install   create .venv and install the project and its tools
 
-``--dry-run`` prints the commands instead. On Linux and macOS ``python3 tasks.py ...`` does what the
-Makefile does; the Makefile stays the Linux quick start (.ci/run runs `make test`). Standard library only:
-it runs before anything is installed.
+``--dry-run`` prints the commands instead. Standard library only: it runs before anything is installed.
 """
+
+# On Linux and macOS ``python3 tasks.py ...`` does what the Makefile does; the Makefile stays the Linux quick
+# start (.ci/run runs `make test`).
 
 from __future__ import annotations
 
@@ -34,19 +35,22 @@ TASKS = {
 
 
 def venv_bin(windows: bool) -> PurePath:
-    """Where a venv keeps its programs: ``.venv\\Scripts`` on Windows, ``.venv/bin`` elsewhere."""
+    r"""Where a venv keeps its programs: ``.venv\Scripts`` on Windows, ``.venv/bin`` elsewhere."""
     return PureWindowsPath(VENV, "Scripts") if windows else PurePosixPath(VENV, "bin")
 
 
 def program_path(name: str, windows: bool) -> PurePath:
+    """The path of the venv's program ``name`` (``.exe`` on Windows), relative to the project folder."""
     return venv_bin(windows) / (f"{name}.exe" if windows else name)
 
 
 def program(name: str, windows: bool) -> str:
+    """The venv's program ``name`` as a command-line string (:func:`program_path`)."""
     return str(program_path(name, windows))
 
 
 def install_steps(python: str, windows: bool) -> list[list[str]]:
+    """The commands that create .venv with ``python``, upgrade its pip and install the project with its tools."""
     venv_python = program("python", windows)
     return [
         [python, "-m", "venv", VENV],
@@ -84,6 +88,7 @@ def run(command: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Run (or with ``--dry-run`` print) the task named in ``argv``; return the exit status (2 for a wrong task)."""
     args = [a for a in argv if a != "--dry-run"]
     if len(args) != 1 or args[0] not in TASKS:
         wrong = f"{' '.join(args)!r} is not a task" if args else "no task given"

@@ -11,4 +11,5 @@ from amd_pipeline.orchestration.location import build_location
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    """The code location's Definitions, built when Dagster loads the location (:func:`build_location`)."""
     return build_location()

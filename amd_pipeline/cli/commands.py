@@ -60,6 +60,7 @@ def _number(kind, low: float, high: float | None = None):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Backfill a few weeks from the built-in simulator and summarise them; return the exit status."""
     from amd_pipeline.cli.demo import run_demo
 
     return run_demo(
@@ -68,6 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    """Backfill the days and campaigns asked for through Dagster; return the exit status."""
     from amd_pipeline.cli.backfill import run_backfill
 
     return run_backfill(
@@ -85,6 +87,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    """Print what the ``sql`` argument selects from the published file (table, CSV or JSON); return the exit status."""
     import duckdb
     import pandas as pd
 
@@ -133,6 +136,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report (and its PNG charts) from the published file; return the exit status."""
     from amd_pipeline.core.report import write_report
     from amd_pipeline.core.store import AmdStore
 
@@ -150,6 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Export the published tables to files in ``--out`` and print the row counts; return the exit status."""
     from amd_pipeline.core.export import export_published
     from amd_pipeline.core.store import AmdStore
 
@@ -245,8 +250,9 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_operations(args: argparse.Namespace) -> int:
-    """Every operation of the code location, and today's budget of each token (operations that share a
-    token share one lane and one budget). No call.
+    """Print every operation of the code location and today's budget of each token. No call.
+
+    Operations that share a token share one lane and one budget.
     """
     import dagster as dg
 
@@ -292,6 +298,7 @@ def cmd_operations(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
+    """Move the working file's days to the ``--to`` zone, dropping days whose windows move, and republish."""
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import (
         DEFAULT_OPERATION,
@@ -335,6 +342,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
+    """Serve the Wolkvox simulator until interrupted; return 0."""
     faults = tuple(f for f in args.faults.split(",") if f) if args.faults else ()
     unknown = set(faults) - set(FAULTS)
     if unknown:
@@ -358,6 +366,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """Run ``dagster dev`` (with the demo's simulator under ``--demo``) and return its exit status."""
     from amd_pipeline.cli.dev import refuse_busy_port, run_dagster_dev
     from amd_pipeline.core.settings import DefinitionSettings
     from amd_pipeline.orchestration.instance import batch_event_writes, prepare_home
@@ -393,6 +402,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Return the ``amd-pipeline`` argument parser with every subcommand and its options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show the Python traceback of an error")
     parser = _Parser(prog="amd-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -542,7 +552,7 @@ def _exit_without_teardown(status: int) -> None:
     DuckDB connections before they return, no other thread is running and no profiler or tracer is
     attached (checked by the caller), and the exit handlers (logging's flush, temporary folders) still run here.
     """
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # noqa: SLF001 - the exit handlers still run, only the module teardown is skipped
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a reader that went away (`| head`), a closed stream
             stream.flush()

@@ -65,8 +65,9 @@ def build_amd_published(operations: "list[WolkvoxOperation]") -> dg.AssetsDefini
         description=PUBLISHED_DESCRIPTION,
     )
     def amd_published(amd_store: AmdStoreResource) -> dg.MaterializeResult:
-        """Republish the working file as it is: no call, no load (loads publish through :func:`publish`);
-        an operation with its own published file gets it republished too.
+        """Republish the working file as it is: no call, no load.
+
+        Loads publish through :func:`publish`; an operation with its own published file gets it republished too.
         """
         working = amd_store.store()
         if not working.path.exists():
@@ -220,6 +221,7 @@ def failed_load(
 
 
 def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> None:
+    """Warn that the server refused ``campaign_id=all`` and remember it: one call per campaign from now on."""
     context.log.warning("the server refused campaign_id=all: one call per campaign from now on (remembered)")
     wolkvox.remember_all_refused()
 
@@ -232,8 +234,10 @@ def note_from_answers(wolkvox: WolkvoxResource, report: LoadReport) -> None:
 
 
 def settle(context: dg.AssetExecutionContext, events: PartitionEvents | None) -> None:
-    """Wait for the thread logging the partitions' events. What it could not log, report_partitions logs
-    once more on the step's thread (and fails the step if that fails too).
+    """Wait for the thread logging the partitions' events.
+
+    What it could not log, report_partitions logs once more on the step's thread (and fails the step if that fails
+    too).
     """
     if events is None:
         return
@@ -251,10 +255,11 @@ def report_partitions(
     failed: bool,
     events: PartitionEvents | None = None,
 ) -> None:
-    """Give each written partition its own numbers. A failed step records its written partitions as
-    materialisations itself, so the UI shows them as done; a successful one attaches to its own events.
-    With ``events`` (a CLI run), the written partitions were logged during the load: on success the
-    range's other partitions are logged as Dagster would, on failure nothing more.
+    """Give each written partition its own numbers.
+
+    A failed step records its written partitions as materialisations itself, so the UI shows them as done; a
+    successful one attaches to its own events. With ``events`` (a CLI run), the written partitions were logged
+    during the load: on success the range's other partitions are logged as Dagster would, on failure nothing more.
     """
     own = written_metadata(report.written, key_of)
     if events is not None:

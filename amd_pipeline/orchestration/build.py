@@ -42,8 +42,10 @@ def env_or(name: str, value: object = None):
 
 
 def machine_settings() -> dict:
-    """How this machine talks to any Wolkvox server and where the token's locks live: shared by every
-    operation (timeouts, retries, lock folder, cross-machine lock), environment variables read at launch.
+    """How this machine talks to any Wolkvox server and where the token's locks live.
+
+    Shared by every operation (timeouts, retries, lock folder, cross-machine lock); environment variables read at
+    launch.
     """
     return {
         "connect_timeout_seconds": env_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
@@ -57,8 +59,10 @@ def machine_settings() -> dict:
 
 
 def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
-    """The operation's API resource. The token is always an EnvVar when set (never in the snapshot); unset,
-    it is "" and every use says which variable to set, in one line, instead of failing resource setup.
+    """The operation's API resource.
+
+    The token is always an EnvVar when set (never in the snapshot); unset, it is "" and every use says which
+    variable to set, in one line, instead of failing resource setup.
     """
     token = env_or(op.token_env, "")
     if op.from_environment:  # the single-operation setup: every setting stays a variable read at launch
@@ -88,6 +92,7 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
 
 
 def campaign_source(op: WolkvoxOperation) -> CampaignSource:
+    """The operation's campaign list: ``AMD_CAMPAIGNS`` read at launch, or the operation's ``campaigns``."""
     if op.from_environment:
         return CampaignSource(campaign_ids=env_or("AMD_CAMPAIGNS"))
     return CampaignSource(campaign_ids=",".join(op.campaigns))
@@ -106,8 +111,9 @@ _stores: dict[tuple, AmdStoreResource] = {}
 
 
 def shared_store() -> AmdStoreResource:
-    """The one analysts' store every operation writes, as ONE object per setting of its variables: each
-    operation's Definitions carry it (a component builds on its own), and merging them keeps one, since
+    """The one analysts' store every operation writes, as ONE object per setting of its variables.
+
+    Each operation's Definitions carry it (a component builds on its own), and merging them keeps one, since
     Dagster refuses one resource key bound to two objects.
     """
     key = tuple((name, bool(os.environ.get(name))) for name in _STORE_SETTINGS)
@@ -149,8 +155,9 @@ def build_operation(op: WolkvoxOperation) -> dg.Definitions:
 
 
 def build_shared(operations: list[WolkvoxOperation], settings: DefinitionSettings) -> dg.Definitions:
-    """What every operation shares: the analysts' file (``amd_published``, ``amd_store``), the executor and
-    the instance's cleanup.
+    """What every operation shares: the analysts' file (``amd_published``, ``amd_store``), executor and cleanup.
+
+    The cleanup is the instance's (its job and schedule).
     """
     cleanup_job, cleanup_schedule = build_cleanup(settings)
     return dg.Definitions(

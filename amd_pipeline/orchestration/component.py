@@ -218,7 +218,7 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
             restate_cron=settings.restate_cron,
             restate_days=settings.restate_days,
         )
-        operation._from_environment = True
+        operation._from_environment = True  # noqa: SLF001 - the class's own private attribute, set in its classmethod
         return operation
 
     @property

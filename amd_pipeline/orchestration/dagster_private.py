@@ -1,20 +1,10 @@
 """Every use of Dagster's private API, in one guarded room.
 
-Each feature imports the private names it needs in a ``try`` of its own. When a Dagster upgrade moves
-one, that feature falls back to Dagster's public path and :func:`notice` says so once, in one line on
-stderr; the instance still opens and loads still give exact rows. ``test_dagster_private.py`` fails on
-such an upgrade (every feature must be available) and runs a backfill with every name made to fail.
-
-=================  ==========================================  =============================================
-feature            what it buys (figures: docs/performance.md)  when an upgrade moves a name
-=================  ==========================================  =============================================
-batched_event_log  a batch of asset events in one transaction  Dagster's stock SQLite storage, an event at a
-                   per SQLite file, and pool claims serialised  time; the token lock still keeps calls apart
-partition_events   a CLI run logs its partitions' events while  runs are not tagged: Dagster logs them after
-                   it loads, not after the step                 the step, as for daemon runs
-metadata           per-partition metadata added in one step     ``add_asset_metadata`` once per partition
-run_files          retention removes a pruned run's SQLite file the emptied file stays
-=================  ==========================================  =============================================
+Each feature (the keys of ``FALLBACK``, which says what it falls back to) imports the private names it needs in a
+``try`` of its own. When a Dagster upgrade moves one, that feature falls back to Dagster's public path and
+:func:`notice` says so once, in one line on stderr; the instance still opens and loads still give exact rows.
+``test_dagster_private.py`` fails on such an upgrade (every feature must be available) and runs a backfill with
+every name made to fail.
 """
 
 from __future__ import annotations
@@ -29,10 +19,16 @@ import yaml
 from filelock import FileLock
 
 MISSING: dict[str, str] = {}  # feature -> the import that failed
+# Feature -> its fallback when an upgrade moves a name; the comment above each says what it buys (docs/performance.md).
 FALLBACK = {
+    # A batch of asset events in one transaction per SQLite file, and pool claims serialised. Without it, the
+    # token lock still keeps calls apart.
     "batched_event_log": "the instance uses Dagster's stock SQLite storage (event writes one at a time)",
+    # A CLI run logs its partitions' events while it loads, not after the step. Without it, runs are not tagged.
     "partition_events": "a CLI run's partition events are logged after its step, as for daemon runs",
+    # Per-partition metadata added in one step.
     "metadata": "per-partition metadata goes through add_asset_metadata, one partition at a time",
+    # Retention removes a pruned run's SQLite file.
     "run_files": "retention leaves pruned runs' emptied SQLite files in place",
 }
 _noticed: set[str] = set()

@@ -23,6 +23,7 @@ DEFAULT_HOME = ".dagster_home"
 
 
 def shipped_instance_yaml() -> str:
+    """The text of the ``dagster.yaml`` shipped in the package."""
     return resources.files("amd_pipeline").joinpath("dagster.yaml").read_text()
 
 
@@ -86,8 +87,9 @@ def cannot_open(home: Path, exc: Exception) -> str:
 
 
 def get_instance(home: Path, pool: str = "wolkvox_token") -> dg.DagsterInstance:
-    """The instance in ``home`` (:func:`open_instance`), with the token's pool (an operation's own,
-    ``WolkvoxOperation.pool``) limited to 1 even if dagster.yaml forgot it.
+    """The instance in ``home`` (:func:`open_instance`), with the token's pool limited to 1.
+
+    The pool is an operation's own (``WolkvoxOperation.pool``); its limit is set even if dagster.yaml forgot it.
     """
     instance = open_instance(home)
     if not pool_limit_configured(home):
@@ -97,8 +99,9 @@ def get_instance(home: Path, pool: str = "wolkvox_token") -> dg.DagsterInstance:
 
 @contextlib.contextmanager
 def existing_instance(home: str | os.PathLike[str] | None = None) -> Iterator[dg.DagsterInstance | None]:
-    """The instance in ``home`` (or DAGSTER_HOME, or ./.dagster_home) if it already has a dagster.yaml, else
-    None: commands that only read, or that have not passed their checks yet, create no home.
+    """The instance in ``home`` (or DAGSTER_HOME, or ./.dagster_home) if it has a dagster.yaml, else None.
+
+    Commands that only read, or that have not passed their checks yet, create no home.
     """
     path = Path(home or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).resolve()
     if not (path / "dagster.yaml").exists():

@@ -19,8 +19,9 @@ def build_definitions(settings: DefinitionSettings) -> dg.Definitions:
 
 
 def build_location(found: Operations | None = None, environ: Mapping[str, str] | None = None) -> dg.Definitions:
-    """The code location: every operation folder (``defs.yaml``), or the environment's one operation
-    (``found``: the operations a command already loaded, not read again).
+    """The code location: every operation folder (``defs.yaml``), or the environment's one operation.
+
+    ``found``: the operations a command already loaded, not read again.
     """
     settings = DefinitionSettings.from_env(environ)
     found = found or load_operations(environ)

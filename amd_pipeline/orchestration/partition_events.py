@@ -1,16 +1,11 @@
 """A CLI run's per-partition materialisations, logged as each batch is written instead of after the step.
 
-Dagster logs a ranged step's materialisations (one per partition) after the step's compute has ended, while
-the step still holds the token's pool slot. A run tagged by :func:`run_tags` (Dagster's own
-``dagster/defer_asset_events``) makes Dagster leave them to the code. The step then logs them itself, with
-the functions Dagster would have used (:mod:`~amd_pipeline.orchestration.dagster_private`):
-
-- the run's planned events first, so the UI marks the partitions in progress (and failed if the run fails);
-- each DuckDB batch's partitions once the batch has committed, by a thread of their own, so the load's
-  thread, which takes the fetcher's answers, never waits for them;
-- on success, the range's other partitions (those skipped as already final), as Dagster would.
-
-Only ``amd-pipeline backfill`` tags its runs; runs launched by the daemon take Dagster's own path.
+Dagster logs a ranged step's materialisations after its compute ends, while the step still holds the token's pool
+slot. A run tagged by :func:`run_tags` (``dagster/defer_asset_events``) leaves them to the step, which logs them with
+Dagster's own functions (:mod:`~amd_pipeline.orchestration.dagster_private`): the planned events first (the UI marks
+the partitions in progress, failed if the run fails); each DuckDB batch's partitions once committed, from a thread of
+their own so the load never waits; on success, the range's partitions skipped as already final. Only
+``amd-pipeline backfill`` tags its runs; runs launched by the daemon take Dagster's own path.
 """
 
 from __future__ import annotations

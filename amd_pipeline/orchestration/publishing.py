@@ -25,8 +25,9 @@ def own_files(operations) -> dict[str, str]:
 
 
 def publish_and_describe(working: AmdStore, amd_store: AmdStoreResource, own: dict[str, str] | None = None) -> Metadata:
-    """Publish the working file for analysts, and each operation of ``own`` (id -> path) alone to its own
-    file; what describes the published dataset, for its materialisation.
+    """Publish the working file for analysts; return what describes the dataset, for its materialisation.
+
+    Each operation of ``own`` (id -> path) is also published alone to its own file.
 
     Raises :class:`PublishHeldError` when a program holds a published file open (Windows): the
     caller decides whether that fails its step.
@@ -70,9 +71,10 @@ def publish(
     failed: bool,
     own: dict[str, str] | None = None,
 ) -> None:
-    """Publish the working file for analysts and record it as a materialisation of ``amd_published``,
-    with what describes the dataset and the summary of the load that led to it. A failing step's
-    logged events are dropped, so it records the materialisation itself (as for its partitions).
+    """Publish the working file for analysts and record it as a materialisation of ``amd_published``.
+
+    The materialisation carries what describes the dataset and the summary of the load that led to it. A
+    failing step's logged events are dropped, so it records the materialisation itself (as for its partitions).
 
     A published file held open by a program (Windows) does not fail the load: its rows are in the
     working file and the next publish lands them. The step logs the sentence as a warning and records
@@ -98,8 +100,9 @@ def record(
     *,
     failed: bool,
 ) -> None:
-    """Log an event of ``kind`` on ``amd_published`` in the step, or, when the step is failing (its logged
-    events are dropped), on the instance, tagged with the run.
+    """Log an event of ``kind`` on ``amd_published`` in the step, or on the instance when the step is failing.
+
+    A failing step's logged events are dropped, so the instance's event is tagged with the run instead.
     """
     if failed:
         tags = {RUN_ID_TAG: context.run.run_id}
@@ -109,8 +112,9 @@ def record(
 
 
 def observed_latency(instance: dg.DagsterInstance, operation: str | None = None) -> float | None:
-    """Median seconds per call seen by the latest load (of ``operation``: each server has its own latency;
-    its summary is on the latest publish), if any.
+    """Median seconds per call seen by the latest load (of ``operation``), if any.
+
+    Each server has its own latency; the load's summary is on the latest publish.
     """
     # The latest publish by a load: a republish without a load carries no latency.
     for record in instance.fetch_materializations(AMD_PUBLISHED_KEY, limit=20).records:

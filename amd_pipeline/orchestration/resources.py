@@ -71,16 +71,18 @@ class WolkvoxResource(dg.ConfigurableResource):
     _instance_url: str | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Share the token's state through the instance's PostgreSQL when it has one (runs, sensors,
-        schedules, the CLI's ``build_resources(instance=...)``): one budget and one lock everywhere.
+        """Share the token's state through the instance's PostgreSQL when it has one.
+
+        Runs, sensors, schedules and the CLI's ``build_resources(instance=...)`` then see one budget and one lock.
         """
         from amd_pipeline.core.shared_state import instance_url
 
         self._instance_url = instance_url(context.instance)
 
     def shared_url(self) -> str | None:
-        """Where the call ledger, the learned facts and the cross-machine lock live: AMD_TOKEN_LOCK_URL if
-        set, else the Dagster instance's PostgreSQL (production profile), else nowhere (files on this machine).
+        """Where the call ledger, the learned facts and the cross-machine lock live (None: files on this machine).
+
+        AMD_TOKEN_LOCK_URL if set, else the Dagster instance's PostgreSQL (production profile), else None.
         """
         return self.token_lock_url or self._instance_url or None
 
@@ -107,9 +109,11 @@ class WolkvoxResource(dg.ConfigurableResource):
         return mode
 
     def remember_all_refused(self) -> None:
+        """Record in the token's shared state that the server refused ``campaign_id=all`` (and when)."""
         self.guard().state().set(ALL_REFUSED, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def guard(self) -> TokenGuard:
+        """The token's guard (key, in-flight limit, lock folder, shared URL), once :meth:`check` passes."""
         self.check()
         return TokenGuard(
             token_key(self.url(), self.token),
@@ -119,8 +123,10 @@ class WolkvoxResource(dg.ConfigurableResource):
         )
 
     def ledger(self) -> CallLedger | PgCallLedger:
-        """Today's calls with this token, per source: in the shared database when there is one (every
-        process, machine and container), else in a file beside the lock files (this machine).
+        """Today's calls with this token, per source.
+
+        In the shared database when there is one (every process, machine and container), else in a file beside
+        the lock files (this machine).
         """
         guard = self.guard()
         if guard.shared_url:
@@ -195,8 +201,9 @@ class AmdStoreResource(dg.ConfigurableResource):
     def store(
         self, timezone: str | None = None, start_date: dt.date | None = None, *, operation: str = DEFAULT_OPERATION
     ) -> AmdStore:
-        """The working store, writing and reading ``operation``'s rows; with ``timezone``, writes refuse an
-        operation whose days the file holds in another zone.
+        """The working store, writing and reading ``operation``'s rows.
+
+        With ``timezone``, writes refuse an operation whose days the file holds in another zone.
         """
         return AmdStore(
             working_path_for(self.path, self.working_path),
@@ -215,8 +222,9 @@ class AmdStoreResource(dg.ConfigurableResource):
         )
 
     def publish(self, working: AmdStore, *, target: str | None = None, operation: str | None = None):
-        """Publish ``working`` at :attr:`path` (or ``target``: an operation's own file, holding ``operation``
-        alone) as the settings ask (format, Parquet copy).
+        """Publish ``working`` at :attr:`path` (or ``target``) as the settings ask (format, Parquet copy).
+
+        ``target`` is an operation's own file, holding ``operation`` alone.
         """
         options = self.publish_settings()
         if target and Path(target).resolve() in (Path(self.path).resolve(), working.path.resolve()):
@@ -240,6 +248,7 @@ class CampaignSource(dg.ConfigurableResource):
     discover_types: str = Field(default="predictive", description="type_campaign values that discovery keeps.")
 
     def configured(self) -> list[str]:
+        """The campaign ids set in ``campaign_ids`` (AMD_CAMPAIGNS); empty when discovery picks them."""
         return parse_campaign_list(self.campaign_ids)
 
     def listing(self, wolkvox: WolkvoxResource, source: str = "cli", client: WolkvoxClient | None = None) -> list[dict]:
@@ -254,8 +263,10 @@ class CampaignSource(dg.ConfigurableResource):
         return discover_campaign_ids(rows, [t for t in self.discover_types.split(",") if t.strip()])
 
     def discover(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
-        """The operation's campaigns of the kept types (one API call); ``store`` keeps the whole list, and
-        the call in ``api_requests`` (the table counts every call, as the budget does).
+        """The operation's campaigns of the kept types (one API call).
+
+        ``store`` keeps the whole list, and the call in ``api_requests`` (the table counts every call, as the budget
+        does).
         """
         with wolkvox.client(source) as client:
             try:
@@ -268,4 +279,5 @@ class CampaignSource(dg.ConfigurableResource):
         return self.kept(rows)
 
     def resolve(self, wolkvox: WolkvoxResource, source: str = "cli", store: AmdStore | None = None) -> list[str]:
+        """The configured campaigns, else the discovered ones (one API call)."""
         return self.configured() or self.discover(wolkvox, source, store)

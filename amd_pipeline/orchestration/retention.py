@@ -25,11 +25,14 @@ FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 
 @dataclasses.dataclass
 class Pruned:
+    """What :func:`prune_runs` did: runs deleted, old runs kept as a partition's latest, run file bytes freed."""
+
     deleted: int = 0
     kept_latest: int = 0  # old enough, but still the latest materialisation of some partition
     shard_bytes: int = 0  # sqlite only: per-run event files removed
 
     def describe(self) -> str:
+        """One line saying how many runs were deleted and kept, and the run file bytes freed if any."""
         return (
             f"deleted {self.deleted} finished scheduled run(s) and their events; kept {self.kept_latest} that hold "
             f"a partition's latest materialisation"

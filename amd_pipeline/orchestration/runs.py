@@ -55,6 +55,7 @@ class RangedRun:
     end: dt.date
 
     def tags(self) -> dict[str, str]:
+        """Dagster's partition range tags: the run's first and last ``campaign|day`` partition keys."""
         return {
             RANGE_START_TAG: str(day_key(self.campaigns[0], self.start)),
             RANGE_END_TAG: str(day_key(self.campaigns[-1], self.end)),
@@ -127,6 +128,7 @@ class Cadence:
 
     @property
     def calls_per_day(self) -> int:
+        """The calls a day of ticks makes: calls per tick x ticks."""
         return self.calls_per_tick * self.ticks
 
     @property
@@ -138,6 +140,7 @@ class Cadence:
         return -(-1440 // refreshes)
 
     def describe(self) -> str:
+        """One line: the calls per day, and whether they fit half of the daily budget (else the interval that does)."""
         base = f"{self.calls_per_tick} call(s) per refresh x {self.ticks} ticks = {self.calls_per_day} calls/day"
         if self.limit is None:
             return f"{base} (daily budget unknown)"
