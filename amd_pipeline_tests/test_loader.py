@@ -4,17 +4,8 @@ import time
 
 import pytest
 
-from amd_pipeline.core.loader import (
-    ALL,
-    CampaignAll,
-    LoadFailedError,
-    Plan,
-    RejectedValuesError,
-    WindowRequest,
-    _Fetcher,
-    load,
-    plan_calls,
-)
+from amd_pipeline.core.errors import LoadFailedError, RejectedValuesError
+from amd_pipeline.core.loader import ALL, CampaignAll, Plan, WindowRequest, _Fetcher, load, plan_calls
 from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.simulator import truth_for_day
@@ -119,7 +110,7 @@ def test_a_spent_quota_stops_the_load_and_keeps_what_was_fetched(make_client, si
 
 
 def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
-    from amd_pipeline.core.settings import SettingsError
+    from amd_pipeline.core.errors import SettingsError
 
     with pytest.raises(LoadFailedError) as caught:
         load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests_for(["20717", "all"]))
@@ -173,7 +164,7 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
     import subprocess
     import sys
 
-    from amd_pipeline.core.store import StoreLockedError
+    from amd_pipeline.core.errors import StoreLockedError
 
     path = tmp_path / "amd.duckdb"
     waits: list[float] = []

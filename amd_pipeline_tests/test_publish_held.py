@@ -21,10 +21,11 @@ import pytest
 
 from amd_pipeline.core import portable
 from amd_pipeline.core import store as store_module
+from amd_pipeline.core.errors import PublishHeldError
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.normalize import to_frame
 from amd_pipeline.core.settings import DefinitionSettings
-from amd_pipeline.core.store import AMD_DAILY, REPLACE_WAITS, AmdStore, PublishHeldError
+from amd_pipeline.core.store import AMD_DAILY, REPLACE_WAITS, AmdStore
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_definitions
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
@@ -353,7 +354,8 @@ def test_a_cli_backfill_exits_0_with_one_line_naming_the_held_file_and_the_next_
 
 def test_an_export_file_held_open_is_named_and_the_export_after_it_lands(tmp_path, monkeypatch):
     # An analyst has amd_daily.csv open in Excel (which holds what it shows): the export says so in one line.
-    from amd_pipeline.core.export import FileHeldError, export_published
+    from amd_pipeline.core.errors import FileHeldError
+    from amd_pipeline.core.export import export_published
 
     working, published, out = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb", tmp_path / "csv"
     store = AmdStore(working, timezone=ZONE)

@@ -7,9 +7,10 @@ import duckdb
 import pandas as pd
 import pytest
 
+from amd_pipeline.core.errors import StoreLockedError
 from amd_pipeline.core.loader import CampaignAll, WindowRequest, load
 from amd_pipeline.core.normalize import Fetched, normalize, to_frame
-from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.wolkvox.models import Answer
 from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
@@ -121,7 +122,7 @@ def test_a_file_locked_by_another_process_is_waited_for_then_reported(tmp_path):
 
 
 def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_path):
-    from amd_pipeline.core.store import TimezoneMismatchError
+    from amd_pipeline.core.errors import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path, timezone="America/Bogota").replace(AMD_DAILY, frame_for({("1", 1): "5"}))
@@ -134,7 +135,7 @@ def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_pat
 
 
 def test_a_file_written_before_zones_were_recorded_is_adopted_only_if_its_days_agree(tmp_path):
-    from amd_pipeline.core.store import TimezoneMismatchError
+    from amd_pipeline.core.errors import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))  # no zone recorded, Bogota days

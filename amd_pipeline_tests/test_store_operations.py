@@ -17,14 +17,9 @@ import pandas as pd
 import pytest
 
 from amd_pipeline.core import store as store_module
+from amd_pipeline.core.errors import TimezoneMismatchError
 from amd_pipeline.core.normalize import FETCHED, to_frame
-from amd_pipeline.core.store import (
-    AMD_DAILY,
-    ANSWER_COLUMNS,
-    REQUEST_COLUMNS,
-    AmdStore,
-    TimezoneMismatchError,
-)
+from amd_pipeline.core.store import AMD_DAILY, ANSWER_COLUMNS, REQUEST_COLUMNS, AmdStore
 from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests.sample import daily_row
 

@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from amd_pipeline.core.normalize import FETCHED_EMPTY, Fetched, InvalidValueError, records_for, to_frame
+from amd_pipeline.core.errors import InvalidValueError, LoadFailedError, RejectedValuesError
+from amd_pipeline.core.normalize import FETCHED_EMPTY, Fetched, records_for, to_frame
 from amd_pipeline.core.settings import check_campaign_id
 from amd_pipeline.core.store import ANSWER_COLUMNS, AmdStore, TableSpec, attempts_frame
 from amd_pipeline.wolkvox import errors
@@ -98,25 +99,6 @@ class LoadReport:
     changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)  # restated totals
     median_latency: float | None = None
     elapsed: float = 0.0
-
-
-class LoadFailedError(Exception):
-    """A load stopped early; ``report`` says what was written before it stopped."""
-
-    def __init__(self, report: LoadReport, cause: BaseException):
-        self.report = report
-        self.cause = cause
-        super().__init__(str(cause))
-
-
-class RejectedValuesError(ValueError):
-    """Some windows held values that were rejected; every other window was written."""
-
-    def __init__(self, rejects: Sequence[InvalidValueError]):
-        self.rejects = list(rejects)
-        lines = "\n".join(f"  - {r}" for r in self.rejects[:20])
-        more = f"\n  ... and {len(self.rejects) - 20} more" if len(self.rejects) > 20 else ""
-        super().__init__(f"{len(self.rejects)} window(s) rejected, not written:\n{lines}{more}")
 
 
 def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False, prefer_all: bool = False) -> list[Call]:

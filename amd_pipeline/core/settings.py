@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from amd_pipeline.core.errors import SettingsError
+
 DEFAULT_TIMEZONE = "America/Bogota"
 DEFAULT_OPERATION = (
     "default"  # the operation of the single-operation setup (environment variables), and of rows from before operations
@@ -39,10 +41,6 @@ _STORAGE_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+")
 
 _CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
 _SERVER = re.compile(r"[0-9]{1,6}")
-
-
-class SettingsError(ValueError):
-    """A setting or an argument is wrong. The message says which, and how to fix it."""
 
 
 # The numeric settings: name -> (default, smallest, largest allowed).

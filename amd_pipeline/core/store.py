@@ -34,7 +34,8 @@ import duckdb
 import filelock
 import pandas as pd
 
-from amd_pipeline.core.export import FileHeldError, export_published
+from amd_pipeline.core.errors import FileHeldError, PublishHeldError, StoreLockedError, TimezoneMismatchError
+from amd_pipeline.core.export import export_published
 from amd_pipeline.core.normalize import COLUMNS
 from amd_pipeline.core.portable import held_open, pid_alive, sync_file, sync_folder
 from amd_pipeline.core.settings import (
@@ -208,31 +209,9 @@ AMD_DAILY = TableSpec(
 )
 
 
-class StoreLockedError(RuntimeError):
-    """Another process holds the DuckDB file for longer than the store waits."""
-
-
-class PublishHeldError(FileHeldError):
-    """A publish could not replace a file a program holds open (Windows refuses the rename): the published
-    DuckDB file, or one of its Parquet copy.
-
-    Nothing is lost: the rows are in the working file (``working``), the published file is still the
-    previous complete copy, and the temporary copy was removed; the next publish tries again. The sentence
-    a person reads is :func:`amd_pipeline.core.messages.explain`'s.
-    """
-
-    def __init__(self, path: Path, holders: list[str], reason: str, *, working: Path):
-        super().__init__(path, holders, reason)
-        self.working = Path(working)
-
-
 # Waits between tries to rename the new copy over a held published file: a virus scanner or indexer lets
 # go within a second; a program with the file open does not, and the publish is left to the next one.
 REPLACE_WAITS = (0.1, 0.25, 0.5)
-
-
-class TimezoneMismatchError(RuntimeError):
-    """The file's days are in another time zone than the one this load was asked to use."""
 
 
 def timezone_refusal(path: str | Path, operation: str, stored: str, wanted: str) -> str:

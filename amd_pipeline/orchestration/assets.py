@@ -12,20 +12,17 @@ import duckdb
 from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
 from amd_pipeline.core import progress
-from amd_pipeline.core.loader import (
-    CampaignAll,
+from amd_pipeline.core.errors import (
     LoadFailedError,
-    LoadReport,
-    Plan,
-    Progress,
+    PublishHeldError,
     RejectedValuesError,
-    load,
-    plan_calls,
+    SettingsError,
+    StoreLockedError,
 )
+from amd_pipeline.core.loader import CampaignAll, LoadReport, Plan, Progress, load, plan_calls
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.report import trend_thumbnail
-from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError, StoreLockedError
+from amd_pipeline.core.store import AMD_DAILY, AmdStore
 from amd_pipeline.orchestration.partition_events import PartitionEvents
 from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.orchestration.resources import AmdStoreResource, WolkvoxResource

@@ -12,13 +12,13 @@ from pydantic import Field, PrivateAttr
 
 from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.campaigns import discover_campaign_ids
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.loader import CampaignAll
 from amd_pipeline.core.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_OPERATION,
     INT_SETTINGS,
     PublishSettings,
-    SettingsError,
     base_url_for,
     check_campaign_all,
     check_flag,
