@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 
 from amd_pipeline.core.errors import StoreLockedError
-from amd_pipeline.core.loader import CampaignAll, WindowRequest, load
+from amd_pipeline.core.loader import load
 from amd_pipeline.core.normalize import Fetched, normalize, to_frame
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.plan import CampaignAll, WindowRequest
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.models import Answer
 from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
@@ -262,7 +264,7 @@ def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_worki
 
 
 def test_answers_older_than_the_keep_days_are_pruned_when_a_load_starts(tmp_path):
-    from amd_pipeline.core.store import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
+    from amd_pipeline.core.schema import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
 
     store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
     now = pd.Timestamp.now(tz="UTC")

@@ -30,7 +30,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
     go to ``api_requests`` (source ``cli``) once the campaigns are accepted: a refusal writes no file.
     """
     from amd_pipeline.core.messages import exit_status, explain
-    from amd_pipeline.core.store import attempts_frame
+    from amd_pipeline.core.schema import attempts_frame
     from amd_pipeline.wolkvox import errors
 
     def refused(exc: errors.WolkvoxError) -> CliExit | None:
@@ -115,7 +115,8 @@ def run_backfill(
     from amd_pipeline.core.errors import PublishHeldError, StoreLockedError
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import check_campaign_id
-    from amd_pipeline.core.store import AmdStore, timezone_refusal
+    from amd_pipeline.core.store import AmdStore
+    from amd_pipeline.core.timezones import timezone_refusal
     from amd_pipeline.orchestration.operations import load_operations
 
     found = load_operations()
@@ -141,8 +142,8 @@ def run_backfill(
     import dagster as dg
 
     from amd_pipeline.core import progress
-    from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
-    from amd_pipeline.core.store import AMD_DAILY
+    from amd_pipeline.core.plan import CampaignAll, Plan, WindowRequest, plan_calls
+    from amd_pipeline.core.schema import AMD_DAILY
     from amd_pipeline.orchestration import partition_events
     from amd_pipeline.orchestration.assets import CLI_BACKFILL_TAG, MISSING_ONLY_TAG, SOURCE_TAG, observed_latency
     from amd_pipeline.orchestration.build import AMD_DAILY_JOB, build_location

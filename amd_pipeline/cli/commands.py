@@ -294,6 +294,7 @@ def cmd_operations(args: argparse.Namespace) -> int:
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     from amd_pipeline.core.errors import PublishHeldError
     from amd_pipeline.core.messages import explain
+    from amd_pipeline.core.schema import AMD_DAILY
     from amd_pipeline.core.settings import (
         DEFAULT_DUCKDB_PATH,
         DEFAULT_OPERATION,
@@ -302,7 +303,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
         parquet_dir_for,
         working_path_for,
     )
-    from amd_pipeline.core.store import AMD_DAILY, AmdStore
+    from amd_pipeline.core.store import AmdStore
 
     new = check_timezone(args.to, "--to")
     options = PublishSettings.from_env()

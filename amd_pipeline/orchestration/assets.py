@@ -19,10 +19,12 @@ from amd_pipeline.core.errors import (
     SettingsError,
     StoreLockedError,
 )
-from amd_pipeline.core.loader import CampaignAll, LoadReport, Plan, Progress, load, plan_calls
+from amd_pipeline.core.loader import LoadReport, Progress, load
 from amd_pipeline.core.messages import explain
+from amd_pipeline.core.plan import CampaignAll, Plan, plan_calls
 from amd_pipeline.core.report import trend_thumbnail
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration.partition_events import PartitionEvents
 from amd_pipeline.orchestration.partitions import DAY_DIMENSION, window_request
 from amd_pipeline.orchestration.resources import AmdStoreResource, WolkvoxResource

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from amd_pipeline.core.errors import SettingsError
-from amd_pipeline.core.loader import CampaignAll
+from amd_pipeline.core.plan import CampaignAll
 from amd_pipeline.core.settings import DefinitionSettings, check_campaign_id
 from amd_pipeline.orchestration.assets import OPERATION_TAG, SOURCE_TAG
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
