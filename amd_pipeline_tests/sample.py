@@ -9,7 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.simulator import truth, truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
 

@@ -22,7 +22,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, truth_for_day
 from amd_pipeline_tests import forkserver
@@ -387,7 +388,7 @@ def test_a_killed_backfill_leaves_a_consistent_table_and_the_rerun_completes_it(
 
 def test_the_demo_refuses_to_mix_its_rows_with_a_real_operations(tmp_path):
     from amd_pipeline.core.normalize import Fetched, normalize
-    from amd_pipeline.core.store import AMD_DAILY
+    from amd_pipeline.core.schema import AMD_DAILY
     from amd_pipeline.wolkvox.models import Answer
     from amd_pipeline.wolkvox.windows import day_window
 

@@ -23,7 +23,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from amd_pipeline.core.settings import DefinitionSettings, SettingsError
+from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.settings import DefinitionSettings
 from amd_pipeline.orchestration import assets, partition_events
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB
 from amd_pipeline.orchestration.dagster_private import BatchedSqliteEventLogStorage

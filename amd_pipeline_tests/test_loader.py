@@ -4,18 +4,11 @@ import time
 
 import pytest
 
-from amd_pipeline.core.loader import (
-    ALL,
-    CampaignAll,
-    LoadFailedError,
-    Plan,
-    RejectedValuesError,
-    WindowRequest,
-    _Fetcher,
-    load,
-    plan_calls,
-)
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.errors import LoadFailedError, RejectedValuesError
+from amd_pipeline.core.loader import _Fetcher, load
+from amd_pipeline.core.plan import ALL, CampaignAll, Plan, WindowRequest, plan_calls
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
@@ -119,7 +112,7 @@ def test_a_spent_quota_stops_the_load_and_keeps_what_was_fetched(make_client, si
 
 
 def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
-    from amd_pipeline.core.settings import SettingsError
+    from amd_pipeline.core.errors import SettingsError
 
     with pytest.raises(LoadFailedError) as caught:
         load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests_for(["20717", "all"]))
@@ -130,21 +123,22 @@ def test_a_campaign_named_all_never_reaches_the_api(make_client, sim, tmp_path):
 def test_the_loader_cannot_loop_even_if_the_fallback_makes_no_progress(make_client, sim, tmp_path, monkeypatch):
     """The old bug: a fallback that rebuilt the very call the server refused, until the quota was gone."""
     import amd_pipeline.core.loader as loader
+    from amd_pipeline.core.plan import call_allowance
 
-    monkeypatch.setattr(loader, "_per_campaign", lambda calls: list(calls))  # the fallback now repeats itself
+    monkeypatch.setattr(loader, "per_campaign", lambda calls: list(calls))  # the fallback now repeats itself
     sim.state.config.supports_all = False
     requests = requests_for(["20717", "20718", "20731"], DAYS[:2])
     with pytest.raises(LoadFailedError) as caught:
         load(make_client(), AmdStore(tmp_path / "amd.duckdb"), AMD_DAILY, requests, campaign_all=CampaignAll.AUTO)
     assert isinstance(caught.value.cause, errors.CallLimitError)
-    allowed = loader.call_allowance(requests, CampaignAll.AUTO, max_attempts=4)
+    allowed = call_allowance(requests, CampaignAll.AUTO, max_attempts=4)
     assert allowed == (1 + 6) * 4
     assert sim.stats()["requests"] == allowed
 
 
 @pytest.mark.parametrize("refusal", ["400", "500", "html404"])
 def test_a_server_that_refuses_everything_costs_at_most_the_plan(make_client, sim, tmp_path, refusal):
-    from amd_pipeline.core.loader import call_allowance
+    from amd_pipeline.core.plan import call_allowance
 
     sim.state.config.refuse_everything = refusal
     requests = requests_for(["20717", "20718", "20731"], DAYS[:5])
@@ -173,7 +167,7 @@ def test_a_locked_file_is_waited_for_once_not_once_per_flush(make_client, sim, t
     import subprocess
     import sys
 
-    from amd_pipeline.core.store import StoreLockedError
+    from amd_pipeline.core.errors import StoreLockedError
 
     path = tmp_path / "amd.duckdb"
     waits: list[float] = []

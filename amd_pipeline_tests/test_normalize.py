@@ -2,15 +2,8 @@ import datetime as dt
 
 import pytest
 
-from amd_pipeline.core.normalize import (
-    COLUMNS,
-    FETCHED,
-    FETCHED_EMPTY,
-    Fetched,
-    InvalidValueError,
-    normalize,
-    parse_total,
-)
+from amd_pipeline.core.errors import InvalidValueError
+from amd_pipeline.core.normalize import COLUMNS, FETCHED, FETCHED_EMPTY, Fetched, normalize, parse_total
 from amd_pipeline.wolkvox.models import Answer
 from amd_pipeline.wolkvox.windows import day_window
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.orchestration.component import WolkvoxOperation
 from amd_pipeline.orchestration.location import build_location
 from amd_pipeline.orchestration.operations import load_operations

@@ -20,11 +20,14 @@ import dagster as dg
 import pytest
 
 from amd_pipeline.core import portable
-from amd_pipeline.core import store as store_module
+from amd_pipeline.core import publish as publish_module
+from amd_pipeline.core.errors import PublishHeldError
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.normalize import to_frame
+from amd_pipeline.core.publish import REPLACE_WAITS
+from amd_pipeline.core.schema import AMD_DAILY
 from amd_pipeline.core.settings import DefinitionSettings
-from amd_pipeline.core.store import AMD_DAILY, REPLACE_WAITS, AmdStore, PublishHeldError
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB
 from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.partitions import day_key
@@ -258,7 +261,7 @@ def test_a_load_succeeds_while_the_published_file_is_held_and_materializing_amd_
     pipeline_env, instance, monkeypatch
 ):
     monkeypatch.setenv("WOLKVOX_CAMPAIGN_ALL", "off")
-    monkeypatch.setattr(store_module, "REPLACE_WAITS", ())  # the waits are the store test's; none here
+    monkeypatch.setattr(publish_module, "REPLACE_WAITS", ())  # the waits are the store test's; none here
     published = pipeline_env.path
     working = published.with_name("amd.working.duckdb")
     before, after = days_from(START, 2), days_from(START, 5)
@@ -301,9 +304,9 @@ def test_a_load_succeeds_while_the_published_file_is_held_and_materializing_amd_
 HELD_PRELUDE = textwrap.dedent(f"""
     import os
     from pathlib import Path
-    from amd_pipeline.core import store
+    from amd_pipeline.core import publish
 
-    store.REPLACE_WAITS = ()
+    publish.REPLACE_WAITS = ()
     _real, _target = os.replace, Path(os.environ["AMD_DUCKDB_PATH"])
 
     def _replace(src, dst, **kwargs):  # as Windows refuses it while a program has the file open
@@ -354,7 +357,8 @@ def test_a_cli_backfill_exits_0_with_one_line_naming_the_held_file_and_the_next_
 
 def test_an_export_file_held_open_is_named_and_the_export_after_it_lands(tmp_path, monkeypatch):
     # An analyst has amd_daily.csv open in Excel (which holds what it shows): the export says so in one line.
-    from amd_pipeline.core.export import FileHeldError, export_published
+    from amd_pipeline.core.errors import FileHeldError
+    from amd_pipeline.core.export import export_published
 
     working, published, out = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb", tmp_path / "csv"
     store = AmdStore(working, timezone=ZONE)

@@ -1,6 +1,6 @@
 import datetime as dt
 
-from amd_pipeline.core.loader import Plan
+from amd_pipeline.core.plan import Plan
 from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, quota_refusal, refresh_days, ticks_per_day
 
 BOGOTA = "America/Bogota"

@@ -2,10 +2,10 @@
 
 import pytest
 
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.settings import (
     DefinitionSettings,
     RunSettings,
-    SettingsError,
     base_url_for,
     check_campaign_id,
     int_setting,

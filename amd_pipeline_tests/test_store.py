@@ -7,9 +7,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from amd_pipeline.core.loader import CampaignAll, WindowRequest, load
+from amd_pipeline.core.errors import StoreLockedError
+from amd_pipeline.core.loader import load
 from amd_pipeline.core.normalize import Fetched, normalize, to_frame
-from amd_pipeline.core.store import AMD_DAILY, AmdStore, StoreLockedError
+from amd_pipeline.core.plan import CampaignAll, WindowRequest
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.models import Answer
 from amd_pipeline.wolkvox.simulator import truth_for_day
 from amd_pipeline.wolkvox.windows import day_window
@@ -121,7 +124,7 @@ def test_a_file_locked_by_another_process_is_waited_for_then_reported(tmp_path):
 
 
 def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_path):
-    from amd_pipeline.core.store import TimezoneMismatchError
+    from amd_pipeline.core.errors import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path, timezone="America/Bogota").replace(AMD_DAILY, frame_for({("1", 1): "5"}))
@@ -134,7 +137,7 @@ def test_the_file_remembers_its_time_zone_and_refuses_a_write_in_another(tmp_pat
 
 
 def test_a_file_written_before_zones_were_recorded_is_adopted_only_if_its_days_agree(tmp_path):
-    from amd_pipeline.core.store import TimezoneMismatchError
+    from amd_pipeline.core.errors import TimezoneMismatchError
 
     path = tmp_path / "amd.duckdb"
     AmdStore(path).replace(AMD_DAILY, frame_for({("1", 1): "5"}))  # no zone recorded, Bogota days
@@ -261,7 +264,7 @@ def test_the_control_a_file_in_duckdb_2_format_does_not_open_in_1_5(sample_worki
 
 
 def test_answers_older_than_the_keep_days_are_pruned_when_a_load_starts(tmp_path):
-    from amd_pipeline.core.store import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
+    from amd_pipeline.core.schema import ANSWER_COLUMNS, ANSWERS_KEEP_DAYS
 
     store = AmdStore(tmp_path / "amd.duckdb", timezone="America/Bogota")
     now = pd.Timestamp.now(tz="UTC")

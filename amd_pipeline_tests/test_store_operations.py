@@ -16,15 +16,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from amd_pipeline.core import store as store_module
+from amd_pipeline.core import publish as publish_module
+from amd_pipeline.core import schema
+from amd_pipeline.core.errors import TimezoneMismatchError
 from amd_pipeline.core.normalize import FETCHED, to_frame
-from amd_pipeline.core.store import (
-    AMD_DAILY,
-    ANSWER_COLUMNS,
-    REQUEST_COLUMNS,
-    AmdStore,
-    TimezoneMismatchError,
-)
+from amd_pipeline.core.schema import AMD_DAILY, ANSWER_COLUMNS, REQUEST_COLUMNS
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests.sample import daily_row
 
@@ -248,7 +245,7 @@ def test_a_file_from_before_operations_becomes_the_default_operations_once_and_w
     # a second open finds nothing to do
     default.prepare(AMD_DAILY)
     conn = duckdb.connect(str(path), read_only=True)
-    assert not store_module._needs_migration(conn)
+    assert not schema.needs_migration(conn)
     conn.close()
     assert dump(path) == after
 
@@ -309,15 +306,15 @@ def test_an_operation_only_publish_holds_nothing_of_another_operation_in_any_tab
         conn.close()
 
 
-def test_publishes_of_one_target_are_serialised_so_an_older_snapshot_never_lands_last(tmp_path):
-    published = race(tmp_path)
+def test_publishes_of_one_target_are_serialised_so_an_older_snapshot_never_lands_last(tmp_path, monkeypatch):
+    published = race(tmp_path, monkeypatch)
     assert totals(published) == [["a", "1", 5], ["b", "1", 7]]
 
 
 def test_the_control_without_the_publish_lock_the_older_snapshot_drops_the_latest_batch(tmp_path, monkeypatch):
     """Shows the race above is real and deterministic: without the lock, b's batch is lost."""
-    monkeypatch.setattr(store_module, "_publish_lock", lambda target, timeout: NoLock())
-    published = race(tmp_path)
+    monkeypatch.setattr(publish_module, "_publish_lock", lambda target, timeout: NoLock())
+    published = race(tmp_path, monkeypatch)
     assert totals(published) == [["a", "1", 5]]
 
 
@@ -329,7 +326,7 @@ class NoLock:
         return False
 
 
-def race(tmp_path: Path) -> Path:
+def race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """a publishes and stops between its snapshot and its rename; b writes a batch and publishes; then a
     goes on. Returns the published file."""
     working, published = tmp_path / "amd.working.duckdb", tmp_path / "amd.duckdb"
@@ -337,12 +334,15 @@ def race(tmp_path: Path) -> Path:
     a.replace(AMD_DAILY, to_frame([row("1", DAY, 5)]))
     snapshotted, go_on = threading.Event(), threading.Event()
 
-    def held_replace(tmp, target):
-        snapshotted.set()
-        go_on.wait(10)
-        AmdStore._replace(a, tmp, target)
+    real_replace = publish_module._replace
 
-    a._replace = held_replace
+    def held_replace(tmp, target, working, sleep):
+        if threading.current_thread() is first:  # a's publish only
+            snapshotted.set()
+            go_on.wait(10)
+        real_replace(tmp, target, working, sleep)
+
+    monkeypatch.setattr(publish_module, "_replace", held_replace)
     errors: list[BaseException] = []
 
     def publish(store):

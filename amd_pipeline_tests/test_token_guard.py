@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from amd_pipeline.core.token_guard import SharedLockError, TokenGuard, token_key
+from amd_pipeline.core.errors import SharedLockError
+from amd_pipeline.core.token_guard import TokenGuard, token_key
 from amd_pipeline_tests.conftest import CONTENTION
 from amd_pipeline_tests.windows_like import windows_like
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from amd_pipeline.core.normalize import FETCHED, FETCHED_EMPTY, to_frame
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.windows import day_window
 from amd_pipeline_tests.sample import daily_row, make_planted_store
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from amd_pipeline.core.normalize import FETCHED, to_frame
-from amd_pipeline.core.store import AMD_DAILY, REQUEST_COLUMNS, AmdStore
+from amd_pipeline.core.schema import AMD_DAILY, REQUEST_COLUMNS
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.wolkvox.windows import day_window
 
 

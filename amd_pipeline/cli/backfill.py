@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
 from amd_pipeline.core.progress import ProgressPrinter
-from amd_pipeline.core.settings import SettingsError, parquet_dir_for
+from amd_pipeline.core.settings import parquet_dir_for
 
 
 def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: bool, store=None):
@@ -28,18 +29,18 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
     :class:`CliExit` when the server cannot be used (exit 1) or the quota is spent (exit 3). The calls
     go to ``api_requests`` (source ``cli``) once the campaigns are accepted: a refusal writes no file.
     """
-    from amd_pipeline.core.messages import explain
-    from amd_pipeline.core.store import attempts_frame
+    from amd_pipeline.core.messages import exit_status, explain
+    from amd_pipeline.core.schema import attempts_frame
     from amd_pipeline.wolkvox import errors
 
     def refused(exc: errors.WolkvoxError) -> CliExit | None:
+        """The exit for an error no backfill can go on after; None for one it warns about and goes on."""
+        ending = errors.BudgetExhaustedError | errors.QuotaExhaustedError | errors.FatalError | errors.TransportError
+        if not isinstance(exc, ending):
+            return None
         if isinstance(exc, errors.BudgetExhaustedError):
-            return CliExit(EXIT_BUDGET, f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called")
-        if isinstance(exc, errors.QuotaExhaustedError):
-            return CliExit(EXIT_QUOTA, explain(exc))
-        if isinstance(exc, errors.FatalError | errors.TransportError):
-            return CliExit(EXIT_FAILED, explain(exc))
-        return None
+            return CliExit(exit_status(exc), f"{explain(exc, timezone=wolkvox.timezone)}; nothing was called")
+        return CliExit(exit_status(exc), explain(exc))
 
     def ask(client) -> tuple[dict | None, list[str], list[dict] | None]:
         """The quota left, the campaigns to load, and the operation's campaign list if it was asked."""
@@ -81,7 +82,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
                 if store is not None and client.attempts:  # every call in api_requests, as in the budget
                     store.record_requests(attempts_frame(client.attempts, {"source": "cli", "run_id": None}))
     except errors.WolkvoxError as exc:  # only from making the client: ask() turns its own errors into exits
-        raise (refused(exc) or CliExit(EXIT_FAILED, explain(exc))) from None
+        raise (refused(exc) or CliExit(exit_status(exc), explain(exc))) from None
     if rows is not None and store is not None:
         store.record_campaigns(rows, dt.datetime.now(dt.UTC))
     if not selected:
@@ -111,9 +112,11 @@ def run_backfill(
     A run stopped by the budget or the quota exits 4; the next backfill fetches only what is missing.
     With several operations, ``operation`` names the one to load (``--operation``).
     """
+    from amd_pipeline.core.errors import PublishHeldError, StoreLockedError
     from amd_pipeline.core.messages import explain
     from amd_pipeline.core.settings import check_campaign_id
-    from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError, timezone_refusal
+    from amd_pipeline.core.store import AmdStore
+    from amd_pipeline.core.timezones import timezone_refusal
     from amd_pipeline.orchestration.operations import load_operations
 
     found = load_operations()
@@ -139,8 +142,8 @@ def run_backfill(
     import dagster as dg
 
     from amd_pipeline.core import progress
-    from amd_pipeline.core.loader import CampaignAll, Plan, WindowRequest, plan_calls
-    from amd_pipeline.core.store import AMD_DAILY
+    from amd_pipeline.core.plan import CampaignAll, Plan, WindowRequest, plan_calls
+    from amd_pipeline.core.schema import AMD_DAILY
     from amd_pipeline.orchestration import partition_events
     from amd_pipeline.orchestration.build import AMD_DAILY_JOB
     from amd_pipeline.orchestration.instance import (

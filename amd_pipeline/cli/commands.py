@@ -24,8 +24,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from amd_pipeline.core.messages import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliExit
-from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, SettingsError, published_path
+from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.messages import EXIT_FAILED, EXIT_OK, CliExit, exit_status
+from amd_pipeline.core.settings import DEFAULT_DUCKDB_PATH, published_path
 from amd_pipeline.wolkvox.simulator import DEMO_CAMPAIGNS, FAULTS, SimConfig, Simulator, many_campaigns
 
 # Dagster and pandas are imported inside the commands that need them: `amd-pipeline simulator`
@@ -299,7 +300,9 @@ def cmd_operations(args: argparse.Namespace) -> int:
 
 def cmd_migrate_timezone(args: argparse.Namespace) -> int:
     """Move the working file's days to the ``--to`` zone, dropping days whose windows move, and republish."""
+    from amd_pipeline.core.errors import PublishHeldError
     from amd_pipeline.core.messages import explain
+    from amd_pipeline.core.schema import AMD_DAILY
     from amd_pipeline.core.settings import (
         DEFAULT_OPERATION,
         PublishSettings,
@@ -307,7 +310,7 @@ def cmd_migrate_timezone(args: argparse.Namespace) -> int:
         parquet_dir_for,
         working_path_for,
     )
-    from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError
+    from amd_pipeline.core.store import AmdStore
 
     new = check_timezone(args.to, "--to")
     options = PublishSettings.from_env()
@@ -515,17 +518,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = build_parser().parse_args(argv)
         status = args.func(args)
-    except SettingsError as exc:
-        status = _fail(EXIT_USAGE, str(exc), verbose)
-    except CliExit as exc:
-        status = _fail(exc.status, str(exc), verbose)
-    except KeyboardInterrupt:
+    except (SettingsError, CliExit) as exc:
+        status = _fail(exit_status(exc), str(exc), verbose)
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        status = EXIT_INTERRUPTED
+        status = exit_status(exc)
     except Exception as exc:
         from amd_pipeline.core.messages import explain
 
         hint = "" if verbose else " (rerun with --verbose for the traceback)"
+        # 1 for anything a command lets escape, a spent budget or quota too (not exit_status): the backfill's
+        # pre-flight turns those into a CliExit with exit_status's status, and a run they stop exits 4 itself.
         status = _fail(EXIT_FAILED, explain(exc) + hint, verbose)
     # Not under a profiler or coverage tracer: they write their results at the normal exit.
     if as_command and threading.active_count() == 1 and sys.getprofile() is None and sys.gettrace() is None:

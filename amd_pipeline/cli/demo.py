@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from amd_pipeline.cli.backfill import run_backfill
-from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator
 
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.messages import EXIT_INTERRUPTED
 from amd_pipeline.core.portable import ProcessTree, port_refusal, stop_signals
-from amd_pipeline.core.settings import SettingsError
 
 # Host dagster dev's webserver binds by default (dagster_webserver's DEFAULT_WEBSERVER_HOST).
 DEV_HOST = "127.0.0.1"

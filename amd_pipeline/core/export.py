@@ -20,7 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from amd_pipeline.core.portable import file_holders, held_open, sync_file
+from amd_pipeline.core.errors import FileHeldError
+from amd_pipeline.core.portable import held_open, sync_file
 from amd_pipeline.core.views import VIEWS, only_operation
 
 FORMATS = ("parquet", "csv")
@@ -28,31 +29,6 @@ TABLES = ("amd_daily", "campaigns", "amd_intraday")
 # Written per month in Parquet: they gain rows every day.
 MONTHLY = frozenset({"amd_daily", "amd_intraday", "amd_daily_trend", "amd_completeness"})
 STAGING_PREFIX = ".export-"
-
-
-class FileHeldError(RuntimeError):
-    """A file could not be replaced: a program holds it open (Windows: Excel holds a CSV it shows, Power BI
-    a Parquet file it reads, DBeaver the DuckDB file). The files of an export renamed before it are new,
-    the rest as they were.
-
-    Attributes:
-        path: the held file.
-        holders: who holds it, like ``"EXCEL.EXE (pid 1234)"`` (empty: not found out).
-        reason: what the operating system said.
-    """
-
-    def __init__(self, path: Path, holders: list[str], reason: str):
-        super().__init__(f"{path} is held open by {self.held_by(holders)} ({reason})")
-        self.path, self.holders, self.reason = Path(path), holders, reason
-
-    @staticmethod
-    def held_by(holders: list[str]) -> str:
-        return " and ".join(holders) or "another program"
-
-    @classmethod
-    def of(cls, path: Path, exc: OSError, **extra) -> FileHeldError:
-        """The error for ``path``, whose replacement failed with ``exc``, naming who holds it."""
-        return cls(path, file_holders(path), exc.strerror or str(exc), **extra)
 
 
 @dataclasses.dataclass(frozen=True)

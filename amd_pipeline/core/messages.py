@@ -2,13 +2,21 @@
 
 The CLI prints it, the asset puts it in the run's failure description, the sensor in its skip reason:
 the same words everywhere, and never a traceback or a class path (``--verbose`` shows the traceback).
+
+The exit status of a command that ends with an exception is :func:`exit_status`'s, from the two trees
+(``core/errors.py``, ``wolkvox/errors.py``; the table in docs/operating.md, "Errors and exit statuses"):
+
+    BudgetExhaustedError   4  EXIT_BUDGET       the pipeline's daily call budget is spent
+    QuotaExhaustedError    3  EXIT_QUOTA        the token's daily quota is spent (403 TOKEN LIMIT EXCEEDED)
+    SettingsError          2  EXIT_USAGE        a setting or an argument is wrong: nothing called or written
+    KeyboardInterrupt    130  EXIT_INTERRUPTED  Ctrl-C
+    CliExit                   its own status    a command that already chose its sentence and status
+    anything else          1  EXIT_FAILED       (a command that ends without one exits EXIT_OK, 0)
 """
 
 from __future__ import annotations
 
-from amd_pipeline.core.export import FileHeldError
-from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import PublishHeldError
+from amd_pipeline.core.errors import FileHeldError, PublishHeldError, SettingsError
 from amd_pipeline.wolkvox import errors
 
 # Exit statuses of every `amd-pipeline` command (the table in docs/operating.md, "Errors and exit statuses").
@@ -26,6 +34,21 @@ class CliExit(Exception):  # noqa: N818 - an exit, not an error
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of an `amd-pipeline` command that ends with ``exc`` (the table above)."""
+    if isinstance(exc, CliExit):
+        return exc.status
+    if isinstance(exc, errors.BudgetExhaustedError):
+        return EXIT_BUDGET
+    if isinstance(exc, errors.QuotaExhaustedError):
+        return EXIT_QUOTA
+    if isinstance(exc, SettingsError):
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
 
 
 ALLOW_LIST_HINT = (

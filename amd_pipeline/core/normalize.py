@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from amd_pipeline.core.errors import InvalidValueError
 from amd_pipeline.wolkvox.models import Answer
 from amd_pipeline.wolkvox.windows import Window
 
@@ -36,17 +37,6 @@ COLUMNS: dict[str, str] = {
 }
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: "١٢" is not a count we accept
-
-
-class InvalidValueError(ValueError):
-    """A value in an answer that cannot be trusted; names campaign, window and the raw value."""
-
-    def __init__(self, campaign_id: str, window: Window, field: str, raw: Any, reason: str):
-        self.campaign_id = campaign_id
-        self.window = window
-        self.field = field
-        self.raw = raw
-        super().__init__(f"campaign {campaign_id}, window {window}: {field} = {raw!r} rejected: {reason}")
 
 
 @dataclasses.dataclass(frozen=True)

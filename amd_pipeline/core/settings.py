@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts
 
 DEFAULT_TIMEZONE = "America/Bogota"
@@ -42,10 +43,6 @@ _STORAGE_VERSION = re.compile(r"v[0-9]+\.[0-9]+\.[0-9]+")
 
 _CAMPAIGN_ID = re.compile(r"[0-9]{1,12}")
 _SERVER = re.compile(r"[0-9]{1,6}")
-
-
-class SettingsError(ValueError):
-    """A setting or an argument is wrong. The message says which, and how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)

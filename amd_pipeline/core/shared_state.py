@@ -27,7 +27,8 @@ import threading
 from collections.abc import Callable, Iterator
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.wolkvox.errors import BudgetExhaustedError, FatalError
+from amd_pipeline.core.errors import SharedStateError
+from amd_pipeline.wolkvox.errors import BudgetExhaustedError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS amd_pipeline_calls (
@@ -47,10 +48,6 @@ CREATE TABLE IF NOT EXISTS amd_pipeline_token_state (
 """
 SCHEMA_LOCK = (0x616D64, 0)  # one fixed advisory key: concurrent CREATE TABLE IF NOT EXISTS can collide
 LEDGER_SLOT = -1  # the ledger's advisory lock; the token lock uses slots 0, 1, ...
-
-
-class SharedStateError(FatalError):
-    """The database holding the token's shared state cannot be reached or used."""
 
 
 def lock_class(key: str) -> int:

@@ -1,4 +1,4 @@
-"""DuckDB storage: schema, idempotent batch writes, read-only queries. No dagster import.
+"""DuckDB storage: :class:`AmdStore`, the one object callers use. No dagster import.
 
 A batch replaces its (campaign_id, window_start) keys in ONE transaction: delete the keys, insert
 the rows by name, commit. A crash leaves the previous state; a rerun writes the same rows again.
@@ -8,167 +8,47 @@ read between batches.
 One file serves several Wolkvox operations (one per BPO client: own server, token, zone, campaigns):
 every table the store writes has ``operation`` as its first column and in its key, since two operations'
 campaign ids can collide. A store is one operation's (:attr:`AmdStore.operation`): what it writes and
-reads is that operation's rows; :meth:`AmdStore.query` reads everything. A file from before operations
-is migrated in place on its first write-open (every row becomes :data:`DEFAULT_OPERATION`'s).
+reads is that operation's rows; :meth:`AmdStore.query` reads everything.
 
-Each operation's file remembers the time zone its days are in (table ``amd_operations``). A store given
-another zone refuses to write (:class:`TimezoneMismatchError`) instead of adding a second row for the
-same local day; :meth:`AmdStore.migrate_timezone` moves an operation to a new zone. Two operations in
-two zones in one file is normal.
+Here: the writes, the answers in hand, the queries. Beside it, each idea in its room: the tables and the
+migration of a file from before operations (``schema.py``), each operation's time zone and moving it
+(``timezones.py``), the atomic publish of the analysts' copy (``publish.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
-import filelock
 import pandas as pd
 
-from amd_pipeline.core.export import FileHeldError, export_published
+from amd_pipeline.core.errors import StoreLockedError
 from amd_pipeline.core.normalize import COLUMNS
-from amd_pipeline.core.portable import held_open, pid_alive, sync_file, sync_folder
+from amd_pipeline.core.publish import Published, publish_copy
+from amd_pipeline.core.schema import (
+    ANSWERS_KEEP_DAYS,
+    TableSpec,
+    ensure_schema,
+    has_table,
+    needs_migration,
+    table_columns,
+    transaction,
+)
 from amd_pipeline.core.settings import (
     DEFAULT_OPERATION,
     DEFAULT_STORAGE_VERSION,
     INT_SETTINGS,
-    check_storage_version,
 )
+from amd_pipeline.core.timezones import Migration, claim_timezone, move_to_timezone, operation_timezone
 from amd_pipeline.core.views import create_views, only_operation
-from amd_pipeline.wolkvox.windows import day_window
 
-META_DDL = "CREATE TABLE IF NOT EXISTS amd_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
-TIMEZONE_KEY = "timezone"  # in amd_meta before operations: moved to amd_operations by the migration
-START_DATE_KEY = "start_date"
-# Per operation: the zone its days are in and the first day of its partition matrix.
-OPERATIONS_DDL = (
-    "CREATE TABLE IF NOT EXISTS amd_operations (operation VARCHAR PRIMARY KEY, timezone VARCHAR, start_date DATE)"
-)
-
-# The request ledger: one row per HTTP attempt, written in the transaction of the batch it belongs to.
-REQUEST_COLUMNS: dict[str, str] = {
-    "requested_at": "TIMESTAMPTZ",
-    "source": "VARCHAR",
-    "run_id": "VARCHAR",
-    "api": "VARCHAR",
-    "campaign": "VARCHAR",
-    "date_ini": "VARCHAR",
-    "date_end": "VARCHAR",
-    "attempt": "INTEGER",
-    "http_status": "INTEGER",
-    "outcome": "VARCHAR",
-    "latency_ms": "DOUBLE",
-    "bytes": "BIGINT",
-}
-REQUESTS_DDL = (
-    "CREATE TABLE IF NOT EXISTS api_requests (operation VARCHAR NOT NULL, "
-    + ", ".join(f"{name} {kind}" for name, kind in REQUEST_COLUMNS.items())
-    + ")"
-)
-
-# Every answer as it came, one row per data row (an empty answer: one row with no campaign), written in
-# the transaction of the batch it belongs to. A later run of the same backfill takes a closed window's
-# totals from a campaign_id=all answer fetched after the window ended instead of calling again.
-
-
-def attempts_frame(attempts: list[dict], tags: dict[str, str | None]) -> pd.DataFrame:
-    """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``);
-    the list is emptied, so each attempt is written once.
-    """
-    taken = len(attempts)  # the calling thread may append meanwhile: those stay for the next batch
-    rows = [{**attempt, **tags} for attempt in attempts[:taken]]
-    del attempts[:taken]
-    frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
-    frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
-    return frame.astype({"attempt": "Int32", "http_status": "Int32", "latency_ms": "float64", "bytes": "Int64"})
-
-
-ANSWER_COLUMNS: dict[str, str] = {
-    "answer_id": "VARCHAR",
-    "api_campaign": "VARCHAR",  # what was asked: "all" or one campaign id
-    "window_start": "TIMESTAMPTZ",
-    "window_end": "TIMESTAMPTZ",
-    "local_date": "DATE",
-    "fetched_at": "TIMESTAMPTZ",
-    "empty": "BOOLEAN",  # the server said "no data" (404 envelope or empty data)
-    "campaign_id": "VARCHAR",  # of this data row, as sent (trimmed)
-    "total_amd": "VARCHAR",  # as sent, before parsing
-    "data_row": "VARCHAR",  # the whole data row, JSON
-    "source": "VARCHAR",
-    "run_id": "VARCHAR",
-    "backfill_id": "VARCHAR",  # Dagster's dagster/backfill tag, or the CLI backfill's own id
-}
-ANSWERS_DDL = (
-    "CREATE TABLE IF NOT EXISTS api_answers (operation VARCHAR NOT NULL, "
-    + ", ".join(f"{n} {k}" for n, k in ANSWER_COLUMNS.items())
-    + ")"
-)
-ANSWERS_KEEP_DAYS = 14  # answers older than this are pruned when the next load starts (prepare)
-
-
-CAMPAIGNS_DDL = """
-CREATE TABLE IF NOT EXISTS campaigns (
-    operation VARCHAR NOT NULL,
-    campaign_id VARCHAR NOT NULL,
-    campaign_name VARCHAR,
-    type_campaign VARCHAR,
-    status VARCHAR,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    listed BOOLEAN NOT NULL,
-    PRIMARY KEY (operation, campaign_id)
-)"""
-
-
-ISSUES_DDL = """
-CREATE TABLE IF NOT EXISTS amd_window_issues (
-    operation VARCHAR NOT NULL,
-    campaign_id VARCHAR NOT NULL,
-    window_start TIMESTAMPTZ NOT NULL,
-    local_date DATE NOT NULL,
-    status VARCHAR NOT NULL,
-    detail VARCHAR,
-    recorded_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (operation, campaign_id, window_start)
-)"""
-
-
-# Today so far: one row per campaign, open day and fetch, written with the batch that fetched it.
-INTRADAY_COLUMNS = (
-    "operation VARCHAR NOT NULL, campaign_id VARCHAR NOT NULL, local_date DATE NOT NULL, "
-    "fetched_at TIMESTAMPTZ NOT NULL, total_amd BIGINT NOT NULL"
-)
-INTRADAY_DDL = (
-    f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS}, "
-    "PRIMARY KEY (operation, campaign_id, local_date, fetched_at))"
-)
 DEFAULT_INTRADAY_KEEP_DAYS = INT_SETTINGS["AMD_INTRADAY_KEEP_DAYS"][0]
-
-
-@dataclasses.dataclass(frozen=True)
-class Published:
-    """One publish: how long it took, the file's size, and what the copy holds (read while building it,
-    so describing the dataset costs no second opening of the file).
-    """
-
-    rows: int
-    seconds: float
-    bytes: int
-    campaigns: int = 0  # distinct (operation, campaign_id)
-    operations: int = 0  # distinct operations with a row in amd_daily
-    first_day: dt.date | None = None
-    last_day: dt.date | None = None
-    statuses: dict[str, int] = dataclasses.field(default_factory=dict)  # campaign-days per completeness status
-    daily: pd.DataFrame | None = None  # the last 30 days: local_date, total over campaigns, final
 
 
 @dataclasses.dataclass
@@ -177,91 +57,6 @@ class Written:
 
     rows: int = 0
     changes: list[tuple[str, dt.date, int, int]] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass(frozen=True)
-class TableSpec:
-    """An AMD table: one row per campaign and window of its grain."""
-
-    name: str
-    description: str
-
-    @property
-    def ddl(self) -> str:
-        return f"""
-        CREATE TABLE IF NOT EXISTS {self.name} (
-            operation VARCHAR NOT NULL,
-            campaign_id VARCHAR NOT NULL,
-            window_start TIMESTAMPTZ NOT NULL,
-            window_end TIMESTAMPTZ NOT NULL,
-            local_date DATE NOT NULL,
-            total_amd BIGINT NOT NULL CHECK (total_amd >= 0),
-            fetch_status VARCHAR NOT NULL,
-            fetched_at TIMESTAMPTZ NOT NULL,
-            is_final BOOLEAN NOT NULL,
-            PRIMARY KEY (operation, campaign_id, window_start)
-        )"""
-
-
-AMD_DAILY = TableSpec(
-    "amd_daily",
-    "AMD detections (calls answered by a machine) per campaign and local day of the operation. "
-    "One row per campaign and day; window_end is exclusive.",
-)
-
-
-class StoreLockedError(RuntimeError):
-    """Another process holds the DuckDB file for longer than the store waits."""
-
-
-class PublishHeldError(FileHeldError):
-    """A publish could not replace a file a program holds open (Windows refuses the rename): the published
-    DuckDB file, or one of its Parquet copy.
-
-    Nothing is lost: the rows are in the working file (``working``), the published file is still the
-    previous complete copy, and the temporary copy was removed; the next publish tries again. The sentence
-    a person reads is :func:`amd_pipeline.core.messages.explain`'s.
-    """
-
-    def __init__(self, path: Path, holders: list[str], reason: str, *, working: Path):
-        super().__init__(path, holders, reason)
-        self.working = Path(working)
-
-
-# Waits between tries to rename the new copy over a held published file: a virus scanner or indexer lets
-# go within a second; a program with the file open does not, and the publish is left to the next one.
-REPLACE_WAITS = (0.1, 0.25, 0.5)
-
-
-class TimezoneMismatchError(RuntimeError):
-    """The file's days are in another time zone than the one this load was asked to use."""
-
-
-def timezone_refusal(path: str | Path, operation: str, stored: str, wanted: str) -> str:
-    """Why a file whose ``operation`` days are in ``stored`` takes no load in zone ``wanted``, and what to do
-    (the store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike).
-    """
-    keeps = "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
-    if operation == DEFAULT_OPERATION:
-        return (
-            f"{path} holds days in {stored}, but WOLKVOX_TIMEZONE is {wanted}: set WOLKVOX_TIMEZONE={stored} again, "
-            f"or move the file's days with `amd-pipeline migrate-timezone --to {wanted}` {keeps}"
-        )
-    return (
-        f"{path} holds days for operation {operation!r} in {stored}, but its defs.yaml says timezone: {wanted}: set "
-        f"it back, or move them with `amd-pipeline migrate-timezone --operation {operation} --to {wanted}` {keeps}"
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Migration:
-    """What :meth:`AmdStore.migrate_timezone` did (or would do): days kept and days dropped for a refetch."""
-
-    old: str | None
-    new: str
-    kept_days: int
-    dropped_days: list
-    dropped_rows: int
 
 
 class AmdStore:
@@ -347,14 +142,14 @@ class AmdStore:
         written = Written(rows=len(frame))
         conn = self.connect()
         try:
-            _ensure_schema(conn, table)
+            ensure_schema(conn, table)
             conn.register("batch", self._tagged(frame))
             if has_requests:
                 conn.register("attempts", self._tagged(requests))
             if has_answers:
                 conn.register("answers", self._tagged(answers))
-            with _transaction(conn):
-                self._claim_timezone(conn, table)
+            with transaction(conn):
+                claim_timezone(conn, table, self.path, self.operation, self.timezone)
                 written.changes = [
                     (c, d, old, new)
                     for c, d, old, new in conn.execute(
@@ -410,9 +205,9 @@ class AmdStore:
         ).drop_duplicates("campaign_id")
         conn = self.connect()
         try:
-            _ensure_schema(conn)
+            ensure_schema(conn)
             conn.register("listed_now", frame)
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(
                     "UPDATE campaigns SET listed = false WHERE operation = ? "
                     "AND campaign_id NOT IN (SELECT campaign_id FROM listed_now)",
@@ -437,7 +232,7 @@ class AmdStore:
             return
         conn = self.connect()
         try:
-            _ensure_schema(conn)
+            ensure_schema(conn)
             conn.register("attempts", self._tagged(requests))
             conn.execute("INSERT INTO api_requests BY NAME SELECT * FROM attempts")
         finally:
@@ -454,7 +249,7 @@ class AmdStore:
         self._upgrade()
         conn = self.connect(read_only=True)
         try:
-            if not _has_table(conn, "api_answers"):
+            if not has_table(conn, "api_answers"):
                 return {}
             conn.register("wanted", pd.DataFrame({"epoch": sorted({int(w.start.timestamp()) for w in windows})}))
             found = conn.execute(
@@ -485,7 +280,7 @@ class AmdStore:
         self._upgrade()
         conn = self.connect(read_only=True)
         try:
-            if not _has_table(conn, table.name):
+            if not has_table(conn, table.name):
                 return set()
             wanted = pd.DataFrame(
                 {"campaign_id": [c for c, _ in keys], "epoch": [int(start.timestamp()) for _, start in keys]}
@@ -507,9 +302,9 @@ class AmdStore:
         """
         conn = self.connect()
         try:
-            _ensure_schema(conn, table)
-            with _transaction(conn):
-                self._claim_timezone(conn, table)
+            ensure_schema(conn, table)
+            with transaction(conn):
+                claim_timezone(conn, table, self.path, self.operation, self.timezone)
                 if self.start_date is not None:
                     conn.execute(
                         "INSERT INTO amd_operations VALUES (?, NULL, ?) "
@@ -537,32 +332,15 @@ class AmdStore:
         frame["recorded_at"] = pd.Timestamp.now(tz="UTC")
         conn = self.connect()
         try:
-            _ensure_schema(conn)
+            ensure_schema(conn)
             conn.register("issues", self._tagged(frame))
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(
                     "INSERT INTO amd_window_issues BY NAME SELECT * FROM issues ON CONFLICT DO UPDATE SET "
                     "status = excluded.status, detail = excluded.detail, recorded_at = excluded.recorded_at"
                 )
         finally:
             conn.close()
-
-    def _claim_timezone(self, conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
-        """Record this operation's zone, or raise :class:`TimezoneMismatchError` when its rows are in another
-        (other operations' zones do not matter).
-        """
-        if self.timezone is None:
-            return
-        stored = _operation_timezone(conn, self.operation)
-        if stored is None and _days_in_other_zone(conn, table, self.timezone, self.operation):
-            stored = "another time zone (the file does not say which)"
-        if stored is not None and stored != self.timezone:
-            raise TimezoneMismatchError(timezone_refusal(self.path, self.operation, stored, self.timezone))
-        conn.execute(
-            "INSERT INTO amd_operations VALUES (?, ?, NULL) "
-            "ON CONFLICT (operation) DO UPDATE SET timezone = excluded.timezone",
-            [self.operation, self.timezone],
-        )
 
     def publish(
         self,
@@ -584,9 +362,10 @@ class AmdStore:
         read-write one: the rename does not need its lock), the next connection sees the new state, and
         a crash at any moment leaves either the old file or the new one, never a half-written one.
 
-        On Windows a program that holds ``target`` open makes the rename fail: after
-        :data:`REPLACE_WAITS` it raises :class:`PublishHeldError` naming the program, with ``target``
-        unchanged and the temporary copy removed (one left by a killed publish is removed by the next).
+        On Windows a program that holds ``target`` open makes the rename fail: after the waits of
+        :data:`~amd_pipeline.core.publish.REPLACE_WAITS` it raises :class:`PublishHeldError` naming the
+        program, with ``target`` unchanged and the temporary copy removed (one left by a killed publish is
+        removed by the next).
 
         With ``operation``, every table of the copy holds only that operation's rows (a BPO client's
         analysts see their own numbers only); without it, every operation's.
@@ -600,91 +379,16 @@ class AmdStore:
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._upgrade()  # a working file from before operations: migrated (a short write) before the snapshot
-        with _publish_lock(target, self.lock_timeout):
-            described = self._publish_locked(target, storage_version, parquet_dir, operation)
-        return Published(
-            seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described)
+        return publish_copy(
+            self.path,
+            target,
+            storage_version=storage_version,
+            parquet_dir=parquet_dir,
+            operation=operation,
+            lock_timeout=self.lock_timeout,
+            sleep=self._sleep,
+            started=started,
         )
-
-    def _publish_locked(
-        self, target: Path, storage_version: str, parquet_dir: str | Path | None, operation: str | None
-    ) -> dict:
-        _remove_stale_copies(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.unlink(missing_ok=True)
-        conn = duckdb.connect()
-        try:
-            waited, delay = 0.0, 0.05
-            while True:  # the working file may be held for a moment by another writer (the sensor)
-                try:
-                    conn.execute("ATTACH ? AS working (READ_ONLY)", [str(self.path)])
-                    break
-                except duckdb.IOException as exc:
-                    if "lock" not in str(exc).lower() or waited >= self.lock_timeout:
-                        raise
-                    self._sleep(delay)
-                    waited, delay = waited + delay, min(delay * 2, 5.0)
-            # Checked to be like v1.0.0 first: ATTACH takes no bound parameter for it.
-            version = check_storage_version(storage_version)
-            conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{version}')", [str(tmp)])
-            # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
-            # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
-            tables = conn.execute(
-                "SELECT table_name, list(column_name) FILTER (column_name = 'operation') <> [] "
-                "FROM duckdb_columns() WHERE database_name = 'working' AND table_name IN "
-                "(SELECT table_name FROM duckdb_tables() WHERE database_name = 'working') GROUP BY ALL ORDER BY ALL"
-            ).fetchall()
-            for name, per_operation in tables:
-                if operation is not None and per_operation:
-                    conn.execute(
-                        f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}" WHERE operation = ?',
-                        [operation],
-                    )
-                else:  # amd_meta: no operation's rows
-                    conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
-            conn.execute("DETACH working")
-            conn.execute("USE published")
-            # a working file from before snapshots (or per-operation zones) existed still gets the tables the views read
-            conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
-            conn.execute(OPERATIONS_DDL.replace(" PRIMARY KEY", ""))
-            create_views(conn)
-            described = _describe(conn) if _has_table(conn, "amd_daily") else {}
-            conn.execute("USE memory")
-            conn.execute("DETACH published")
-        except BaseException:
-            conn.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        conn.close()
-        try:
-            sync_file(tmp)
-            if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
-                try:
-                    export_published(tmp, Path(parquet_dir), "parquet")
-                except FileHeldError as exc:  # a Parquet file open in Power BI: the DuckDB copy waits too
-                    raise PublishHeldError(exc.path, exc.holders, exc.reason, working=self.path) from exc
-            self._replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
-                tmp.unlink(missing_ok=True)
-            raise
-        sync_folder(target.parent)
-        return described
-
-    def _replace(self, tmp: Path, target: Path) -> None:
-        """Rename ``tmp`` over ``target``; while a program holds ``target`` (Windows), wait a little, then
-        raise :class:`PublishHeldError`.
-        """
-        for wait in (*REPLACE_WAITS, None):
-            try:
-                os.replace(tmp, target)
-                return
-            except PermissionError as exc:
-                if not held_open(exc):  # permissions (a read-only folder): waiting will not cure it
-                    raise
-                if wait is None:
-                    raise PublishHeldError.of(target, exc, working=self.path) from exc
-            self._sleep(wait)
 
     def stored_timezone(self) -> str | None:
         """The zone the file's days are in, when it records one."""
@@ -693,7 +397,7 @@ class AmdStore:
         self._upgrade()
         conn = self.connect(read_only=True)
         try:
-            return _operation_timezone(conn, self.operation) if _has_table(conn, "amd_operations") else None
+            return operation_timezone(conn, self.operation) if has_table(conn, "amd_operations") else None
         finally:
             conn.close()
 
@@ -705,13 +409,13 @@ class AmdStore:
             return
         conn = self.connect(read_only=True)
         try:
-            old = _needs_migration(conn)
+            old = needs_migration(conn)
         finally:
             conn.close()
         if old:
             conn = self.connect()
             try:
-                _ensure_schema(conn)
+                ensure_schema(conn)
             finally:
                 conn.close()
         self._current = True
@@ -725,34 +429,8 @@ class AmdStore:
         """
         self._upgrade()
         conn = self.connect(read_only=dry_run)
-        op = self.operation
         try:
-            found = _operation_timezone(conn, op) if _has_table(conn, "amd_operations") else None
-            days = _stored_days(conn, table, op)
-            dropped = sorted({d for d, start, end in days if (w := day_window(d, new)).start != start or w.end != end})
-            rows = 0
-            if dropped:
-                rows = conn.execute(
-                    f"SELECT count(*) FROM {table.name} "
-                    "WHERE operation = ? AND local_date IN (SELECT unnest(?::DATE[]))",
-                    [op, dropped],
-                ).fetchall()[0][0]
-            if not dry_run:
-                _ensure_schema(conn, table)
-                with _transaction(conn):
-                    if dropped:
-                        for name in (table.name, "amd_intraday"):  # and the snapshots of a day whose window moves
-                            conn.execute(
-                                f"DELETE FROM {name} WHERE operation = ? AND local_date IN (SELECT unnest(?::DATE[]))",
-                                [op, dropped],
-                            )
-                    conn.execute(
-                        "INSERT INTO amd_operations VALUES (?, ?, NULL) "
-                        "ON CONFLICT (operation) DO UPDATE SET timezone = excluded.timezone",
-                        [op, new],
-                    )
-            kept = len({d for d, _, _ in days}) - len(dropped)
-            return Migration(found, new, kept, dropped, rows)
+            return move_to_timezone(conn, table, self.operation, new, dry_run=dry_run)
         finally:
             conn.close()
 
@@ -783,118 +461,13 @@ class AmdStore:
             return []
         conn = self.connect(read_only=True)
         try:
-            columns = _columns(conn)
+            columns = table_columns(conn)
             if "operation" not in columns.get("amd_daily", {"operation"}):
                 return [DEFAULT_OPERATION]
             found = [f"SELECT operation FROM {name}" for name in ("amd_operations", "amd_daily") if name in columns]
             return sorted(o for (o,) in conn.execute(" UNION ".join(found)).fetchall()) if found else []
         finally:
             conn.close()
-
-
-@contextlib.contextmanager
-def _transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """One transaction: committed when the body ends, rolled back when it raises."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _ensure_schema(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY) -> None:
-    """Create the tables; migrate a file from before operations (:func:`_migrate`)."""
-    for ddl in (
-        table.ddl,
-        REQUESTS_DDL,
-        ANSWERS_DDL,
-        META_DDL,
-        OPERATIONS_DDL,
-        CAMPAIGNS_DDL,
-        ISSUES_DDL,
-        INTRADAY_DDL,
-    ):
-        conn.execute(ddl)
-    if _needs_migration(conn, table):
-        with _transaction(conn):
-            _migrate(conn, table)
-
-
-def _per_operation(table: TableSpec) -> dict[str, str]:
-    """The tables whose rows are an operation's, and their DDL."""
-    return {
-        table.name: table.ddl,
-        "campaigns": CAMPAIGNS_DDL,
-        "amd_window_issues": ISSUES_DDL,
-        "amd_intraday": INTRADAY_DDL,
-        "api_requests": REQUESTS_DDL,
-        "api_answers": ANSWERS_DDL,
-    }
-
-
-def _columns(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
-    """The columns of each table of the connection's own file."""
-    found: dict[str, set[str]] = {}
-    for name, column in conn.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
-    ).fetchall():
-        found.setdefault(name, set()).add(column)
-    return found
-
-
-def _needs_migration(conn: duckdb.DuckDBPyConnection, table: TableSpec = AMD_DAILY) -> bool:
-    """True for a file from before operations: a table without ``operation``, or a zone in ``amd_meta``."""
-    columns = _columns(conn)
-    if any(name in columns and "operation" not in columns[name] for name in _per_operation(table)):
-        return True
-    return "amd_meta" in columns and bool(
-        conn.execute("SELECT count(*) FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY]).fetchall()[0][
-            0
-        ]
-    )
-
-
-def _migrate(conn: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
-    """Make a file from before operations :data:`DEFAULT_OPERATION`'s, inside the caller's transaction.
-
-    Every row of every per-operation table becomes the default operation's; DuckDB cannot alter a
-    primary key, so each such table is rebuilt (create the new one, insert by name, drop, rename).
-    A table from before ``is_final`` existed gets it, computed. ``amd_meta``'s zone and first day move to
-    ``amd_operations``, and the views are made anew. Nothing else; a second run finds nothing to do.
-    """
-    columns = _columns(conn)
-    for name, ddl in _per_operation(table).items():
-        old = columns.get(name)
-        if old is None or "operation" in old:
-            continue
-        extra = ", fetched_at >= window_end AS is_final" if name == table.name and "is_final" not in old else ""
-        conn.execute(ddl.replace(f"EXISTS {name} (", f"EXISTS {name}__migrating (", 1))
-        conn.execute(
-            f"INSERT INTO {name}__migrating BY NAME SELECT ?::VARCHAR AS operation, *{extra} FROM {name}",
-            [DEFAULT_OPERATION],
-        )
-        conn.execute(f"DROP TABLE {name}")
-        conn.execute(f"ALTER TABLE {name}__migrating RENAME TO {name}")
-    if "amd_meta" in columns:
-        meta = dict(
-            conn.execute(
-                "SELECT key, value FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY]
-            ).fetchall()
-        )
-        if meta:
-            conn.execute(
-                "INSERT INTO amd_operations VALUES (?, ?, ?::DATE) ON CONFLICT (operation) DO NOTHING",
-                [DEFAULT_OPERATION, meta.get(TIMEZONE_KEY), meta.get(START_DATE_KEY)],
-            )
-            conn.execute("DELETE FROM amd_meta WHERE key IN (?, ?)", [TIMEZONE_KEY, START_DATE_KEY])
-    create_views(conn)  # the old ones read amd_meta's zone
-
-
-def _operation_timezone(conn: duckdb.DuckDBPyConnection, operation: str) -> str | None:
-    found = conn.execute("SELECT timezone FROM amd_operations WHERE operation = ?", [operation]).fetchall()
-    return found[0][0] if found else None
 
 
 def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: str) -> None:
@@ -909,74 +482,4 @@ def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: 
         "DELETE FROM amd_intraday WHERE operation = ? "
         "AND fetched_at < (SELECT max(fetched_at) FROM batch) - to_days(?)",
         [operation, keep_days],
-    )
-
-
-@contextlib.contextmanager
-def _publish_lock(target: Path, timeout: float) -> Iterator[None]:
-    """Hold ``.<target name>.publish.lock`` beside ``target``: one publish of it at a time, across processes."""
-    lock = filelock.FileLock(str(target.with_name(f".{target.name}.publish.lock")), timeout=max(timeout, 300.0))
-    try:
-        lock.acquire()
-    except filelock.Timeout as exc:
-        raise StoreLockedError(f"another publish of {target} has held its lock for over {lock.timeout:.0f} s") from exc
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _remove_stale_copies(target: Path) -> None:
-    """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>[.<thread>].tmp``) of publishes whose
-    process has ended: killed mid-publish, or a copy a held file left that could not be removed then.
-    """
-    for copy in target.parent.glob(f".{target.name}.*.tmp"):
-        pid = copy.name[len(target.name) + 2 : -len(".tmp")].split(".")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                copy.unlink()
-
-
-def _describe(conn: duckdb.DuckDBPyConnection) -> dict:
-    """What a published copy holds, for its materialisation's metadata."""
-    rows, campaigns, operations, first_day, last_day = conn.execute(
-        "SELECT count(*), count(DISTINCT (operation, campaign_id)), count(DISTINCT operation), "
-        "min(local_date), max(local_date) FROM amd_daily"
-    ).fetchall()[0]
-    statuses = dict(conn.execute("SELECT status, count(*) FROM amd_completeness GROUP BY ALL").fetchall())
-    daily = conn.execute(
-        "SELECT local_date, sum(total_amd) AS total, bool_and(is_final) AS final FROM amd_daily "
-        "WHERE local_date > (SELECT max(local_date) FROM amd_daily) - 30 GROUP BY ALL ORDER BY local_date"
-    ).df()
-    return {
-        "rows": rows,
-        "campaigns": campaigns,
-        "operations": operations,
-        "first_day": first_day,
-        "last_day": last_day,
-        "statuses": statuses,
-        "daily": daily,
-    }
-
-
-def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
-
-
-def _stored_days(conn: duckdb.DuckDBPyConnection, table: TableSpec, operation: str) -> list:
-    """Distinct (local_date, window_start, window_end) of the operation's rows (UTC-aware datetimes)."""
-    if not _has_table(conn, table.name):
-        return []
-    rows = conn.execute(
-        f"SELECT DISTINCT local_date, epoch(window_start), epoch(window_end) FROM {table.name} WHERE operation = ?",
-        [operation],
-    ).fetchall()
-    return [(d, dt.datetime.fromtimestamp(s, dt.UTC), dt.datetime.fromtimestamp(e, dt.UTC)) for d, s, e in rows]
-
-
-def _days_in_other_zone(conn: duckdb.DuckDBPyConnection, table: TableSpec, timezone: str, operation: str) -> bool:
-    """True when an operation that records no zone has a day whose window is not that day in ``timezone``."""
-    return any(
-        (w := day_window(d, timezone)).start != start or w.end != end
-        for d, start, end in _stored_days(conn, table, operation)
     )

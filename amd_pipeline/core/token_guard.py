@@ -25,8 +25,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from amd_pipeline.core.errors import SharedLockError
 from amd_pipeline.core.shared_state import dsn, lock_class
-from amd_pipeline.wolkvox.errors import FatalError
 
 DEFAULT_LOCK_DIR_NAME = "amd_pipeline-token-locks"
 POLL_SECONDS = 0.005
@@ -166,10 +166,6 @@ class SharedLock:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", (self._classid, slot))
             except Exception:
                 self._conn = None  # a dropped connection released the lock with it
-
-
-class SharedLockError(FatalError):
-    """The shared lock's database cannot be reached; the message never holds the URL (it may hold a password)."""
 
 
 class TokenState:

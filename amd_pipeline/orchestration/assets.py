@@ -7,20 +7,18 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from amd_pipeline.core import progress
-from amd_pipeline.core.loader import (
-    CampaignAll,
+from amd_pipeline.core.errors import (
     LoadFailedError,
-    LoadReport,
-    Plan,
-    Progress,
+    PublishHeldError,
     RejectedValuesError,
-    WindowRequest,
-    load,
-    plan_calls,
+    SettingsError,
+    StoreLockedError,
 )
+from amd_pipeline.core.loader import LoadReport, Progress, load
 from amd_pipeline.core.messages import explain
-from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import AMD_DAILY, AmdStore, PublishHeldError, StoreLockedError
+from amd_pipeline.core.plan import CampaignAll, Plan, WindowRequest, plan_calls
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration.failure import LoadFailed
 from amd_pipeline.orchestration.metadata import (
     add_partition_metadata,

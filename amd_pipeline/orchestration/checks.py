@@ -6,8 +6,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from amd_pipeline.core.settings import DEFAULT_OPERATION, DefinitionSettings, SettingsError, check_campaign_id
-from amd_pipeline.core.store import AMD_DAILY, AmdStore
+from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.schema import AMD_DAILY
+from amd_pipeline.core.settings import DEFAULT_OPERATION, DefinitionSettings, check_campaign_id
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.core.views import UNUSUAL_MIN_HISTORY, UNUSUAL_THRESHOLD, VIEWS
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
 from amd_pipeline.orchestration.resources import AmdStoreResource

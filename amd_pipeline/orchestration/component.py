@@ -20,6 +20,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.settings import (
     DEFAULT_OPERATION,
     DEFAULT_REFRESH_CRON,
@@ -30,7 +31,6 @@ from amd_pipeline.core.settings import (
     INT_SETTINGS,
     DefinitionSettings,
     RunSettings,
-    SettingsError,
     base_url_for,
     check_campaign_id,
     check_cron,

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from amd_pipeline.core.loader import LoadReport, Plan
+from amd_pipeline.core.errors import PublishHeldError
+from amd_pipeline.core.loader import LoadReport
 from amd_pipeline.core.messages import explain
-from amd_pipeline.core.store import PublishHeldError
+from amd_pipeline.core.plan import Plan
 from amd_pipeline.orchestration import dagster_private
 
 PUBLISH_HELD = "publish_held"  # metadata of the amd_published observation a held file leaves: the sentence

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from amd_pipeline.core.settings import SettingsError
+from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.orchestration.component import WolkvoxOperation
 
 OPERATIONS_DIR_SETTING = "AMD_OPERATIONS_DIR"

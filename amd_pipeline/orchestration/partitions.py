@@ -6,7 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
-from amd_pipeline.core.loader import WindowRequest
+from amd_pipeline.core.plan import WindowRequest
 from amd_pipeline.wolkvox.windows import day_window, parse_day_key
 
 CAMPAIGN_DIMENSION = "campaign"

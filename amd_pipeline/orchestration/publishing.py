@@ -7,10 +7,10 @@ import base64
 import dagster as dg
 import duckdb
 
+from amd_pipeline.core.errors import PublishHeldError, SettingsError, StoreLockedError
 from amd_pipeline.core.messages import explain
 from amd_pipeline.core.report import trend_thumbnail
-from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import AmdStore, PublishHeldError, StoreLockedError
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.orchestration.failure import LoadFailed
 from amd_pipeline.orchestration.metadata import Metadata, held_metadata
 from amd_pipeline.orchestration.resources import AmdStoreResource

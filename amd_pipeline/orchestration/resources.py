@@ -12,12 +12,13 @@ from pydantic import Field, PrivateAttr
 
 from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.campaigns import discover_campaign_ids
-from amd_pipeline.core.loader import CampaignAll
+from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.plan import CampaignAll
+from amd_pipeline.core.schema import attempts_frame
 from amd_pipeline.core.settings import (
     DEFAULT_OPERATION,
     INT_SETTINGS,
     PublishSettings,
-    SettingsError,
     about,
     base_url_for,
     check_campaign_all,
@@ -31,7 +32,7 @@ from amd_pipeline.core.settings import (
     working_path_for,
 )
 from amd_pipeline.core.shared_state import PgCallLedger
-from amd_pipeline.core.store import AmdStore, attempts_frame
+from amd_pipeline.core.store import AmdStore
 from amd_pipeline.core.token_guard import TokenGuard, token_key
 from amd_pipeline.wolkvox import errors
 from amd_pipeline.wolkvox.client import RetryPolicy, Timeouts, WolkvoxClient

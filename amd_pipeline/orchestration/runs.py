@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from amd_pipeline.core.loader import Plan
+from amd_pipeline.core.plan import Plan
 from amd_pipeline.orchestration.partitions import day_key
 from amd_pipeline.wolkvox.windows import local_day_start
 

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from amd_pipeline.core.loader import CampaignAll
-from amd_pipeline.core.settings import DefinitionSettings, SettingsError, check_campaign_id
+from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.plan import CampaignAll
+from amd_pipeline.core.settings import DefinitionSettings, check_campaign_id
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
 from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
 from amd_pipeline.orchestration.tags import OPERATION_TAG, SOURCE_TAG

@@ -4,9 +4,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from amd_pipeline.core.errors import SettingsError, StoreLockedError
 from amd_pipeline.core.messages import explain
-from amd_pipeline.core.settings import SettingsError
-from amd_pipeline.core.store import StoreLockedError
 from amd_pipeline.orchestration.partitions import campaigns_partitions
 from amd_pipeline.wolkvox.errors import WolkvoxError
 

@@ -6,6 +6,7 @@
     │   ├── MissingTokenError    401: no wolkvox-token header
     │   ├── InvalidTokenError    403 PLEASE VALIDATE TOKEN: wrong or expired token
     │   ├── UnexpectedResponseError  404 that is not a Wolkvox envelope, other 4xx
+    │   ├── StoppedError         the load the client served ended: no attempt after that, no retry wait
     │   └── CallLimitError       the load already made every call its plan allows: no further call
     ├── QuotaExhaustedError      403 TOKEN LIMIT EXCEEDED: stop calling until the quota resets
     ├── BudgetExhaustedError     our own daily call budget is spent: no call is made (not an answer)
