@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.errors import CALL_ERRORS, SettingsError, SharedStateError
 from amd_pipeline.core.messages import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_QUOTA, CliExit
 from amd_pipeline.core.progress import ProgressPrinter
 from amd_pipeline.core.settings import parquet_dir_for
@@ -33,9 +33,15 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
     from amd_pipeline.core.schema import attempts_frame
     from amd_pipeline.wolkvox import errors
 
-    def refused(exc: errors.WolkvoxError) -> CliExit | None:
+    def refused(exc: Exception) -> CliExit | None:
         """The exit for an error no backfill can go on after; None for one it warns about and goes on."""
-        ending = errors.BudgetExhaustedError | errors.QuotaExhaustedError | errors.FatalError | errors.TransportError
+        ending = (
+            errors.BudgetExhaustedError
+            | errors.QuotaExhaustedError
+            | errors.FatalError
+            | errors.TransportError
+            | SharedStateError
+        )
         if not isinstance(exc, ending):
             return None
         if isinstance(exc, errors.BudgetExhaustedError):
@@ -47,7 +53,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
         quota = rows = None
         try:
             quota = client.token_info_today or client.token_info()
-        except errors.WolkvoxError as exc:
+        except CALL_ERRORS as exc:
             if (exit_ := refused(exc)) is not None:
                 raise exit_ from None
             print(f"warning: daily quota unknown ({explain(exc)})", file=sys.stderr)
@@ -55,13 +61,13 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
         if not selected:
             try:
                 rows = campaign_source.listing(wolkvox, client=client)
-            except errors.WolkvoxError as exc:
+            except CALL_ERRORS as exc:
                 raise CliExit(EXIT_FAILED, f"cannot list the operation's campaigns: {explain(exc)}") from None
             return quota, campaign_source.kept(rows), rows
         if explicit and not force:
             try:
                 rows = campaign_source.listing(wolkvox, client=client)
-            except errors.WolkvoxError as exc:
+            except CALL_ERRORS as exc:
                 print(f"warning: could not check the campaign ids ({explain(exc)})", file=sys.stderr)
                 return quota, selected, None
             known = campaign_source.kept(rows)
@@ -81,7 +87,7 @@ def _preflight_calls(wolkvox, campaign_source, explicit: Sequence[str], force: b
             finally:
                 if store is not None and client.attempts:  # every call in api_requests, as in the budget
                     store.record_requests(attempts_frame(client.attempts, {"source": "cli", "run_id": None}))
-    except errors.WolkvoxError as exc:  # only from making the client: ask() turns its own errors into exits
+    except CALL_ERRORS as exc:  # only from making the client: ask() turns its own errors into exits
         raise (refused(exc) or CliExit(exit_status(exc), explain(exc))) from None
     if rows is not None and store is not None:
         store.record_campaigns(rows, dt.datetime.now(dt.UTC))

@@ -9,14 +9,12 @@
     ├── TimezoneMismatchError    the file's days are in another time zone than the load's
     ├── FileHeldError            a program holds open a file an export must replace (Windows)
     │   └── PublishHeldError     ... or a publish must replace: the rows are safe in the working file
-    ├── SharedStateError         the PostgreSQL that holds the token's shared call budget fails
-    └── SharedLockError          the PostgreSQL that holds the shared token lock fails
+    └── SharedStateError         the PostgreSQL that holds the token's shared call budget fails
+        └── SharedLockError      ... or the one that holds the shared token lock
 
-``SharedStateError`` and ``SharedLockError`` are also the vendor's ``FatalError``: they are raised inside
-the client's call (its lease and its budget charge), and the handlers that catch the client's errors
-(the asset, the resource's pre-flight, the sensor, the CLI's pre-flight) end them as a fatal call: one
-sentence, exit 1, never retried. The mapping to sentences is ``messages.explain``, to exit statuses
-``messages.exit_status``, and nowhere else.
+A call through the token's client raises :data:`CALL_ERRORS`: the vendor's tree, or ``SharedStateError``
+from its lease or its budget charge, never retried. Handlers of a call catch that tuple. The mapping to
+sentences is ``messages.explain``, to exit statuses ``messages.exit_status``, and nowhere else.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from amd_pipeline.core.portable import file_holders
-from amd_pipeline.wolkvox.errors import FatalError
+from amd_pipeline.wolkvox.errors import WolkvoxError
 from amd_pipeline.wolkvox.windows import Window
 
 
@@ -114,9 +112,13 @@ class PublishHeldError(FileHeldError):
         self.working = Path(working)
 
 
-class SharedStateError(AmdPipelineError, FatalError):
+class SharedStateError(AmdPipelineError):
     """The database holding the token's shared state cannot be reached or used."""
 
 
-class SharedLockError(AmdPipelineError, FatalError):
+class SharedLockError(SharedStateError):
     """The shared lock's database cannot be reached; the message never holds the URL (it may hold a password)."""
+
+
+# What a call through the token's client can raise: the vendor's answers, or the token's shared state.
+CALL_ERRORS = (WolkvoxError, SharedStateError)

@@ -8,6 +8,7 @@ import dagster as dg
 
 from amd_pipeline.core import progress
 from amd_pipeline.core.errors import (
+    CALL_ERRORS,
     LoadFailedError,
     PublishHeldError,
     RejectedValuesError,
@@ -38,7 +39,6 @@ from amd_pipeline.orchestration.publishing import (
 )
 from amd_pipeline.orchestration.resources import AmdStoreResource, WolkvoxResource
 from amd_pipeline.orchestration.tags import MISSING_ONLY_TAG, RUN_ID_TAG, SOURCE_TAG, backfill_id
-from amd_pipeline.wolkvox.errors import WolkvoxError
 
 if TYPE_CHECKING:
     from amd_pipeline.orchestration.component import WolkvoxOperation
@@ -134,7 +134,7 @@ def build_amd_daily(
                     in_hand=in_hand,
                     on_written=events and (lambda batch: events.log_soon(written_metadata(batch, key_of))),
                 )
-        except WolkvoxError as exc:  # the client's own token_info, before the load: token or host wrong
+        except CALL_ERRORS as exc:  # the client's own token_info, before the load: token or host wrong
             raise LoadFailed(description=explain(exc)) from None
         except LoadFailedError as failed:
             settle(context, events)
@@ -176,7 +176,7 @@ def plan_load(
             daily_quota=wolkvox.daily_quota or None,
             median_latency=observed_latency(context.instance, op.id),
         )
-    except (SettingsError, WolkvoxError, StoreLockedError) as exc:
+    except (SettingsError, *CALL_ERRORS, StoreLockedError) as exc:
         raise LoadFailed(description=explain(exc)) from None
     context.log.info(f"plan ({op.id}, {op.timezone}, campaign_id=all {mode}): {plan.describe()}")
     return plan, mode, in_hand
@@ -227,7 +227,7 @@ def refused_all(context: dg.AssetExecutionContext, wolkvox: WolkvoxResource) -> 
 def note_from_answers(wolkvox: WolkvoxResource, report: LoadReport) -> None:
     """Count the windows served without a call in the call ledger, beside the calls (``amd-pipeline budget``)."""
     if report.from_answers:
-        with contextlib.suppress(WolkvoxError):  # a count for people; never fails a load that succeeded
+        with contextlib.suppress(*CALL_ERRORS):  # a count for people; never fails a load that succeeded
             wolkvox.ledger().note_from_answers(report.from_answers)
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr
 
 from amd_pipeline.core.budget import Budget, CallLedger
 from amd_pipeline.core.campaigns import discover_campaign_ids
-from amd_pipeline.core.errors import SettingsError
+from amd_pipeline.core.errors import SettingsError, SharedStateError
 from amd_pipeline.core.plan import CampaignAll
 from amd_pipeline.core.schema import attempts_frame
 from amd_pipeline.core.settings import (
@@ -167,7 +167,7 @@ class WolkvoxResource(dg.ConfigurableResource):
         if budget.daily_quota is None:
             try:
                 client.token_info_today = client.token_info()
-            except (errors.FatalError, errors.TransportError, errors.QuotaExhaustedError):
+            except (errors.FatalError, errors.TransportError, errors.QuotaExhaustedError, SharedStateError):
                 client.close()
                 raise  # the token or the host is wrong, or the quota is gone: no load can work
             except WolkvoxError:

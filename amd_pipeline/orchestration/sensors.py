@@ -4,10 +4,9 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from amd_pipeline.core.errors import SettingsError, StoreLockedError
+from amd_pipeline.core.errors import CALL_ERRORS, SettingsError, StoreLockedError
 from amd_pipeline.core.messages import explain
 from amd_pipeline.orchestration.partitions import campaigns_partitions
-from amd_pipeline.wolkvox.errors import WolkvoxError
 
 if TYPE_CHECKING:
     from amd_pipeline.orchestration.component import WolkvoxOperation
@@ -40,7 +39,7 @@ def build_campaign_sensor(op: "WolkvoxOperation") -> dg.SensorDefinition:
         except SettingsError as exc:
             # A missing setting is not a failure of the sensor: say which one, once per tick, without a trace.
             return dg.SkipReason(f"cannot list campaigns: {exc}")
-        except (WolkvoxError, StoreLockedError) as exc:
+        except (*CALL_ERRORS, StoreLockedError) as exc:
             context.log.warning(explain(exc))
             return dg.SkipReason(f"cannot list campaigns: {explain(exc)}")
         new = missing_campaigns(context.instance, op.campaigns_name, wanted)
