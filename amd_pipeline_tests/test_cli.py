@@ -487,6 +487,21 @@ def test_an_unreachable_server_is_one_sentence_and_exit_1(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("quota", ["", "1000"], ids=["token_info_in_the_resource", "token_info_in_the_pre_flight"])
+def test_an_unreachable_shared_budget_database_is_one_sentence_before_any_call_and_exit_1(sim, tmp_path, quota):
+    """The token's shared state is the pipeline's own error (not the vendor's): the pre-flight still ends on it."""
+    url = "postgresql://amd:SECRET-pw@127.0.0.1:9/amd"  # nothing listens on port 9
+    env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717", AMD_TOKEN_LOCK_URL=url, WOLKVOX_DAILY_QUOTA=quota)
+    out = backfill(env, tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "error: cannot reach the PostgreSQL that holds the token's call budget (OperationalError): check "
+        "DAGSTER_PG_URL (or AMD_TOKEN_LOCK_URL) and that the database is up"
+    ]
+    assert sim.stats()["requests"] == 0  # refused before its first call
+    assert "SECRET-pw" not in out.stdout + out.stderr
+
+
 def test_a_failed_run_says_what_happened_then_its_run_id_and_where_its_logs_are(sim, tmp_path):
     sim.state.config.bad_values = {"20718": "1,234"}
     env = cli_env(sim, tmp_path, AMD_CAMPAIGNS="20717,20718")
