@@ -1,7 +1,8 @@
 import datetime as dt
 
 from amd_pipeline.core.plan import Plan
-from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, quota_refusal, refresh_days, ticks_per_day
+from amd_pipeline.orchestration.cadence import Cadence, calls_per_refresh, refresh_days, ticks_per_day
+from amd_pipeline.orchestration.runs import quota_refusal
 
 BOGOTA = "America/Bogota"
 

@@ -27,10 +27,10 @@ from instances import du_bytes, postgres_home
 
 from amd_pipeline.core.settings import DEFAULT_REFRESH_CRON, DefinitionSettings
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB
+from amd_pipeline.orchestration.cadence import ticks_per_day
 from amd_pipeline.orchestration.instance import prepare_home
 from amd_pipeline.orchestration.location import build_definitions
 from amd_pipeline.orchestration.retention import prune_runs
-from amd_pipeline.orchestration.runs import ticks_per_day
 from amd_pipeline.wolkvox.simulator import SimConfig, Simulator, many_campaigns
 from amd_pipeline_tests.pg_cluster import cluster
 

@@ -196,10 +196,10 @@ def cmd_budget(args: argparse.Namespace) -> int:
     """Today's calls per source against the daily budget, and what the schedules cost per day. No call."""
     import dagster as dg
 
+    from amd_pipeline.orchestration.cadence import Cadence, calls_per_refresh, ticks_per_day
     from amd_pipeline.orchestration.instance import existing_instance
     from amd_pipeline.orchestration.location import build_location
     from amd_pipeline.orchestration.operations import load_operations
-    from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ticks_per_day
     from amd_pipeline.orchestration.schedules import valid_campaigns
 
     found = load_operations()

@@ -17,10 +17,10 @@ import dagster as dg
 
 from amd_pipeline.core.settings import INT_SETTINGS, DefinitionSettings, default
 from amd_pipeline.orchestration.assets import build_amd_daily, build_amd_published
+from amd_pipeline.orchestration.cadence import ticks_per_day
 from amd_pipeline.orchestration.checks import build_checks
 from amd_pipeline.orchestration.partitions import daily_partitions
 from amd_pipeline.orchestration.resources import AmdStoreResource, CampaignSource, WolkvoxResource
-from amd_pipeline.orchestration.runs import ticks_per_day
 from amd_pipeline.orchestration.schedules import Retention, build_cleanup, build_schedules
 from amd_pipeline.orchestration.sensors import build_campaign_sensor
 from amd_pipeline.orchestration.tags import OPERATION_TAG

@@ -14,8 +14,9 @@ import dagster as dg
 from amd_pipeline.core.errors import SettingsError
 from amd_pipeline.core.plan import CampaignAll
 from amd_pipeline.core.settings import DefinitionSettings, check_campaign_id
+from amd_pipeline.orchestration.cadence import Cadence, calls_per_refresh, refresh_days, ticks_per_day
 from amd_pipeline.orchestration.partitions import CAMPAIGN_DIMENSION
-from amd_pipeline.orchestration.runs import Cadence, calls_per_refresh, ranged_runs, refresh_days, ticks_per_day
+from amd_pipeline.orchestration.runs import ranged_runs
 from amd_pipeline.orchestration.tags import OPERATION_TAG, SOURCE_TAG
 
 if TYPE_CHECKING:
