@@ -31,31 +31,55 @@ if TYPE_CHECKING:
 AMD_DAILY_JOB = "amd_daily_job"
 
 
+# Resource field -> the setting it comes from. Every operation's WolkvoxResource shares the machine's (how this
+# machine talks to any Wolkvox server, where the token's locks live); the environment's one operation also
+# takes its own from variables; the one store takes the store's.
+MACHINE_FIELDS = {
+    "connect_timeout_seconds": "WOLKVOX_CONNECT_TIMEOUT_SECONDS",
+    "read_timeout_seconds": "WOLKVOX_READ_TIMEOUT_SECONDS",
+    "max_attempts": "WOLKVOX_MAX_ATTEMPTS",
+    "backoff_base_ms": "WOLKVOX_BACKOFF_BASE_MS",
+    "maintenance_delay_ms": "WOLKVOX_MAINTENANCE_DELAY_MS",
+    "lock_dir": "AMD_LOCK_DIR",
+    "token_lock_url": "AMD_TOKEN_LOCK_URL",
+}
+OPERATION_FIELDS = {
+    "server": "WOLKVOX_SERVER",
+    "base_url": "WOLKVOX_BASE_URL",
+    "max_in_flight": "WOLKVOX_MAX_IN_FLIGHT",
+    "campaign_all": "WOLKVOX_CAMPAIGN_ALL",
+    "daily_quota": "WOLKVOX_DAILY_QUOTA",
+    "quota_share": "AMD_QUOTA_SHARE",
+}
+STORE_FIELDS = {
+    "path": "AMD_DUCKDB_PATH",
+    "working_path": "AMD_WORKING_DUCKDB_PATH",
+    "batch_size": "AMD_BATCH_SIZE",
+    "lock_timeout_seconds": "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS",
+    "published_storage_version": "AMD_PUBLISHED_STORAGE_VERSION",
+    "published_parquet": "AMD_PUBLISHED_PARQUET",
+    "intraday_keep_days": "AMD_INTRADAY_KEEP_DAYS",
+}
+
+
+def is_set(name: str) -> bool:
+    """Whether the variable ``name`` is set and not empty: the one place the Definitions look at the environment."""
+    return bool(os.environ.get(name))
+
+
 def env_or(name: str, value: object = None):
     """``dg.EnvVar(name)`` when the variable is set (resolved at launch), else ``value`` or the setting's default.
 
-    The one place the Definitions look at the environment: an EnvVar of an unset variable fails at launch.
+    A secret (the token, a URL with a password) therefore never enters the Definitions' snapshot.
     """
-    if os.environ.get(name):
+    if is_set(name):
         return dg.EnvVar.int(name) if name in INT_SETTINGS else dg.EnvVar(name)
     return default(name) if value is None else value
 
 
-def machine_settings() -> dict:
-    """How this machine talks to any Wolkvox server and where the token's locks live.
-
-    Shared by every operation (timeouts, retries, lock folder, cross-machine lock); environment variables read at
-    launch.
-    """
-    return {
-        "connect_timeout_seconds": env_or("WOLKVOX_CONNECT_TIMEOUT_SECONDS"),
-        "read_timeout_seconds": env_or("WOLKVOX_READ_TIMEOUT_SECONDS"),
-        "max_attempts": env_or("WOLKVOX_MAX_ATTEMPTS"),
-        "backoff_base_ms": env_or("WOLKVOX_BACKOFF_BASE_MS"),
-        "maintenance_delay_ms": env_or("WOLKVOX_MAINTENANCE_DELAY_MS"),
-        "lock_dir": env_or("AMD_LOCK_DIR"),
-        "token_lock_url": env_or("AMD_TOKEN_LOCK_URL"),  # may hold a password: an EnvVar when set
-    }
+def from_settings(fields: dict[str, str]) -> dict:
+    """Each resource field of ``fields`` from its setting (:func:`env_or`)."""
+    return {field: env_or(setting) for field, setting in fields.items()}
 
 
 def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
@@ -64,30 +88,16 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
     The token is always an EnvVar when set (never in the snapshot); unset, it is "" and every use says which
     variable to set, in one line, instead of failing resource setup.
     """
-    token = env_or(op.token_env, "")
     if op.from_environment:  # the single-operation setup: every setting stays a variable read at launch
-        return WolkvoxResource(
-            token=token,
-            server=env_or("WOLKVOX_SERVER"),
-            base_url=env_or("WOLKVOX_BASE_URL"),
-            max_in_flight=env_or("WOLKVOX_MAX_IN_FLIGHT"),
-            campaign_all=env_or("WOLKVOX_CAMPAIGN_ALL"),
-            daily_quota=env_or("WOLKVOX_DAILY_QUOTA"),
-            quota_share=env_or("AMD_QUOTA_SHARE"),
-            timezone=op.timezone,
-            **machine_settings(),
-        )
+        own = from_settings(OPERATION_FIELDS)
+    else:
+        own = {field: getattr(op, field) for field in OPERATION_FIELDS} | {"quota_share": str(op.quota_share)}
     return WolkvoxResource(
-        token=token,
+        token=env_or(op.token_env, ""),
         token_env=op.token_env,
-        server=op.server,
-        base_url=op.base_url,
-        max_in_flight=op.max_in_flight,
-        campaign_all=op.campaign_all,
-        daily_quota=op.daily_quota,
-        quota_share=str(op.quota_share),
         timezone=op.timezone,
-        **machine_settings(),
+        **own,
+        **from_settings(MACHINE_FIELDS),
     )
 
 
@@ -98,15 +108,6 @@ def campaign_source(op: WolkvoxOperation) -> CampaignSource:
     return CampaignSource(campaign_ids=",".join(op.campaigns))
 
 
-_STORE_SETTINGS = (
-    "AMD_DUCKDB_PATH",
-    "AMD_WORKING_DUCKDB_PATH",
-    "AMD_BATCH_SIZE",
-    "AMD_DUCKDB_LOCK_TIMEOUT_SECONDS",
-    "AMD_PUBLISHED_STORAGE_VERSION",
-    "AMD_PUBLISHED_PARQUET",
-    "AMD_INTRADAY_KEEP_DAYS",
-)
 _stores: dict[tuple, AmdStoreResource] = {}
 
 
@@ -116,17 +117,9 @@ def shared_store() -> AmdStoreResource:
     Each operation's Definitions carry it (a component builds on its own), and merging them keeps one, since
     Dagster refuses one resource key bound to two objects.
     """
-    key = tuple((name, bool(os.environ.get(name))) for name in _STORE_SETTINGS)
+    key = tuple(is_set(setting) for setting in STORE_FIELDS.values())
     if key not in _stores:
-        _stores[key] = AmdStoreResource(
-            path=env_or("AMD_DUCKDB_PATH"),
-            working_path=env_or("AMD_WORKING_DUCKDB_PATH"),
-            batch_size=env_or("AMD_BATCH_SIZE"),
-            lock_timeout_seconds=env_or("AMD_DUCKDB_LOCK_TIMEOUT_SECONDS"),
-            published_storage_version=env_or("AMD_PUBLISHED_STORAGE_VERSION"),
-            published_parquet=env_or("AMD_PUBLISHED_PARQUET"),
-            intraday_keep_days=env_or("AMD_INTRADAY_KEEP_DAYS"),
-        )
+        _stores[key] = AmdStoreResource(**from_settings(STORE_FIELDS))
     return _stores[key]
 
 
