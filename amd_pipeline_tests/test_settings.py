@@ -84,3 +84,14 @@ def test_the_published_file_defaults_to_the_format_every_duckdb_from_1_0_opens()
     assert settings.publish.storage_version == "v1.0.0" and settings.publish.parquet is False
     chosen = RunSettings.from_env({**GOOD, "AMD_PUBLISHED_STORAGE_VERSION": "v1.4.0", "AMD_PUBLISHED_PARQUET": "1"})
     assert chosen.publish.storage_version == "v1.4.0" and chosen.publish.parquet is True
+
+
+def test_every_setting_the_code_reads_is_declared_once_in_the_catalog():
+    """Each AMD_/WOLKVOX_ variable the package reads has one declaration (default, range, secret or not)."""
+    from amd_pipeline.core.settings import INT_SETTINGS, SETTINGS
+    from amd_pipeline_tests.test_docs import names_read_by_the_code
+
+    ours = {name for name in names_read_by_the_code() if not name.startswith("DAGSTER_")}
+    assert ours - set(SETTINGS) == set()
+    assert {name for name, s in SETTINGS.items() if s.secret} == {"WOLKVOX_TOKEN", "AMD_TOKEN_LOCK_URL"}
+    assert all(SETTINGS[name].low <= default <= SETTINGS[name].high for name, (default, _, _) in INT_SETTINGS.items())
