@@ -75,9 +75,10 @@ class TimezoneMismatchError(AmdPipelineError):
 
 
 class FileHeldError(AmdPipelineError):
-    """A file could not be replaced: a program holds it open (Windows: Excel holds a CSV it shows, Power BI
-    a Parquet file it reads, DBeaver the DuckDB file). The files of an export renamed before it are new,
-    the rest as they were.
+    """A file could not be replaced: a program holds it open.
+
+    On Windows: Excel holds a CSV it shows, Power BI a Parquet file it reads, DBeaver the DuckDB file. The files
+    of an export renamed before it are new, the rest as they were.
 
     Attributes:
         path: the held file.
@@ -91,6 +92,7 @@ class FileHeldError(AmdPipelineError):
 
     @staticmethod
     def held_by(holders: list[str]) -> str:
+        """The holders joined with "and", or "another program" when none were found."""
         return " and ".join(holders) or "another program"
 
     @classmethod
@@ -100,11 +102,11 @@ class FileHeldError(AmdPipelineError):
 
 
 class PublishHeldError(FileHeldError):
-    """A publish could not replace a file a program holds open (Windows refuses the rename): the published
-    DuckDB file, or one of its Parquet copy.
+    """A publish could not replace a file a program holds open (Windows refuses the rename).
 
-    Nothing is lost: the rows are in the working file (``working``), the published file is still the
-    previous complete copy, and the temporary copy was removed; the next publish tries again.
+    The file is the published DuckDB file, or one of its Parquet copy. Nothing is lost: the rows are in the
+    working file (``working``), the published file is still the previous complete copy, and the temporary copy
+    was removed; the next publish tries again.
     """
 
     def __init__(self, path: Path, holders: list[str], reason: str, *, working: Path):

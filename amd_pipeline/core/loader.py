@@ -1,20 +1,12 @@
 """Fetch windows back to back, normalise them and write them in bounded batches. No dagster.
 
-The asset is a thin shell around :func:`load`. Batches bound both memory and what a crash can cost:
-a batch is written in one transaction once it holds ``batch_size`` windows or ``BATCH_SECONDS`` have
-passed since the last write, so a failure loses at most the calls of one unwritten batch (and the few
-answers fetched ahead of it) and never leaves a half-written batch. The calls are made one after
-another by a thread of their own (``_Fetcher``) while the load's thread parses and writes, so at the
-token's latency the writes cost no wall time.
-
-When several campaigns share a window, one ``campaign_id=all`` call can answer for all of them
-(``CampaignAll``, planned in ``plan.py``): ``on`` always uses it, ``off`` never, ``auto`` uses it until
-the server refuses it, then falls back to one call per campaign and remembers the refusal
-(``on_all_refused``).
-
-Every answer is kept whole (``api_answers``). A run that belongs to a backfill asks ``all`` even for
-one campaign (``prefer_all``): Dagster splits a UI backfill into one run per campaign, and the later
-runs of the same backfill take their closed windows from that answer (``in_hand``) instead of calling.
+The asset is a thin shell around :func:`load`. Batches bound memory and what a crash costs: one transaction
+each, written at ``batch_size`` windows or ``BATCH_SECONDS`` after the last write, so a crash loses at most one
+unwritten batch of calls (plus the answers fetched ahead) and never leaves half a batch. A thread of its own
+(``_Fetcher``) makes the calls while the load's thread parses and writes. ``campaign_id=all`` (``CampaignAll``,
+``plan.py``) falls back to per-campaign calls when refused (``on_all_refused``). Every answer is kept
+(``api_answers``): Dagster splits a UI backfill into one run per campaign, so a backfill's run asks ``all`` even
+for one campaign (``prefer_all``) and the later runs take their closed windows from it (``in_hand``).
 """
 
 from __future__ import annotations
@@ -46,6 +38,8 @@ BATCH_SECONDS = 10.0  # a batch is also written once this long has passed since 
 
 @dataclasses.dataclass
 class Progress:
+    """A load's progress so far: windows done of the total, calls, retries and seconds since it started."""
+
     windows_done: int
     windows_total: int
     calls: int

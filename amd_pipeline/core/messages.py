@@ -2,16 +2,8 @@
 
 The CLI prints it, the asset puts it in the run's failure description, the sensor in its skip reason:
 the same words everywhere, and never a traceback or a class path (``--verbose`` shows the traceback).
-
-The exit status of a command that ends with an exception is :func:`exit_status`'s, from the two trees
-(``core/errors.py``, ``wolkvox/errors.py``; the table in docs/operating.md, "Errors and exit statuses"):
-
-    BudgetExhaustedError   4  EXIT_BUDGET       the pipeline's daily call budget is spent
-    QuotaExhaustedError    3  EXIT_QUOTA        the token's daily quota is spent (403 TOKEN LIMIT EXCEEDED)
-    SettingsError          2  EXIT_USAGE        a setting or an argument is wrong: nothing called or written
-    KeyboardInterrupt    130  EXIT_INTERRUPTED  Ctrl-C
-    CliExit                   its own status    a command that already chose its sentence and status
-    anything else          1  EXIT_FAILED       (a command that ends without one exits EXIT_OK, 0)
+A command that ends with an exception exits with :func:`exit_status`'s status, mapped from the two trees
+(``core/errors.py``, ``wolkvox/errors.py``; the table in docs/operating.md, "Errors and exit statuses").
 """
 
 from __future__ import annotations
@@ -37,7 +29,11 @@ class CliExit(Exception):  # noqa: N818 - an exit, not an error
 
 
 def exit_status(exc: BaseException) -> int:
-    """The exit status of an `amd-pipeline` command that ends with ``exc`` (the table above)."""
+    """The exit status of an `amd-pipeline` command that ends with ``exc``.
+
+    ``CliExit``: its own status; ``BudgetExhaustedError``: 4; ``QuotaExhaustedError``: 3; ``SettingsError``: 2
+    (nothing called or written); ``KeyboardInterrupt``: 130; anything else: 1.
+    """
     if isinstance(exc, CliExit):
         return exc.status
     if isinstance(exc, errors.BudgetExhaustedError):

@@ -23,6 +23,8 @@ ALL = "all"
 
 
 class CampaignAll(enum.StrEnum):
+    """When a load uses ``campaign_id=all``: ``on`` always, ``off`` never, ``auto`` until the server refuses it."""
+
     AUTO = "auto"
     ON = "on"
     OFF = "off"
@@ -72,6 +74,7 @@ def plan_calls(requests: Iterable[WindowRequest], *, use_all: bool = False, pref
 
 
 def per_campaign(calls: Iterable[Call]) -> list[Call]:
+    """The same calls with each ``all`` call split into one call per campaign it covers."""
     return [Call(c, call.window, (c,)) for call in calls for c in call.covers]
 
 
@@ -103,10 +106,12 @@ class Plan:
 
     @property
     def budget_remaining(self) -> int | None:
+        """Calls left in this pipeline's daily budget (never below 0); None without a budget."""
         return max(self.budget_limit - self.budget_used, 0) if self.budget_limit is not None else None
 
     @property
     def quota_share(self) -> float | None:
+        """The calls as a fraction of the token's daily quota; None when the quota is unknown."""
         return self.calls / self.daily_quota if self.daily_quota else None
 
     @property
@@ -126,9 +131,11 @@ class Plan:
 
     @property
     def eta_seconds(self) -> float | None:
+        """Seconds the calls should take at the median latency seen; None before any latency was seen."""
         return self.calls * self.median_latency if self.median_latency is not None else None
 
     def describe(self) -> str:
+        """The plan in one line: windows, calls, quota and budget left, and the ETA."""
         served = f" ({self.from_answers} from answers already in hand)" if self.from_answers else ""
         parts = [f"{self.windows} windows{served}, {self.calls} calls"]
         if self.daily_quota:

@@ -29,8 +29,9 @@ from amd_pipeline.core.views import create_views
 
 @dataclasses.dataclass(frozen=True)
 class Published:
-    """One publish: how long it took, the file's size, and what the copy holds (read while building it,
-    so describing the dataset costs no second opening of the file).
+    """One publish: how long it took, the file's size, and what the copy holds.
+
+    The contents are read while the copy is built, so describing the dataset costs no second opening of the file.
     """
 
     rows: int
@@ -60,8 +61,10 @@ def publish_copy(
     sleep: Callable[[float], None],
     started: float,
 ) -> Published:
-    """Publish the working file ``working`` at ``target`` (:meth:`~amd_pipeline.core.store.AmdStore.publish`
-    says how and why), under the publish lock; ``started`` is when the publish began (``time.perf_counter``).
+    """Publish the working file ``working`` at ``target`` under the publish lock.
+
+    :meth:`~amd_pipeline.core.store.AmdStore.publish` says how and why; ``started`` is when the publish began
+    (``time.perf_counter``).
     """
     with _publish_lock(target, lock_timeout):
         described = _publish_locked(working, target, storage_version, parquet_dir, operation, lock_timeout, sleep)
@@ -141,8 +144,9 @@ def _publish_locked(
 
 
 def _replace(tmp: Path, target: Path, working: Path, sleep: Callable[[float], None]) -> None:
-    """Rename ``tmp`` over ``target``; while a program holds ``target`` (Windows), wait a little, then
-    raise :class:`PublishHeldError`.
+    """Rename ``tmp`` over ``target``.
+
+    While a program holds ``target`` (Windows), wait a little, then raise :class:`PublishHeldError`.
     """
     for wait in (*REPLACE_WAITS, None):
         try:
@@ -171,8 +175,10 @@ def _publish_lock(target: Path, timeout: float) -> Iterator[None]:
 
 
 def _remove_stale_copies(target: Path) -> None:
-    """Remove the temporary copies beside ``target`` (``.amd.duckdb.<pid>[.<thread>].tmp``) of publishes whose
-    process has ended: killed mid-publish, or a copy a held file left that could not be removed then.
+    """Remove the temporary copies beside ``target`` of publishes whose process has ended.
+
+    The copies are ``.amd.duckdb.<pid>[.<thread>].tmp``: left by a publish killed midway, or by one whose held
+    file kept its copy from being removed then.
     """
     for copy in target.parent.glob(f".{target.name}.*.tmp"):
         pid = copy.name[len(target.name) + 2 : -len(".tmp")].split(".")[0]

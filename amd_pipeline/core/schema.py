@@ -1,6 +1,6 @@
-"""The DuckDB file's layout: every table's DDL and columns, the AMD tables (:class:`TableSpec`, :data:`AMD_DAILY`),
-and bringing a file from before operations up to date (:func:`ensure_schema`). No dagster.
+"""The DuckDB file's layout: every table's DDL and columns, and migrating a file from before operations. No dagster.
 
+The AMD tables are :class:`TableSpec` (:data:`AMD_DAILY`); :func:`ensure_schema` brings an old file up to date.
 Every table the store writes has ``operation`` as its first column and in its key (two operations' campaign
 ids can collide). A file from before operations is migrated in place on its first write-open: every row
 becomes :data:`~amd_pipeline.core.settings.DEFAULT_OPERATION`'s, and ``amd_meta``'s zone and first day move to
@@ -54,8 +54,9 @@ REQUESTS_DDL = (
 
 
 def attempts_frame(attempts: list[dict], tags: dict[str, str | None]) -> pd.DataFrame:
-    """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``);
-    the list is emptied, so each attempt is written once.
+    """A client's recorded HTTP attempts as ``api_requests`` rows, tagged (``source``, ``run_id``).
+
+    The list is emptied, so each attempt is written once.
     """
     taken = len(attempts)  # the calling thread may append meanwhile: those stay for the next batch
     rows = [{**attempt, **tags} for attempt in attempts[:taken]]
@@ -135,6 +136,7 @@ class TableSpec:
 
     @property
     def ddl(self) -> str:
+        """The table's ``CREATE TABLE IF NOT EXISTS`` statement, keyed by operation, campaign and window start."""
         return f"""
         CREATE TABLE IF NOT EXISTS {self.name} (
             operation VARCHAR NOT NULL,
@@ -210,6 +212,7 @@ def table_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
 
 
 def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """True if a table named ``name`` exists in any database attached to ``conn``."""
     return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 

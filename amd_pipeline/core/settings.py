@@ -1,13 +1,10 @@
 """Environment settings: their names, defaults, validation, and how they reach Dagster.
 
-The time zone and start date shape the partitions, so they are read when the Definitions are built.
-Everything else reaches runs through resources as ``dg.EnvVar`` (``definitions.py``: resolved at
-launch, never stored in the Definitions snapshot); an unset optional variable falls back to its
-default. No dagster import here: the loader and the CLI use these checks too.
-
-Every check lives here and raises :class:`SettingsError`, whose message is the one line a person
-reads: what is wrong and how to fix it. The CLI runs :meth:`RunSettings.from_env` before it makes
-any call or touches any file (exit status 2); resources run the same checks when a run uses them.
+The time zone and start date shape the partitions, so they are read when the Definitions are built; the
+rest reaches runs as ``dg.EnvVar`` (resolved at launch, never stored in the Definitions snapshot). No dagster
+import: the loader and the CLI use these checks too. Every check raises :class:`SettingsError`, whose message
+is the one line a person reads: what is wrong and how to fix it. The CLI runs :meth:`RunSettings.from_env`
+before any call or file access (exit status 2); resources run the same checks.
 """
 
 from __future__ import annotations
@@ -128,6 +125,7 @@ def partition_events_setting(environ: Mapping[str, str] | None = None) -> str:
 
 
 def check_timezone(name: str, setting: str = "WOLKVOX_TIMEZONE") -> str:
+    """The IANA zone ``name`` as its ``ZoneInfo`` key, or a :class:`SettingsError` naming ``setting``."""
     try:
         return ZoneInfo(name).key
     except (ZoneInfoNotFoundError, ValueError):
@@ -159,6 +157,7 @@ def parse_campaign_list(text: str, source: str = "AMD_CAMPAIGNS") -> list[str]:
 
 
 def check_campaign_all(text: str) -> str:
+    """``WOLKVOX_CAMPAIGN_ALL`` lower-cased: ``auto`` (also when empty), ``on`` or ``off``."""
     mode = (text or "auto").strip().lower()
     if mode not in CAMPAIGN_ALL_MODES:
         raise SettingsError(f"WOLKVOX_CAMPAIGN_ALL={text!r} is not one of auto, on, off")
@@ -193,7 +192,8 @@ def published_path(given: str | None = None, environ: Mapping[str, str] | None =
 
 
 def working_path_for(published: str, configured: str | None = None) -> str:
-    """The file loads write (``AMD_WORKING_DUCKDB_PATH``); by default beside the published one:
+    """The file loads write: ``configured`` (``AMD_WORKING_DUCKDB_PATH``), else beside the published one.
+
     ``data/amd.duckdb`` -> ``data/amd.working.duckdb``.
     """
     if configured:
@@ -252,6 +252,7 @@ class PublishSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PublishSettings:
+        """The publish settings from ``AMD_PUBLISHED_STORAGE_VERSION`` and ``AMD_PUBLISHED_PARQUET``, checked."""
         env = os.environ if environ is None else environ
         return cls(
             storage_version=check_storage_version(env.get("AMD_PUBLISHED_STORAGE_VERSION")),
@@ -301,6 +302,7 @@ class DefinitionSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DefinitionSettings:
+        """The zone, start date, crons and restate days from the environment (defaults when unset), checked."""
         env = os.environ if environ is None else environ
         timezone = check_timezone(env.get("WOLKVOX_TIMEZONE") or DEFAULT_TIMEZONE)
         raw_start = env.get("AMD_START_DATE") or ""

@@ -1,20 +1,13 @@
 """One token's shared state in PostgreSQL: the daily call ledger and what was learned about its server. No dagster.
 
-On one machine the ledger and the learned facts are small files beside the token's lock files
-(:class:`amd_pipeline.core.budget.CallLedger`, :class:`amd_pipeline.core.token_guard.TokenState`). A file
-only reaches one machine, and a container that starts with an empty folder starts with an empty
-ledger. When the Dagster instance lives in PostgreSQL (the production profile), or
-``AMD_TOKEN_LOCK_URL`` names one, the same state lives in that database instead, so every process,
-machine and container that shares it shares one exact budget:
-
-- ``amd_pipeline_calls``: calls per token key, local day and source. A charge takes a transaction
-  advisory lock on the token's key, reads the day's sum, refuses or adds one, and commits: check and
-  increment are one step across every machine.
-- ``amd_pipeline_token_state``: named facts per token key (the token's daily limit as ``token_info``
-  gave it today, when ``campaign_id=all`` was refused, windows served from answers in hand).
-
-Rows are keyed by :func:`amd_pipeline.core.token_guard.token_key` (a keyed hash), never the token.
-Messages never hold the URL (it may hold a password).
+On one machine this state is small files beside the token's lock files (``budget.CallLedger``,
+``token_guard.TokenState``), which reach only that machine, and an empty container folder would start an empty
+ledger. With the Dagster instance in PostgreSQL (production) or ``AMD_TOKEN_LOCK_URL`` set, it lives in that
+database, so every process, machine and container shares one exact budget. ``amd_pipeline_calls`` counts calls
+per token key, local day and source; a charge takes an advisory lock on the key, so check and increment are one
+step everywhere. ``amd_pipeline_token_state`` holds named facts per key (today's limit, the ``all`` refusal,
+windows served from answers). Rows are keyed by ``token_guard.token_key``, never the token; messages never
+hold the URL (it may hold a password).
 """
 
 from __future__ import annotations
@@ -98,8 +91,9 @@ def _connection(url: str):
 
 @contextlib.contextmanager
 def _transaction(url: str, conn=None) -> Iterator:
-    """One transaction on this process's connection: committed when the body ends, rolled back when it
-    raises. A database error drops the connection (the next use reconnects) and says so in one sentence.
+    """One transaction on this thread's connection: committed when the body ends, rolled back when it raises.
+
+    A database error drops the connection (the next use reconnects) and says so in one sentence.
     """
     import psycopg2
 
@@ -138,6 +132,7 @@ class PgCallLedger:
         self._classid = lock_class(key)
 
     def today(self) -> dt.date:
+        """Today's date in the operation's zone: the day the ledger counts against."""
         return self._now().astimezone(self.zone).date()
 
     def charge(self, source: str, limit: int | None) -> int:
@@ -179,6 +174,7 @@ class PgCallLedger:
         return found["limit"] if isinstance(found, dict) and found.get("day") == self.today().isoformat() else None
 
     def remember_token_limit(self, limit: int) -> None:
+        """Store ``limit`` as the token's daily quota for today (what :meth:`token_limit` returns)."""
         self._state().set("token_limit", {"day": self.today().isoformat(), "limit": limit})
 
     def note_from_answers(self, windows: int) -> None:
@@ -187,6 +183,7 @@ class PgCallLedger:
             self._state().add(f"windows_from_answers:{self.today().isoformat()}", windows)
 
     def from_answers(self) -> int:
+        """The windows served from answers already in hand today (0 when none)."""
         return int(self._state().get(f"windows_from_answers:{self.today().isoformat()}", 0))
 
 
@@ -198,6 +195,7 @@ class PgTokenState:
         self.key = key
 
     def get(self, name: str, default: object = None) -> object:
+        """The fact ``name`` decoded from JSON, or ``default`` when it was never set."""
         with _transaction(self.url) as cursor:
             cursor.execute(
                 "SELECT value FROM amd_pipeline_token_state WHERE token_key = %s AND name = %s", (self.key, name)
@@ -206,6 +204,7 @@ class PgTokenState:
         return json.loads(row[0]) if row else default
 
     def set(self, name: str, value: object) -> None:
+        """Store ``value`` as JSON under ``name``, replacing any earlier value."""
         with _transaction(self.url) as cursor:
             cursor.execute(
                 "INSERT INTO amd_pipeline_token_state (token_key, name, value) VALUES (%s, %s, %s) "

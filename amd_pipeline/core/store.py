@@ -1,18 +1,11 @@
 """DuckDB storage: :class:`AmdStore`, the one object callers use. No dagster import.
 
-A batch replaces its (campaign_id, window_start) keys in ONE transaction: delete the keys, insert
-the rows by name, commit. A crash leaves the previous state; a rerun writes the same rows again.
-The file is opened per batch, after the API calls, and closed within milliseconds, so analysts can
-read between batches.
-
-One file serves several Wolkvox operations (one per BPO client: own server, token, zone, campaigns):
-every table the store writes has ``operation`` as its first column and in its key, since two operations'
-campaign ids can collide. A store is one operation's (:attr:`AmdStore.operation`): what it writes and
-reads is that operation's rows; :meth:`AmdStore.query` reads everything.
-
-Here: the writes, the answers in hand, the queries. Beside it, each idea in its room: the tables and the
-migration of a file from before operations (``schema.py``), each operation's time zone and moving it
-(``timezones.py``), the atomic publish of the analysts' copy (``publish.py``).
+A batch replaces its (campaign_id, window_start) keys in ONE transaction (delete, insert by name, commit): a
+crash leaves the previous state, a rerun writes the same rows. The file is opened per batch, after the API
+calls, and closed right after the write, so analysts can read between batches. One file serves several
+operations (own server, token, zone, campaigns): ``operation`` leads every table and key, since campaign ids
+can collide; a store reads and writes its own operation's rows, :meth:`AmdStore.query` reads all. Beside it:
+the tables and migration (``schema.py``), zones (``timezones.py``), the analysts' copy (``publish.py``).
 """
 
 from __future__ import annotations
@@ -123,9 +116,10 @@ class AmdStore:
         requests: pd.DataFrame | None = None,
         answers: pd.DataFrame | None = None,
     ) -> Written:
-        """Replace the frame's (campaign_id, window_start) rows and append ``requests`` (the HTTP
-        attempts that fetched them, :data:`REQUEST_COLUMNS`) and ``answers`` (what the answers said,
-        :data:`ANSWER_COLUMNS`) in one transaction.
+        """In one transaction, replace the frame's (campaign_id, window_start) rows; append requests and answers.
+
+        ``requests`` are the HTTP attempts that fetched the rows (:data:`REQUEST_COLUMNS`), ``answers`` what the
+        answers said (:data:`ANSWER_COLUMNS`).
 
         Rows of open days (``is_final`` false) are also kept as snapshots in ``amd_intraday``, in the
         same transaction, and snapshots older than ``intraday_keep_days`` are pruned: the shape of
@@ -225,8 +219,10 @@ class AmdStore:
         return len(frame)
 
     def record_requests(self, requests: pd.DataFrame) -> None:
-        """Append HTTP attempts made outside a load (pre-flight ``token_info``, campaign listings) to
-        ``api_requests``, so the table counts every call the pipeline made, as the budget does.
+        """Append HTTP attempts made outside a load to ``api_requests``.
+
+        These are the pre-flight ``token_info`` and campaign listings, so the table counts every call the pipeline
+        made, as the budget does.
         """
         if requests.empty:
             return
@@ -239,10 +235,11 @@ class AmdStore:
             conn.close()
 
     def answers_in_hand(self, backfill_id: str | None, windows: list) -> dict[dt.datetime, dict]:
-        """For each of ``windows`` (:class:`~amd_pipeline.wolkvox.windows.Window`), the latest ``campaign_id=all``
-        answer of backfill ``backfill_id`` that was fetched after the window ended, if any:
-        ``{window.start: {"fetched_at", "empty", "rows"}}`` with the data rows as the server sent them.
-        Read-only; nothing without a backfill id (a new backfill always fetches again).
+        """Per window, the latest ``campaign_id=all`` answer of backfill ``backfill_id`` fetched after it ended.
+
+        ``windows`` are :class:`~amd_pipeline.wolkvox.windows.Window`; the result is
+        ``{window.start: {"fetched_at", "empty", "rows"}}`` with the data rows as the server sent them, for the
+        windows that have one. Read-only; nothing without a backfill id (a new backfill always fetches again).
         """
         if not backfill_id or not windows or not self.path.exists():
             return {}
@@ -297,8 +294,10 @@ class AmdStore:
         return {(c, dt.datetime.fromtimestamp(e, dt.UTC)) for c, e in found}
 
     def prepare(self, table: TableSpec) -> None:
-        """Create or update the schema and the views, record this store's zone and first day, or raise
-        :class:`TimezoneMismatchError`: what a load does before its first call.
+        """Create or update the schema and views, and record this store's zone and first day.
+
+        What a load does before its first call; raises :class:`TimezoneMismatchError` if the file's days are in
+        another zone.
         """
         conn = self.connect()
         try:
@@ -321,10 +320,11 @@ class AmdStore:
             conn.close()
 
     def record_issues(self, issues: list[tuple[str, dt.datetime, dt.date, str, str]]) -> None:
-        """Windows a load could not write: ``(campaign_id, window_start, local_date, status, detail)``
-        with status ``rejected`` (a value failed parsing) or ``deferred`` (the budget or quota ran out).
+        """Record windows a load could not write in ``amd_window_issues``.
 
-        A later write of the window removes its issue (in :meth:`replace`).
+        Each is ``(campaign_id, window_start, local_date, status, detail)`` with status ``rejected`` (a value
+        failed parsing) or ``deferred`` (the budget or quota ran out). A later write of the window removes its
+        issue (in :meth:`replace`).
         """
         if not issues:
             return
@@ -402,8 +402,9 @@ class AmdStore:
             conn.close()
 
     def _upgrade(self) -> None:
-        """Migrate a file from before operations (:func:`_migrate`) with a short write connection, so a read
-        that follows finds the columns it asks for. One read-only look per store when the file is current.
+        """Migrate a file from before operations (:func:`_migrate`) with a short write connection.
+
+        A read that follows then finds the columns it asks for. One read-only look per store when the file is current.
         """
         if self._current or not self.path.exists():
             return
@@ -454,8 +455,9 @@ class AmdStore:
             conn.close()
 
     def operations(self) -> list[str]:
-        """The operations the file holds: those with a zone recorded or a row (a file from before operations:
-        the default one).
+        """The operations the file holds: those with a zone recorded or a row.
+
+        A file from before operations holds the default one.
         """
         if not self.path.exists():
             return []
@@ -471,8 +473,9 @@ class AmdStore:
 
 
 def _keep_snapshots(conn: duckdb.DuckDBPyConnection, keep_days: int, operation: str) -> None:
-    """Keep the batch's open days as snapshots (the table ``batch`` is registered), prune the operation's
-    old ones.
+    """Keep the batch's open days as snapshots and prune the operation's old ones.
+
+    The batch is the registered table ``batch``.
     """
     conn.execute(
         "INSERT INTO amd_intraday SELECT operation, campaign_id, local_date, fetched_at, total_amd FROM batch "

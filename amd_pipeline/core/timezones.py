@@ -21,8 +21,9 @@ from amd_pipeline.wolkvox.windows import day_window
 
 
 def timezone_refusal(path: str | Path, operation: str, stored: str, wanted: str) -> str:
-    """Why a file whose ``operation`` days are in ``stored`` takes no load in zone ``wanted``, and what to do
-    (the store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike).
+    """Why a file whose ``operation`` days are in ``stored`` takes no load in zone ``wanted``, and what to do.
+
+    The store's :class:`TimezoneMismatchError` and the CLI's check before any call say it alike.
     """
     keeps = "(it keeps days whose windows are unchanged and drops the others for a backfill to refetch)"
     if operation == DEFAULT_OPERATION:
@@ -50,8 +51,9 @@ class Migration:
 def claim_timezone(
     conn: duckdb.DuckDBPyConnection, table: TableSpec, path: Path, operation: str, timezone: str | None
 ) -> None:
-    """Record ``operation``'s zone, or raise :class:`TimezoneMismatchError` when its rows are in another
-    (other operations' zones do not matter). Inside the caller's transaction; nothing without a zone.
+    """Record ``operation``'s zone, or raise :class:`TimezoneMismatchError` when its rows are in another.
+
+    Other operations' zones do not matter. Runs inside the caller's transaction; does nothing without a zone.
     """
     if timezone is None:
         return
@@ -105,6 +107,7 @@ def move_to_timezone(
 
 
 def operation_timezone(conn: duckdb.DuckDBPyConnection, operation: str) -> str | None:
+    """The zone ``amd_operations`` records for ``operation``, or None when it records none."""
     found = conn.execute("SELECT timezone FROM amd_operations WHERE operation = ?", [operation]).fetchall()
     return found[0][0] if found else None
 

@@ -1,15 +1,11 @@
 """A cross-process lease: at most ``max_in_flight`` requests with one token, on this machine or on all.
 
-Dagster's ``wolkvox_token`` pool keeps the *steps* of one Dagster instance apart. This lease covers
-every single request, including those made outside a step (the CLI's pre-flight ``token_info``,
-campaign discovery, sensors) and those of scripts, tests and a second DAGSTER_HOME. On one machine
-it is a set of locked slot files (``filelock``: ``flock`` on Linux and macOS, ``msvcrt.locking`` on
-Windows) named by a keyed hash of the base URL and token (the name does not contain, and cannot be
-turned back into, the token); the OS releases a dead process's lock.
-A file lock is local, so with ``shared_url`` (the Dagster instance's PostgreSQL on the production
-profile, or AMD_TOKEN_LOCK_URL) each lease also holds a PostgreSQL advisory lock on the same slot:
-that is what keeps processes on several machines and containers apart. PostgreSQL releases it when a
-dead process's connection drops.
+Dagster's ``wolkvox_token`` pool keeps only the *steps* of one instance apart; this lease covers every request,
+also those outside a step (pre-flight ``token_info``, campaign discovery, sensors), scripts, tests and a second
+DAGSTER_HOME. On one machine it is a set of locked slot files (``filelock``) named by a keyed hash of base URL
+and token (the name cannot be turned back into the token); the OS releases a dead process's lock. With
+``shared_url`` (production's PostgreSQL, or AMD_TOKEN_LOCK_URL) each lease also holds an advisory lock on the
+same slot, which keeps machines and containers apart; it is released when a dead process's connection drops.
 """
 
 from __future__ import annotations
@@ -39,6 +35,7 @@ def token_key(base_url: str, token: str) -> str:
 
 
 def default_lock_dir() -> Path:
+    """The slot files' folder when none is given: ``amd_pipeline-token-locks`` in the system's temp folder."""
     return Path(tempfile.gettempdir()) / DEFAULT_LOCK_DIR_NAME
 
 
@@ -73,8 +70,9 @@ class TokenGuard:
         self._shared = SharedLock(shared_url, key) if shared_url else None
 
     def state(self) -> TokenState:
-        """What was learned about this token's server: in the shared database when there is one (every
-        machine sees it), else beside the lock files (every process on this machine).
+        """What was learned about this token's server, where every process that shares the token sees it.
+
+        In the shared database when there is one (every machine), else beside the lock files (this machine).
         """
         if self.shared_url:
             from amd_pipeline.core.shared_state import PgTokenState
@@ -150,6 +148,7 @@ class SharedLock:
 
     @contextlib.contextmanager
     def hold(self, slot: int) -> Iterator[None]:
+        """Hold the advisory lock of ``slot`` for the body; raise :class:`SharedLockError` if it cannot be taken."""
         try:
             cursor = self._connection().cursor()
             cursor.execute("SELECT pg_advisory_lock(%s, %s)", (self._classid, slot))
@@ -181,12 +180,14 @@ class TokenState:
         self._lock = FileLock(self.path.with_suffix(".lock"), mode=0o600)
 
     def get(self, name: str, default: object = None) -> object:
+        """The fact ``name``, or ``default`` when it or the file does not exist."""
         if not self.path.exists():
             return default
         with self._lock.acquire(poll_interval=POLL_SECONDS):
             return self._read().get(name, default)
 
     def set(self, name: str, value: object) -> None:
+        """Store ``value`` under ``name``, rewriting the file atomically under its lock."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock.acquire(poll_interval=POLL_SECONDS):
             data = self._read()
