@@ -92,3 +92,21 @@ def test_the_cleanup_job_runs_as_the_schedule_launches_it(instance, pipeline_env
     [output] = [e for e in result.all_events if e.is_successful_output]
     assert output.event_specific_data.metadata["deleted_runs"].value == 1
     assert instance.get_run_by_id(old) is None
+
+
+def test_without_dagsters_run_files_the_runs_are_still_pruned_and_the_files_stay(
+    instance, pipeline_env, capsys, monkeypatch
+):
+    """If an upgrade moves the SQLite event log's class, pruning still deletes the runs; only their files stay."""
+    from amd_pipeline.orchestration import dagster_private
+
+    monkeypatch.setitem(dagster_private.MISSING, "run_files", "cannot import name SqliteEventLogStorage (test)")
+    monkeypatch.setattr(dagster_private, "_noticed", set())
+    old = run(instance, "refresh")
+    run(instance, "refresh")
+    pruned = prune_runs(instance, keep_days=3, now=LATER)
+    assert (pruned.deleted, pruned.shard_bytes) == (1, 0)
+    assert instance.get_run_by_id(old) is None
+    assert os.path.exists(instance.event_log_storage.path_for_shard(old))
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("amd_pipeline: Dagster")]
+    assert len(said) == 1 and "retention leaves pruned runs' emptied SQLite files in place" in said[0]
