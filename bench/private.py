@@ -24,7 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import ROOT, SimProcess, bench_env, days_span, log, machine, timed, verify
+from environments import bench_env
+from output import log, machine
+from processes import ROOT, days_span, timed
+from simulators import SimProcess
+from truth import verify
 
 from amd_pipeline.orchestration.instance import shipped_instance_yaml
 
