@@ -45,8 +45,22 @@ BLOCKED_CLI = textwrap.dedent("""
 
 def test_every_feature_finds_its_private_names():
     """Fails when a Dagster upgrade moves a private name: read the room's table, then fix or drop the feature."""
-    assert dagster_private.MISSING == {}
     assert set(dagster_private.FALLBACK) == {"batched_event_log", "partition_events", "metadata", "run_files"}
+    assert [feature for feature in dagster_private.FALLBACK if not dagster_private.available(feature)] == []
+    assert dagster_private.MISSING == {}
+
+
+def test_the_private_names_are_imported_on_first_use_not_with_the_definitions():
+    """Loading the code location imports no SQLite storage module (0.4 s; the PostgreSQL profile never needs it)."""
+    script = (
+        "import sys, amd_pipeline.orchestration.location as location\n"
+        "location.build_location()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dagster._core.storage.runs.sqlite')))\n"
+    )
+    env = {**os.environ, "AMD_OPERATIONS_DIR": str(ROOT / "amd_pipeline" / "defs")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_no_module_outside_the_room_names_dagsters_private_modules():

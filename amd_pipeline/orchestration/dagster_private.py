@@ -47,11 +47,28 @@ def notice(feature: str) -> None:
 
 
 def available(feature: str) -> bool:
-    """Whether ``feature``'s private names were found (else it falls back and says so once)."""
+    """Whether ``feature``'s private names were found (else it falls back and says so once).
+
+    A feature's names are imported on its first use, not when this module is: the SQLite storage's modules
+    alone take about 0.4 s to import, and a run on the PostgreSQL profile never needs them.
+    """
+    if feature not in _tried:
+        _tried.add(feature)
+        _LOADERS[feature]()
     if feature in MISSING:
         notice(feature)
         return False
     return True
+
+
+_tried: set[str] = set()
+
+
+def __getattr__(name: str) -> object:
+    """The batched storage's classes, made on first use (Dagster finds them by name in an instance's config)."""
+    if name in ("BatchedSqliteEventLogStorage", "AmdSqliteStorage") and available("batched_event_log"):
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- batched_event_log ------------------------------------------------------------------------------------
@@ -60,25 +77,31 @@ try:
 except ImportError:  # the class DagsterInstance.get_ref returns is the same one, found through public names
     InstanceRef = typing.get_type_hints(dg.DagsterInstance.get_ref)["return"]
 
-try:
-    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
-    from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
-    from dagster._core.storage.sqlite_storage import (
-        DagsterSqliteStorage,
-        _event_logs_directory,
-        _runs_directory,
-        _schedule_directory,
-    )
-    from dagster._serdes import ConfigurableClassData
 
-    for _method in ("_event_to_row", "_store_asset_event_tags", "_store_asset_event", "index_transaction"):
-        if not hasattr(SqliteEventLogStorage, _method):
-            raise ImportError(f"SqliteEventLogStorage.{_method}")
-except ImportError as exc:
-    MISSING["batched_event_log"] = str(exc)
-else:
+def _load_batched_event_log() -> None:
+    global SqlEventLogStorageTable, SqliteEventLogStorage, SqliteRunStorage, SqliteScheduleStorage
+    global DagsterSqliteStorage, _event_logs_directory, _runs_directory, _schedule_directory, ConfigurableClassData
+    global BATCHED_EVENT_TYPES, BatchedSqliteEventLogStorage, AmdSqliteStorage, _batchable
+    try:
+        from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+        from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+        from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+        from dagster._core.storage.sqlite_storage import (
+            DagsterSqliteStorage,
+            _event_logs_directory,
+            _runs_directory,
+            _schedule_directory,
+        )
+        from dagster._serdes import ConfigurableClassData
+
+        for _method in ("_event_to_row", "_store_asset_event_tags", "_store_asset_event", "index_transaction"):
+            if not hasattr(SqliteEventLogStorage, _method):
+                raise ImportError(f"SqliteEventLogStorage.{_method}")
+    except ImportError as exc:
+        MISSING["batched_event_log"] = str(exc)
+        return
+
     # The asset events store_event mirrors into index.db with their tags and the asset's row, and nothing else:
     # check events and run status events take other paths, so batches holding them use the base loop.
     BATCHED_EVENT_TYPES = frozenset(
@@ -191,19 +214,24 @@ def instance_config_defaults(base_dir: str) -> Mapping[str, object]:
 
 
 # --- partition_events ---------------------------------------------------------------------------------------
-try:
-    from dagster._core.definitions.assets.definition.asset_spec import AssetExecutionType
-    from dagster._core.definitions.partitions.context import partition_loading_context
-    from dagster._core.events import DagsterEventBatchMetadata, generate_event_batch_id
-    from dagster._core.execution.plan.execute_step import _dagster_event_for_asset_event, _get_output_asset_events
-    from dagster._core.instance.runs.run_domain import RunDomain
-    from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
+EXTERNALLY_MANAGED_ASSETS_TAG = "dagster/defer_asset_events"  # Dagster's own name, replaced by its value on load
 
-    if not hasattr(RunDomain, "_log_asset_planned_events"):
-        raise ImportError("RunDomain._log_asset_planned_events")
-except ImportError as exc:
-    MISSING["partition_events"] = str(exc)
-    EXTERNALLY_MANAGED_ASSETS_TAG = "dagster/defer_asset_events"
+
+def _load_partition_events() -> None:
+    global AssetExecutionType, partition_loading_context, DagsterEventBatchMetadata, generate_event_batch_id
+    global _dagster_event_for_asset_event, _get_output_asset_events, RunDomain, EXTERNALLY_MANAGED_ASSETS_TAG
+    try:
+        from dagster._core.definitions.assets.definition.asset_spec import AssetExecutionType
+        from dagster._core.definitions.partitions.context import partition_loading_context
+        from dagster._core.events import DagsterEventBatchMetadata, generate_event_batch_id
+        from dagster._core.execution.plan.execute_step import _dagster_event_for_asset_event, _get_output_asset_events
+        from dagster._core.instance.runs.run_domain import RunDomain
+        from dagster._core.storage.tags import EXTERNALLY_MANAGED_ASSETS_TAG
+
+        if not hasattr(RunDomain, "_log_asset_planned_events"):
+            raise ImportError("RunDomain._log_asset_planned_events")
+    except ImportError as exc:
+        MISSING["partition_events"] = str(exc)
 
 
 def defer_asset_events_tags() -> dict[str, str]:
@@ -254,10 +282,12 @@ def log_materializations(context: dg.AssetExecutionContext, keys: Iterable[dg.Mu
 
 
 # --- metadata -------------------------------------------------------------------------------------------------
-try:
-    from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
-except ImportError as exc:
-    MISSING["metadata"] = str(exc)
+def _load_metadata() -> None:
+    global AssetMetadataHandle, OutputMetadataAccumulator
+    try:
+        from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+    except ImportError as exc:
+        MISSING["metadata"] = str(exc)
 
 
 def add_metadata_at_once(context: dg.AssetExecutionContext, by_partition: Mapping[object, Mapping]) -> bool:
@@ -285,10 +315,12 @@ def add_metadata_at_once(context: dg.AssetExecutionContext, by_partition: Mappin
 
 
 # --- run_files ------------------------------------------------------------------------------------------------
-try:
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage as _SqliteEventLog
-except ImportError as exc:
-    MISSING["run_files"] = str(exc)
+def _load_run_files() -> None:
+    global _SqliteEventLog
+    try:
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage as _SqliteEventLog
+    except ImportError as exc:
+        MISSING["run_files"] = str(exc)
 
 
 def run_file(storage: object, run_id: str) -> str | None:
@@ -298,3 +330,11 @@ def run_file(storage: object, run_id: str) -> str | None:
     if not available("run_files") or not isinstance(storage, _SqliteEventLog):
         return None
     return storage.path_for_shard(run_id)
+
+
+_LOADERS = {
+    "batched_event_log": _load_batched_event_log,
+    "partition_events": _load_partition_events,
+    "metadata": _load_metadata,
+    "run_files": _load_run_files,
+}
