@@ -110,6 +110,7 @@ def assert_exact_and_materialised(sim: Simulator, tmp_path: Path, home: Path, do
     return notices
 
 
+@pytest.mark.slow
 def test_the_shipped_instance_opens_and_loads_exact_rows_when_every_private_name_moved(sim, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -122,6 +123,7 @@ def test_the_shipped_instance_opens_and_loads_exact_rows_when_every_private_name
     assert sim.stats()["overlaps"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_the_production_instance_loads_exact_rows_when_every_private_name_moved(sim, tmp_path, pg_home):
     done = blocked_backfill(sim, tmp_path, pg_home)
