@@ -204,3 +204,21 @@ def test_operation_requires_choosing_when_there_are_several(tmp_path):
     with pytest.raises(SettingsError, match="is not one of the operations"):
         found.get("gamma")
     assert found.get("beta_mex").timezone == "America/Mexico_City"
+
+
+def test_a_folder_operations_defaults_and_the_resources_defaults_are_the_settings_declared_ones():
+    """An operation's field, a resource's field and the environment variable default alike (core.settings)."""
+    from amd_pipeline.core.settings import default
+    from amd_pipeline.orchestration.build import MACHINE_FIELDS, OPERATION_FIELDS, STORE_FIELDS
+    from amd_pipeline.orchestration.resources import AmdStoreResource, WolkvoxResource
+
+    def differ(model, fields):
+        return {
+            field: (model.model_fields[field].default, default(setting))
+            for field, setting in fields.items()
+            if str(model.model_fields[field].default) != str(default(setting))
+        }
+
+    assert differ(WolkvoxOperation, OPERATION_FIELDS) == {}
+    assert differ(WolkvoxResource, {**OPERATION_FIELDS, **MACHINE_FIELDS}) == {}
+    assert differ(AmdStoreResource, STORE_FIELDS) == {}

@@ -158,7 +158,7 @@ def parse_campaign_list(text: str, source: str = "AMD_CAMPAIGNS") -> list[str]:
 
 def check_campaign_all(text: str) -> str:
     """``WOLKVOX_CAMPAIGN_ALL`` lower-cased: ``auto`` (also when empty), ``on`` or ``off``."""
-    mode = (text or "auto").strip().lower()
+    mode = (text or str(default("WOLKVOX_CAMPAIGN_ALL"))).strip().lower()
     if mode not in CAMPAIGN_ALL_MODES:
         raise SettingsError(f"WOLKVOX_CAMPAIGN_ALL={text!r} is not one of auto, on, off")
     return mode
@@ -212,7 +212,7 @@ def check_cron(text: str, setting: str) -> str:
 
 def check_share(text: str | None) -> float:
     """``AMD_QUOTA_SHARE``: the share of the token's daily quota this pipeline may spend, in (0, 1]."""
-    raw = (text or "").strip() or "0.5"
+    raw = (text or "").strip() or str(default("AMD_QUOTA_SHARE"))
     try:
         share = float(raw)
     except ValueError:
@@ -350,7 +350,7 @@ class RunSettings:
         return cls(
             definition=definition,
             base_url=base_url,
-            campaign_all=check_campaign_all(env.get("WOLKVOX_CAMPAIGN_ALL") or "auto"),
+            campaign_all=check_campaign_all(env.get("WOLKVOX_CAMPAIGN_ALL") or ""),
             campaigns=tuple(parse_campaign_list(env.get("AMD_CAMPAIGNS") or "")),
             numbers={name: int_setting(name, env) for name in INT_SETTINGS},
             duckdb_path=published_path(None, env),

@@ -37,6 +37,7 @@ from amd_pipeline.core.settings import (
     check_share,
     check_timezone,
     check_token,
+    default,
 )
 
 DEFAULT_TOKEN_ENV = "WOLKVOX_TOKEN"
@@ -124,10 +125,19 @@ class WolkvoxOperation(dg.Component, dg.Model, dg.Resolvable):
     campaigns: list[str | int] = Field(
         default_factory=list, description="Campaign ids, like [20717, 20731]; empty: discover predictive ones."
     )
-    campaign_all: Literal["auto", "on", "off"] = Field(default="auto", description="One campaign_id=all call per day.")
-    daily_quota: int = Field(default=0, description="Calls per day (licenses x 1000); 0: ask token_info daily.")
-    quota_share: float = Field(default=0.5, description="Share of the token's daily quota this operation may spend.")
-    max_in_flight: int = Field(default=1, description="Requests in flight with the token, 1 or 2.")
+    campaign_all: Literal["auto", "on", "off"] = Field(
+        default=default("WOLKVOX_CAMPAIGN_ALL"), description="One campaign_id=all call per day."
+    )
+    daily_quota: int = Field(
+        default=default("WOLKVOX_DAILY_QUOTA"), description="Calls per day (licenses x 1000); 0: ask token_info daily."
+    )
+    quota_share: float = Field(
+        default=float(default("AMD_QUOTA_SHARE")),
+        description="Share of the token's daily quota this operation may spend.",
+    )
+    max_in_flight: int = Field(
+        default=default("WOLKVOX_MAX_IN_FLIGHT"), description="Requests in flight with the token, 1 or 2."
+    )
     refresh_cron: str = Field(default=DEFAULT_REFRESH_CRON, description="When today is refreshed (its zone).")
     restate_cron: str = Field(default=DEFAULT_RESTATE_CRON, description="When recent closed days are refetched.")
     restate_days: int = Field(default=DEFAULT_RESTATE_DAYS, description="How many closed days a restatement covers.")
