@@ -24,7 +24,7 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from amd_pipeline.core.errors import SettingsError
-from amd_pipeline.core.settings import DefinitionSettings
+from amd_pipeline.core.settings import PARTITION_EVENTS, DefinitionSettings
 from amd_pipeline.orchestration import assets, partition_events
 from amd_pipeline.orchestration.build import AMD_DAILY_JOB
 from amd_pipeline.orchestration.dagster_private import BatchedSqliteEventLogStorage
@@ -357,11 +357,11 @@ def test_a_batch_the_events_thread_fails_to_log_is_logged_once_more_by_the_step(
 
 
 def test_amd_partition_events_after_leaves_the_events_to_dagster_and_a_bad_value_is_named(monkeypatch):
-    monkeypatch.setenv(partition_events.SETTING, "after")
+    monkeypatch.setenv(PARTITION_EVENTS, "after")
     assert partition_events.run_tags() == {}
-    monkeypatch.setenv(partition_events.SETTING, " During ")
+    monkeypatch.setenv(PARTITION_EVENTS, " During ")
     assert partition_events.run_tags() == {"dagster/defer_asset_events": "true"}
-    monkeypatch.setenv(partition_events.SETTING, "later")
+    monkeypatch.setenv(PARTITION_EVENTS, "later")
     with pytest.raises(SettingsError, match="AMD_PARTITION_EVENTS='later' is not during or after"):
         partition_events.run_tags()
 

@@ -85,6 +85,14 @@ def backfill_args(op: str, start=START, end=END, *extra) -> list[str]:
     return ["backfill", "--operation", op, "--start", str(start), "--end", str(end), "--quiet", *extra]
 
 
+def backfill_each(tmp_path: Path, published_path: Path, days: int) -> list:
+    """A backfill of ``days`` days of each operation in turn, beta_mex publishing also to ``published_path``."""
+    with two_servers() as sims:
+        env = operations_env(tmp_path, sims, beta_mex={"published_path": str(published_path)})
+        end = START + dt.timedelta(days=days - 1)
+        return [amd(env, *backfill_args(op, START, end), cwd=tmp_path) for op in sims]
+
+
 def rows_by_operation(path: Path) -> dict[str, dict[tuple[str, dt.date], int]]:
     rows = AmdStore(path).query("SELECT operation, campaign_id, local_date, total_amd, window_start FROM amd_daily")
     out: dict[str, dict] = {}
@@ -211,12 +219,9 @@ def test_one_operations_budget_refusal_never_blocks_the_other(tmp_path, tokens):
 
 
 def test_an_operation_published_to_a_file_of_its_own_holds_nothing_of_the_others(tmp_path):
-    with two_servers() as sims:
-        own = tmp_path / "clients" / "beta.duckdb"
-        env = operations_env(tmp_path, sims, beta_mex={"published_path": str(own)})
-        for op in sims:
-            done = amd(env, *backfill_args(op, START, START + dt.timedelta(days=2)), cwd=tmp_path)
-            assert done.returncode == 0, done.stderr
+    own = tmp_path / "clients" / "beta.duckdb"
+    for done in backfill_each(tmp_path, own, days=3):
+        assert done.returncode == 0, done.stderr
     shared = rows_by_operation(tmp_path / "data" / "amd.duckdb")
     assert set(shared) == {"acme_bog", "beta_mex"}
     conn = duckdb.connect(str(own), read_only=True)
@@ -284,11 +289,8 @@ def test_a_wrong_token_names_the_operations_own_variable(tmp_path):
 
 
 def test_an_own_file_that_is_the_shared_file_is_refused_and_the_shared_file_kept(tmp_path):
-    with two_servers() as sims:
-        shared = tmp_path / "data" / "amd.duckdb"
-        env = operations_env(tmp_path, sims, beta_mex={"published_path": str(shared)})
-        for op in sims:
-            done = amd(env, *backfill_args(op, START, START + dt.timedelta(days=1)), cwd=tmp_path)
+    shared = tmp_path / "data" / "amd.duckdb"
+    done = backfill_each(tmp_path, shared, days=2)[-1]
     assert done.returncode == 1
     assert f"published_path {shared} of operation beta_mex is the analysts' shared file" in done.stderr
     assert set(rows_by_operation(shared)) == {"acme_bog", "beta_mex"}  # not overwritten with beta's alone

@@ -67,80 +67,74 @@ def publish_copy(
     (``time.perf_counter``).
     """
     with _publish_lock(target, lock_timeout):
-        described = _publish_locked(working, target, storage_version, parquet_dir, operation, lock_timeout, sleep)
+        _remove_stale_copies(target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.unlink(missing_ok=True)
+        conn = duckdb.connect()
+        try:
+            _attach_working(conn, working, lock_timeout, sleep)
+            # Checked to be like v1.0.0 first: ATTACH takes no bound parameter for it.
+            version = check_storage_version(storage_version)
+            conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{version}')", [str(tmp)])
+            # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
+            # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
+            tables = conn.execute(
+                "SELECT table_name, list(column_name) FILTER (column_name = 'operation') <> [] "
+                "FROM duckdb_columns() WHERE database_name = 'working' AND table_name IN "
+                "(SELECT table_name FROM duckdb_tables() WHERE database_name = 'working') GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+            for name, per_operation in tables:
+                if operation is not None and per_operation:
+                    conn.execute(
+                        f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}" WHERE operation = ?',
+                        [operation],
+                    )
+                else:  # amd_meta: no operation's rows
+                    conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
+            conn.execute("DETACH working")
+            conn.execute("USE published")
+            # a working file from before snapshots (or per-operation zones) existed still gets the tables the views read
+            conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
+            conn.execute(OPERATIONS_DDL.replace(" PRIMARY KEY", ""))
+            create_views(conn)
+            described = _describe(conn) if has_table(conn, "amd_daily") else {}
+            conn.execute("USE memory")
+            conn.execute("DETACH published")
+        except BaseException:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        conn.close()
+        try:
+            sync_file(tmp)
+            if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
+                try:
+                    export_published(tmp, Path(parquet_dir), "parquet")
+                except FileHeldError as exc:  # a Parquet file open in Power BI: the DuckDB copy waits too
+                    raise PublishHeldError(exc.path, exc.holders, exc.reason, working=working) from exc
+            _replace(tmp, target, working, sleep)
+        except BaseException:
+            with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
+                tmp.unlink(missing_ok=True)
+            raise
+        sync_folder(target.parent)
     return Published(seconds=time.perf_counter() - started, bytes=target.stat().st_size, **({"rows": 0} | described))
 
 
-def _publish_locked(
-    working: Path,
-    target: Path,
-    storage_version: str,
-    parquet_dir: str | Path | None,
-    operation: str | None,
-    lock_timeout: float,
-    sleep: Callable[[float], None],
-) -> dict:
-    _remove_stale_copies(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.unlink(missing_ok=True)
-    conn = duckdb.connect()
-    try:
-        waited, delay = 0.0, 0.05
-        while True:  # the working file may be held for a moment by another writer (the sensor)
-            try:
-                conn.execute("ATTACH ? AS working (READ_ONLY)", [str(working)])
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or waited >= lock_timeout:
-                    raise
-                sleep(delay)
-                waited, delay = waited + delay, min(delay * 2, 5.0)
-        # Checked to be like v1.0.0 first: ATTACH takes no bound parameter for it.
-        version = check_storage_version(storage_version)
-        conn.execute(f"ATTACH ? AS published (STORAGE_VERSION '{version}')", [str(tmp)])
-        # Tables as plain copies: readers need no key or index, and DuckDB 1.0 cannot read a
-        # PRIMARY KEY that 2.0 writes even in the v1.0.0 format. Views are created anew below.
-        tables = conn.execute(
-            "SELECT table_name, list(column_name) FILTER (column_name = 'operation') <> [] "
-            "FROM duckdb_columns() WHERE database_name = 'working' AND table_name IN "
-            "(SELECT table_name FROM duckdb_tables() WHERE database_name = 'working') GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
-        for name, per_operation in tables:
-            if operation is not None and per_operation:
-                conn.execute(
-                    f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}" WHERE operation = ?',
-                    [operation],
-                )
-            else:  # amd_meta: no operation's rows
-                conn.execute(f'CREATE TABLE published."{name}" AS SELECT * FROM working."{name}"')
-        conn.execute("DETACH working")
-        conn.execute("USE published")
-        # a working file from before snapshots (or per-operation zones) existed still gets the tables the views read
-        conn.execute(f"CREATE TABLE IF NOT EXISTS amd_intraday ({INTRADAY_COLUMNS})")
-        conn.execute(OPERATIONS_DDL.replace(" PRIMARY KEY", ""))
-        create_views(conn)
-        described = _describe(conn) if has_table(conn, "amd_daily") else {}
-        conn.execute("USE memory")
-        conn.execute("DETACH published")
-    except BaseException:
-        conn.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    conn.close()
-    try:
-        sync_file(tmp)
-        if parquet_dir is not None:  # from the new copy before it is renamed: no reader can hold it
-            try:
-                export_published(tmp, Path(parquet_dir), "parquet")
-            except FileHeldError as exc:  # a Parquet file open in Power BI: the DuckDB copy waits too
-                raise PublishHeldError(exc.path, exc.holders, exc.reason, working=working) from exc
-        _replace(tmp, target, working, sleep)
-    except BaseException:
-        with contextlib.suppress(OSError):  # if it cannot go now, the next publish removes it
-            tmp.unlink(missing_ok=True)
-        raise
-    sync_folder(target.parent)
-    return described
+def _attach_working(
+    conn: duckdb.DuckDBPyConnection, working: Path, lock_timeout: float, sleep: Callable[[float], None]
+) -> None:
+    """Attach ``working`` read-only, waiting while another writer (the sensor) holds it for a moment."""
+    waited, delay = 0.0, 0.05
+    while True:
+        try:
+            conn.execute("ATTACH ? AS working (READ_ONLY)", [str(working)])
+            return
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or waited >= lock_timeout:
+                raise
+            sleep(delay)
+            waited, delay = waited + delay, min(delay * 2, 5.0)
 
 
 def _replace(tmp: Path, target: Path, working: Path, sleep: Callable[[float], None]) -> None:

@@ -77,7 +77,7 @@ def env_or(name: str, value: object = None):
     return default(name) if value is None else value
 
 
-def from_settings(fields: dict[str, str]) -> dict:
+def fields_from_env(fields: dict[str, str]) -> dict:
     """Each resource field of ``fields`` from its setting (:func:`env_or`)."""
     return {field: env_or(setting) for field, setting in fields.items()}
 
@@ -89,7 +89,7 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
     variable to set, in one line, instead of failing resource setup.
     """
     if op.from_environment:  # the single-operation setup: every setting stays a variable read at launch
-        own = from_settings(OPERATION_FIELDS)
+        own = fields_from_env(OPERATION_FIELDS)
     else:
         own = {field: getattr(op, field) for field in OPERATION_FIELDS} | {"quota_share": str(op.quota_share)}
     return WolkvoxResource(
@@ -97,7 +97,7 @@ def wolkvox_resource(op: WolkvoxOperation) -> WolkvoxResource:
         token_env=op.token_env,
         timezone=op.timezone,
         **own,
-        **from_settings(MACHINE_FIELDS),
+        **fields_from_env(MACHINE_FIELDS),
     )
 
 
@@ -119,7 +119,7 @@ def shared_store() -> AmdStoreResource:
     """
     key = tuple(is_set(setting) for setting in STORE_FIELDS.values())
     if key not in _stores:
-        _stores[key] = AmdStoreResource(**from_settings(STORE_FIELDS))
+        _stores[key] = AmdStoreResource(**fields_from_env(STORE_FIELDS))
     return _stores[key]
 
 

@@ -245,7 +245,8 @@ def asset_events_deferred(context: dg.AssetExecutionContext) -> bool:
 
 
 def _step(context: dg.AssetExecutionContext):
-    return context.op_execution_context._step_execution_context
+    """The step's execution context (None if an upgrade moved it: the metadata feature then falls back)."""
+    return getattr(context.op_execution_context, "_step_execution_context", None)
 
 
 def log_planned_events(context: dg.AssetExecutionContext) -> None:
@@ -298,7 +299,7 @@ def add_metadata_at_once(context: dg.AssetExecutionContext, by_partition: Mappin
     """
     if not available("metadata"):
         return False
-    step = getattr(context.op_execution_context, "_step_execution_context", None)
+    step = _step(context)
     accumulator = getattr(step, "_metadata_accumulator", None)
     if not isinstance(accumulator, OutputMetadataAccumulator):
         MISSING["metadata"] = "StepExecutionContext._metadata_accumulator"

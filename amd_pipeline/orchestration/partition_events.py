@@ -17,11 +17,9 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from amd_pipeline.core.settings import PARTITION_EVENTS, partition_events_setting
+from amd_pipeline.core.settings import partition_events_setting
 from amd_pipeline.orchestration import dagster_private
 from amd_pipeline.orchestration.metadata import add_partition_metadata
-
-SETTING = PARTITION_EVENTS
 
 
 def run_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
